@@ -1,0 +1,42 @@
+# Two commands on a fresh machine with Python 3.11+ and make:
+#   make up     bootstrap, then run the whole pipeline locally (pass options with ARGS="...")
+#   make test   bootstrap, then lint, type-check and run the whole test suite
+PYTHON ?= python3
+BOOTSTRAP := .bootstrap
+UV := $(BOOTSTRAP)/bin/uv
+SYNCED := .venv/.synced
+
+.PHONY: up test lint typecheck pytest status schemas clean
+
+$(UV):
+	$(PYTHON) -m venv $(BOOTSTRAP)
+	$(BOOTSTRAP)/bin/python -m pip install --quiet --disable-pip-version-check "uv>=0.5,<1"
+
+# Re-sync only when the lock or a project file changed, so a second run costs nothing.
+$(SYNCED): $(UV) uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml tools/*/pyproject.toml)
+	$(UV) sync --locked
+	@touch $@
+
+up: $(SYNCED)
+	$(UV) run --no-sync cryptoflow up $(ARGS)
+
+status: $(SYNCED)
+	$(UV) run --no-sync cryptoflow status $(ARGS)
+
+lint: $(SYNCED)
+	$(UV) run --no-sync ruff check .
+	$(UV) run --no-sync ruff format --check .
+
+typecheck: $(SYNCED)
+	$(UV) run --no-sync mypy libs/*/src services/*/src tools/*/src
+
+pytest: $(SYNCED)
+	$(UV) run --no-sync pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+schemas: $(SYNCED)
+	$(UV) run --no-sync cryptoflow-schemas docs/schemas
+
+clean:
+	rm -rf .venv $(BOOTSTRAP) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,47 @@
+"""Contracts shared by every cryptoflow service: events, datasets, streams and subjects."""
+
+from .datasets import TIMEFRAME_MS, Dataset, timeframe_ms
+from .events import (
+    ALL_EVENTS,
+    BatchReady,
+    DeadLetter,
+    Event,
+    Loaded,
+    ObjectWritten,
+    RawSnapshot,
+    content_hash,
+)
+from .subjects import (
+    STREAM_SUBJECTS,
+    Stage,
+    Stream,
+    dlq_subject,
+    lake_subject,
+    raw_subject,
+    silver_subject,
+    symbol_token,
+    warehouse_subject,
+)
+
+__all__ = [
+    "ALL_EVENTS",
+    "STREAM_SUBJECTS",
+    "TIMEFRAME_MS",
+    "BatchReady",
+    "Dataset",
+    "DeadLetter",
+    "Event",
+    "Loaded",
+    "ObjectWritten",
+    "RawSnapshot",
+    "Stage",
+    "Stream",
+    "content_hash",
+    "dlq_subject",
+    "lake_subject",
+    "raw_subject",
+    "silver_subject",
+    "symbol_token",
+    "timeframe_ms",
+    "warehouse_subject",
+]

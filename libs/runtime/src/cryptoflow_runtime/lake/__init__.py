@@ -1,0 +1,20 @@
+"""The lake: immutable objects in S3/MinIO (`s3://`) or a directory (`file://`)."""
+
+from __future__ import annotations
+
+from .base import Lake, ObjectConflictError, sha256_hex
+from .file import FileLake
+from .s3 import S3Lake
+
+
+async def open_lake(url: str, s3_endpoint_url: str | None = None) -> Lake:
+    if url.startswith("file://"):
+        return FileLake(url)
+    if url.startswith("s3://"):
+        lake = S3Lake(url, s3_endpoint_url)
+        await lake.ensure_bucket()
+        return lake
+    raise ValueError(f"unsupported lake URL {url!r} (expected file:// or s3://)")
+
+
+__all__ = ["FileLake", "Lake", "ObjectConflictError", "S3Lake", "open_lake", "sha256_hex"]

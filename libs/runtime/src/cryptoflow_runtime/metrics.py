@@ -1,0 +1,33 @@
+"""Prometheus metrics every stage reports, with the same names and labels everywhere."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+MESSAGES_PROCESSED = Counter(
+    "cryptoflow_messages_processed_total",
+    "Input messages a stage finished (acked after its side effect)",
+    ["service", "dataset"],
+)
+MESSAGES_FAILED = Counter(
+    "cryptoflow_messages_failed_total",
+    "Input messages whose processing raised (they are retried or dead-lettered)",
+    ["service", "dataset", "error"],
+)
+DEAD_LETTERS = Counter(
+    "cryptoflow_dead_letters_total",
+    "DeadLetter events published",
+    ["service", "dataset", "reason"],
+)
+HANDLER_SECONDS = Histogram(
+    "cryptoflow_handler_seconds",
+    "Time to process one input batch, side effects included",
+    ["service"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+BATCH_SIZE = Histogram(
+    "cryptoflow_batch_messages",
+    "Messages per fetched batch",
+    ["service"],
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000),
+)

@@ -1,0 +1,120 @@
+"""How every service starts: settings, JSON logs, tracing, broker, streams, health server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from faststream import FastStream
+from faststream.nats import NatsBroker
+from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from faststream.nats.prometheus import NatsPrometheusMiddleware
+from nats.js import JetStreamContext
+from prometheus_client import REGISTRY
+
+from .health import HealthServer
+from .jetstream import ensure_streams
+from .lake import Lake, open_lake
+from .logs import configure_logging
+from .settings import ConfigError, LakeSettings, ServiceSettings
+from .tracing import configure_tracing
+
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+log = logging.getLogger(__name__)
+
+
+class Service:
+    """A broker, its FastStream app and the health endpoint, wired the same way in every service."""
+
+    def __init__(self, name: str, settings: ServiceSettings) -> None:
+        self.name = name
+        self.settings = settings
+        tracer_provider = configure_tracing(name, settings.otlp_endpoint)
+        self.broker = NatsBroker(
+            settings.nats_url,
+            name=f"cryptoflow-{name}",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+            graceful_timeout=30.0,
+            logger=logging.getLogger(f"cryptoflow.{name}.broker"),
+            middlewares=(
+                NatsTelemetryMiddleware(tracer_provider=tracer_provider),
+                NatsPrometheusMiddleware(registry=REGISTRY, app_name=name, metrics_prefix="cryptoflow_faststream"),
+            ),
+        )
+        self.app = FastStream(self.broker, logger=logging.getLogger(f"cryptoflow.{name}"))
+        self.health = HealthServer(name, settings.http_host, settings.http_port, ready=self.is_connected)
+        self.app.on_startup(self._start)
+        self.app.on_shutdown(self.health.stop)
+
+    def use_lake(self, settings: LakeSettings) -> LakeHandle:
+        """A lake opened at start and closed at shutdown."""
+        handle = LakeHandle(settings)
+        self.app.on_startup(handle.open)
+        self.app.on_shutdown(handle.close)
+        return handle
+
+    async def _start(self) -> None:
+        await self.broker.connect()
+        await ensure_streams(self.jetstream)
+        await self.health.start()
+
+    @property
+    def jetstream(self) -> JetStreamContext:
+        stream: JetStreamContext | None = self.broker.config.connection_state.stream
+        assert stream is not None, "broker not connected"
+        return stream
+
+    def is_connected(self) -> bool:
+        try:
+            return bool(self.broker.config.connection_state.connection.is_connected)
+        except Exception:
+            return False
+
+
+class LakeHandle:
+    def __init__(self, settings: LakeSettings) -> None:
+        self.settings = settings
+        self._lake: Lake | None = None
+
+    @property
+    def lake(self) -> Lake:
+        assert self._lake is not None, "lake not open yet"
+        return self._lake
+
+    async def open(self) -> None:
+        self._lake = await open_lake(self.settings.lake_url, self.settings.s3_endpoint_url)
+
+    async def close(self) -> None:
+        if self._lake is not None:
+            await self._lake.close()
+
+
+def run_service(
+    name: str,
+    load: Callable[[], SettingsT],
+    build: Callable[[SettingsT], Awaitable[Service]],
+) -> None:
+    """Console entry point body: a bad setting exits 2 with a message naming it."""
+    try:
+        settings = load()
+    except ConfigError as error:
+        print(f"{name}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(name, settings.log_level)
+
+    async def main() -> None:
+        service = await build(settings)
+        await service.app.run()
+
+    try:
+        asyncio.run(main())
+    except ConfigError as error:
+        log.error("configuration error", extra={"error": str(error)})
+        print(f"{name}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,37 @@
+"""ccxt exchange construction; the simulator is reached by overriding URLs only."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import ccxt.async_support as ccxt
+
+
+def _rehost(url: str, base_url: str) -> str:
+    """Keep the exchange's own path, swap scheme and host: the wire format stays the exchange's."""
+    parts = urlsplit(url)
+    base = urlsplit(base_url)
+    return urlunsplit((base.scheme, base.netloc, parts.path, parts.query, parts.fragment))
+
+
+def _rehost_tree(value: Any, base_url: str) -> Any:
+    if isinstance(value, str):
+        return _rehost(value, base_url) if value.startswith(("http://", "https://")) else value
+    if isinstance(value, dict):
+        return {key: _rehost_tree(item, base_url) for key, item in value.items()}
+    return value
+
+
+def create_exchange(exchange_id: str, base_url: str | None, timeout_ms: int = 10_000) -> ccxt.Exchange:
+    cls = getattr(ccxt, exchange_id)
+    exchange: ccxt.Exchange = cls(
+        {
+            "enableRateLimit": True,
+            "timeout": timeout_ms,
+            "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False},
+        }
+    )
+    if base_url is not None:
+        exchange.urls["api"] = _rehost_tree(exchange.urls["api"], base_url)
+    return exchange

@@ -1,0 +1,18 @@
+"""Lake-writer settings (env prefix LAKE_WRITER_; NATS_URL, LAKE_URL, S3_ENDPOINT_URL shared)."""
+
+from __future__ import annotations
+
+from cryptoflow_runtime import LakeSettings, ServiceSettings
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+
+class LakeWriterSettings(ServiceSettings, LakeSettings):
+    model_config = SettingsConfigDict(env_prefix="LAKE_WRITER_", extra="ignore", populate_by_name=True)
+
+    batch_size: int = Field(default=500, ge=1, le=10_000, description="RawSnapshots fetched per batch")
+    batch_timeout_s: float = Field(default=1.0, gt=0, description="Longest wait to fill a batch")
+    max_deliver: int = Field(default=5, ge=1, description="Deliveries before a message is dead-lettered")
+    ack_wait_s: float = Field(default=60.0, gt=0, description="Redelivery timeout of an unacked message")
+    durable: str = Field(default="lake-writer", description="JetStream durable consumer name")
+    zstd_level: int = Field(default=3, ge=1, le=19)

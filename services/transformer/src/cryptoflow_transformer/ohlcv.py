@@ -1,0 +1,121 @@
+"""OHLCV bronze → typed, validated Polars frame. Pure functions: no I/O here."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+from cryptoflow_contracts import TIMEFRAME_MS
+
+SILVER_SCHEMA_VERSION = 1
+KEY = ["exchange", "symbol", "timeframe", "ts"]
+PRICES = ["open", "high", "low", "close"]
+SILVER_SCHEMA: dict[str, pl.DataType] = {
+    "exchange": pl.String(),
+    "symbol": pl.String(),
+    "timeframe": pl.String(),
+    "ts": pl.Datetime("ms", "UTC"),
+    "open": pl.Float64(),
+    "high": pl.Float64(),
+    "low": pl.Float64(),
+    "close": pl.Float64(),
+    "volume": pl.Float64(),
+    "source_event_id": pl.String(),
+}
+
+# Bronze lines are whole RawSnapshots; only these fields matter here. Candles are read as
+# strings so one malformed value nulls that row instead of failing the whole object.
+_BRONZE_SCHEMA = {
+    "event_id": pl.String(),
+    "exchange": pl.String(),
+    "symbol": pl.String(),
+    "timeframe": pl.String(),
+    "payload": pl.List(pl.List(pl.String())),
+}
+
+
+@dataclass(frozen=True)
+class ValidatedOhlcv:
+    good: pl.DataFrame
+    rejected: pl.DataFrame  # SILVER_SCHEMA columns (nullable) + `reason`
+    duplicates: int
+
+    @property
+    def input_rows(self) -> int:
+        return self.good.height + self.rejected.height
+
+    @property
+    def quality_score(self) -> float:
+        return self.good.height / self.input_rows if self.input_rows else 1.0
+
+
+def frame_from_bronze(ndjson: bytes) -> pl.DataFrame:
+    """One row per candle, typed; unparsable values become null (and are rejected later)."""
+    snapshots = pl.read_ndjson(io.BytesIO(ndjson), schema=_BRONZE_SCHEMA)
+    candles = snapshots.explode("payload").filter(pl.col("payload").is_not_null())
+    cell = pl.col("payload").list
+    return candles.select(
+        pl.col("exchange"),
+        pl.col("symbol"),
+        pl.col("timeframe"),
+        cell.get(0, null_on_oob=True).cast(pl.Int64, strict=False).alias("ts_ms"),
+        *[
+            cell.get(i, null_on_oob=True).cast(pl.Float64, strict=False).alias(name)
+            for i, name in enumerate(["open", "high", "low", "close", "volume"], start=1)
+        ],
+        cell.len().alias("fields"),
+        pl.col("event_id").alias("source_event_id"),
+    )
+
+
+def reject_reason() -> pl.Expr:
+    """The first check a row fails, or null when it passes all of them."""
+    tf_ms = pl.col("timeframe").replace_strict(TIMEFRAME_MS, default=None, return_dtype=pl.Int64)
+    checks: list[tuple[pl.Expr, str]] = [
+        (pl.col("fields") != 6, "malformed_row: expected [ts, open, high, low, close, volume]"),
+        (pl.any_horizontal(pl.col(c).is_null() for c in ["ts_ms", *PRICES, "volume"]), "null_field"),
+        (tf_ms.is_null(), "unknown_timeframe"),
+        (pl.any_horizontal(pl.col(c) <= 0 for c in PRICES), "non_positive_price"),
+        (pl.col("high") < pl.max_horizontal("open", "close"), "high_below_open_close"),
+        (pl.col("low") > pl.min_horizontal("open", "close"), "low_above_open_close"),
+        (pl.col("volume") < 0, "negative_volume"),
+        ((pl.col("ts_ms") % tf_ms) != 0, "ts_not_aligned_to_timeframe"),
+    ]
+    expr: Any = pl.when(checks[0][0]).then(pl.lit(checks[0][1]))
+    for condition, reason in checks[1:]:
+        expr = expr.when(condition).then(pl.lit(reason))
+    result: pl.Expr = expr.otherwise(pl.lit(None, dtype=pl.String))
+    return result
+
+
+def validate_ohlcv(raw: pl.DataFrame) -> ValidatedOhlcv:
+    checked = raw.with_columns(reject_reason().alias("reason"))
+    to_schema = [
+        pl.col("exchange"),
+        pl.col("symbol"),
+        pl.col("timeframe"),
+        pl.from_epoch(pl.col("ts_ms"), time_unit="ms").dt.replace_time_zone("UTC").alias("ts"),
+        *[pl.col(c) for c in [*PRICES, "volume", "source_event_id"]],
+    ]
+    good = checked.filter(pl.col("reason").is_null()).select(to_schema)
+    # A later snapshot of the same candle wins: it was fetched last.
+    deduped = good.unique(subset=KEY, keep="last", maintain_order=True).sort(KEY)
+    rejected = checked.filter(pl.col("reason").is_not_null()).select([*to_schema, pl.col("reason")])
+    return ValidatedOhlcv(good=deduped, rejected=rejected, duplicates=good.height - deduped.height)
+
+
+def to_parquet(frame: pl.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.write_parquet(
+        buffer,
+        compression="zstd",
+        statistics=True,
+        metadata={"cryptoflow.schema_version": str(SILVER_SCHEMA_VERSION), "cryptoflow.dataset": "ohlcv"},
+    )
+    return buffer.getvalue()
+
+
+def read_parquet(data: bytes) -> pl.DataFrame:
+    return pl.read_parquet(io.BytesIO(data))

@@ -1,0 +1,65 @@
+"""`cryptoflow`: run the pipeline locally (`up`) and inspect it (`status`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .stackfile import default_home
+
+
+def _instant(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cryptoflow", description=__doc__)
+    parser.add_argument("--home", type=Path, default=None, help="state dir (default $CRYPTOFLOW_HOME or ./.cryptoflow)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run NATS, PostgreSQL, the simulator and the four services")
+    up.add_argument("--symbols", default="BTC/USDT,ETH/USDT", help="unified symbols, comma-separated")
+    up.add_argument("--timeframes", default="1m", help="e.g. 1m,5m")
+    up.add_argument("--since", type=_instant, help="first candle (ISO 8601, UTC); default: yesterday 00:00")
+    up.add_argument("--sim-data", type=Path, help="serve recorded SYMBOL-INTERVAL.csv candles from this dir")
+    up.add_argument("--live", action="store_true", help="extract from the real exchange, no simulator")
+    up.add_argument("--poll-interval", type=float, default=10.0, help="seconds between polls once caught up")
+
+    status = sub.add_parser("status", help="messages per stream, consumer lag, lake objects, ohlcv rows")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    home = (args.home or default_home()).resolve()
+    if args.command == "up":
+        from .up import UpOptions, run_up
+
+        options = UpOptions(
+            home=home,
+            symbols=args.symbols,
+            timeframes=args.timeframes,
+            since=args.since,
+            sim_data=args.sim_data,
+            live=args.live,
+            poll_interval_s=args.poll_interval,
+        )
+        sys.exit(asyncio.run(run_up(options)))
+    if args.command == "status":
+        from .status import collect_status, render
+
+        try:
+            report = asyncio.run(collect_status(home))
+        except FileNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(1)
+        print(render(report, args.json))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""`cryptoflow status`: messages per stream, lag per consumer, lake objects, warehouse rows."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import nats
+from cryptoflow_contracts import Stream
+from cryptoflow_runtime import open_lake
+from nats.js.errors import NotFoundError
+
+from .stackfile import read_stack
+
+CONSUMERS = {
+    "lake-writer": Stream.RAW,
+    "transformer": Stream.LAKE,
+    "warehouse-loader": Stream.SILVER,
+}
+
+
+async def collect_status(home: Path) -> dict[str, Any]:
+    info = read_stack(home)
+    report: dict[str, Any] = {"streams": {}, "consumers": {}, "lake": {}, "warehouse": {}}
+    nc = await nats.connect(info.nats_url, connect_timeout=5)
+    try:
+        js = nc.jetstream()
+        for stream in Stream:
+            with contextlib.suppress(NotFoundError):
+                state = (await js.stream_info(stream.value)).state
+                report["streams"][stream.value] = {"messages": state.messages, "bytes": state.bytes}
+        for durable, stream in CONSUMERS.items():
+            with contextlib.suppress(NotFoundError):
+                consumer = await js.consumer_info(stream.value, durable)
+                report["consumers"][durable] = {
+                    "stream": stream.value,
+                    "pending": consumer.num_pending,
+                    "ack_pending": consumer.num_ack_pending,
+                    "redelivered": consumer.num_redelivered,
+                }
+    finally:
+        await nc.close()
+    lake = await open_lake(info.lake_url, info.s3_endpoint_url)
+    try:
+        for layer in ("bronze", "silver", "quarantine"):
+            report["lake"][layer] = len(await lake.list(f"{layer}/"))
+    finally:
+        await lake.close()
+    conn = await asyncpg.connect(info.database_url, timeout=5)
+    try:
+        exists = await conn.fetchval("SELECT to_regclass('public.ohlcv') IS NOT NULL")
+        report["warehouse"]["ohlcv_rows"] = await conn.fetchval("SELECT count(*) FROM ohlcv") if exists else 0
+    finally:
+        await conn.close()
+    return report
+
+
+def format_status(report: dict[str, Any]) -> str:
+    lines = ["streams:"]
+    lines += [f"  {name:<10} {s['messages']:>10} messages" for name, s in report["streams"].items()]
+    lines.append("consumers (lag = pending + unacked):")
+    lines += [
+        f"  {name:<17} on {c['stream']:<7} lag {c['pending'] + c['ack_pending']:>8}  redelivered {c['redelivered']}"
+        for name, c in report["consumers"].items()
+    ]
+    lines.append("lake objects:")
+    lines += [f"  {layer:<10} {count:>10}" for layer, count in report["lake"].items()]
+    lines.append(f"warehouse:\n  ohlcv rows {report['warehouse']['ohlcv_rows']:>10}")
+    return "\n".join(lines)
+
+
+def render(report: dict[str, Any], as_json: bool) -> str:
+    return json.dumps(report, indent=2) if as_json else format_status(report)

@@ -1,0 +1,177 @@
+"""`cryptoflow up`: the whole pipeline on this machine, state under $CRYPTOFLOW_HOME.
+
+NATS (JetStream), PostgreSQL (unless DATABASE_URL), the lake (file:// unless LAKE_URL or
+S3_ENDPOINT_URL), the exchange simulator (unless --live) and the four services, each its own
+OS process. A second `up` on the same home resumes: streams, checkpoints and tables persist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+
+from .processes import ServiceProcess
+from .servers import ServerProcess, free_port, start_nats, start_postgres
+from .stackfile import StackInfo, stack_path, write_stack
+
+log = logging.getLogger("cryptoflow.up")
+
+PIPELINE = ("warehouse-loader", "transformer", "lake-writer", "extractor")
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    home: Path
+    symbols: str = "BTC/USDT,ETH/USDT"
+    timeframes: str = "1m"
+    since: datetime | None = None
+    sim_data: Path | None = None
+    live: bool = False
+    exchange: str = "binance"
+    poll_interval_s: float = 10.0
+    ready_timeout_s: float = 120.0
+
+    def since_or_default(self) -> datetime:
+        if self.since is not None:
+            return self.since
+        # A day of history by default: enough to see every stage work, quick to fetch.
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        return today - timedelta(days=1)
+
+
+def lake_url_for(home: Path) -> str:
+    if url := os.environ.get("LAKE_URL"):
+        return url
+    if os.environ.get("S3_ENDPOINT_URL"):
+        return "s3://cryptoflow"
+    return f"file://{home / 'lake'}"
+
+
+async def wait_healthy(url: str, proc: ServiceProcess, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if proc.proc is not None and proc.proc.returncode is not None:
+                raise RuntimeError(f"{proc.name} exited with code {proc.proc.returncode} during start")
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with session.get(url, timeout=aiohttp.ClientTimeout(total=1)) as response:
+                    if response.status == 200:
+                        return
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{proc.name} not healthy at {url} after {timeout_s:.0f}s")
+
+
+async def wait_for_file(path: Path, proc: ServiceProcess, timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and (text := path.read_text().strip()):
+            return text
+        if proc.proc is not None and proc.proc.returncode is not None:
+            raise RuntimeError(f"{proc.name} exited with code {proc.proc.returncode} during start")
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"{proc.name} did not write {path} within {timeout_s:.0f}s")
+
+
+async def run_up(options: UpOptions) -> int:
+    home = options.home
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "run").mkdir(exist_ok=True)
+    servers: list[ServerProcess] = []
+    children: list[ServiceProcess] = []
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    exit_code = 0
+    try:
+        nats = await asyncio.to_thread(start_nats, home / "nats")
+        servers.append(nats)
+        print(f"nats-server      | {nats.url} (pid {nats.pid})", flush=True)
+        database_url = os.environ.get("DATABASE_URL")
+        if database_url is None:
+            postgres = await asyncio.to_thread(start_postgres, home / "postgres")
+            servers.append(postgres)
+            database_url = postgres.url
+            print(f"postgres         | {postgres.url} (pid {postgres.pid})", flush=True)
+        lake_url = lake_url_for(home)
+        since = options.since_or_default()
+
+        sim_url: str | None = None
+        if not options.live:
+            url_file = home / "run" / "exchange-sim.url"
+            url_file.unlink(missing_ok=True)
+            sim_args = ["--port", "0", "--url-file", str(url_file)]
+            if options.sim_data is not None:
+                sim_args += ["--data", str(options.sim_data.resolve())]
+            else:
+                sim_args += ["--symbols", options.symbols, "--start", since.isoformat()]
+            sim = ServiceProcess("exchange-sim", sim_args, {})
+            children.append(sim)
+            await sim.start()
+            sim_url = await wait_for_file(url_file, sim, 30)
+
+        shared_env = {
+            "NATS_URL": nats.url,
+            "DATABASE_URL": database_url,
+            "LAKE_URL": lake_url,
+            "EXTRACTOR_EXCHANGE": options.exchange,
+            "EXTRACTOR_SYMBOLS": options.symbols,
+            "EXTRACTOR_TIMEFRAMES": options.timeframes,
+            "EXTRACTOR_SINCE": since.isoformat(),
+            "EXTRACTOR_POLL_INTERVAL_S": str(options.poll_interval_s),
+        }
+        if sim_url is not None:
+            shared_env["EXTRACTOR_EXCHANGE_URL"] = sim_url
+        services: dict[str, dict[str, object]] = {}
+        for name in PIPELINE:
+            port = free_port()
+            prefix = name.upper().replace("-", "_")
+            proc = ServiceProcess(name, [], {**shared_env, f"{prefix}_HTTP_PORT": str(port)})
+            children.append(proc)
+            await proc.start()
+            services[name] = {"pid": proc.pid, "metrics_url": f"http://127.0.0.1:{port}/metrics"}
+        for proc in children[1 if sim_url else 0 :]:
+            health = str(services[proc.name]["metrics_url"]).replace("/metrics", "/healthz")
+            await wait_healthy(health, proc, options.ready_timeout_s)
+
+        info = StackInfo(
+            nats_url=nats.url,
+            database_url=database_url,
+            lake_url=lake_url,
+            exchange_sim_url=sim_url,
+            s3_endpoint_url=os.environ.get("S3_ENDPOINT_URL"),
+            services=services,
+        )
+        path = write_stack(home, info)
+        print(f"cryptoflow up    | all services running; endpoints in {path}; Ctrl-C stops", flush=True)
+
+        waits = [asyncio.create_task(child.wait()) for child in children]
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([*waits, stopper], return_when=asyncio.FIRST_COMPLETED)
+        if stopper not in done:
+            crashed = [child for child in children if child.proc and child.proc.returncode is not None]
+            for child in crashed:
+                print(f"cryptoflow up    | {child.name} exited with code {child.proc.returncode}; stopping", flush=True)  # type: ignore[union-attr]
+            exit_code = 1
+        stopper.cancel()
+    except (RuntimeError, OSError) as exc:
+        print(f"cryptoflow up    | error: {exc}", flush=True)
+        exit_code = 1
+    finally:
+        stack_path(home).unlink(missing_ok=True)
+        # Producers first, so consumers can drain what is already in flight.
+        for child in reversed(children):
+            await child.stop()
+        for server in reversed(servers):
+            await asyncio.to_thread(server.stop)
+        print("cryptoflow up    | stopped", flush=True)
+    return exit_code

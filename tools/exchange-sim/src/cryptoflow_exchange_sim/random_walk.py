@@ -1,0 +1,143 @@
+"""Seeded synthetic candles for any symbol and every Binance interval.
+
+The log-price is a sum of octaves of value noise: octave k has a knot every 4**k seconds
+whose value comes from hashing (seed, symbol, k, knot index), and amplitude 2**k, so the
+variance grows linearly with the horizon like a random walk. Because the price is a pure
+function of time, any candle can be computed alone: pages, restarts and intervals all
+agree, and each candle's close equals the next candle's open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+
+from cryptoflow_exchange_sim.intervals import Interval
+from cryptoflow_exchange_sim.market import Kline, KlineWindow, Listing
+
+_UNIFIED_SYMBOL = re.compile(r"^([A-Z0-9]+)/([A-Z0-9]+)$")
+_OCTAVES = 14  # the slowest octave spans 4**13 s, about two years
+_SIGMA_PER_SECOND_KNOT = 0.0001  # gives ~0.1 % per minute and ~3 % per day
+
+
+class RandomWalkMarket:
+    """Deterministic candles from `start_ms` until `end_ms` (exclusive) or now.
+
+    The candle containing `start_ms` is the first one served. The candle still forming at
+    `now_ms` is served too, with the price reached so far, as Binance does.
+    """
+
+    def __init__(self, symbols: Sequence[str], seed: int, start_ms: int, end_ms: int | None = None) -> None:
+        if end_ms is not None and end_ms <= start_ms:
+            raise ValueError(f"end_ms {end_ms} must be after start_ms {start_ms}")
+        self._listings = tuple(_listing_from_unified(symbol) for symbol in symbols)
+        self._seed = seed
+        self._start_ms = start_ms
+        self._end_ms = end_ms
+
+    def listings(self) -> Sequence[Listing]:
+        return self._listings
+
+    def klines(self, symbol_id: str, interval: Interval, window: KlineWindow, now_ms: int) -> list[Kline]:
+        last_instant = now_ms if self._end_ms is None else min(now_ms, self._end_ms - 1)
+        if last_instant < self._start_ms:
+            return []
+        open_times = _select_open_times(
+            interval,
+            first_open=interval.floor(self._start_ms),
+            last_open=interval.floor(last_instant),
+            window=window,
+        )
+        return [self._candle(symbol_id, interval, open_time, now_ms) for open_time in open_times]
+
+    def _candle(self, symbol_id: str, interval: Interval, open_time: int, now_ms: int) -> Kline:
+        scheduled_end = interval.shift(open_time, 1)
+        price_until = min(scheduled_end, now_ms)
+        # A forming candle has covered only part of its interval; wicks and volume scale with it.
+        progress = (price_until - open_time) / (scheduled_end - open_time)
+        open_price = self._price(symbol_id, open_time)
+        close_price = self._price(symbol_id, price_until)
+
+        def unit(label: str) -> float:
+            return _unit_hash(self._seed, symbol_id, interval.name, open_time, label)
+
+        swing = _SIGMA_PER_SECOND_KNOT * math.sqrt(interval.length_ms / 1000) * progress
+        high = max(open_price, close_price) * math.exp(swing * unit("high"))
+        low = min(open_price, close_price) * math.exp(-swing * unit("low"))
+        minutes = interval.length_ms / 60_000 * progress
+        volume = self._typical_volume_per_minute(symbol_id) * minutes * (0.2 + 1.6 * unit("volume"))
+        taker_share = 0.3 + 0.4 * unit("taker")
+        mean_price = (open_price + high + low + close_price) / 4
+        return Kline(
+            open_time=open_time,
+            open=_decimal(open_price),
+            high=_decimal(high),
+            low=_decimal(low),
+            close=_decimal(close_price),
+            volume=_decimal(volume),
+            close_time=scheduled_end - 1,
+            quote_volume=_decimal(volume * mean_price),
+            trade_count=int(minutes * (5 + 95 * unit("trades"))),
+            taker_buy_base_volume=_decimal(volume * taker_share),
+            taker_buy_quote_volume=_decimal(volume * taker_share * mean_price),
+        )
+
+    def _price(self, symbol_id: str, ts_ms: int) -> float:
+        base_price = 10 ** (-2 + 6 * _unit_hash(self._seed, symbol_id, "base-price"))
+        seconds = ts_ms / 1000
+        log_offset = 0.0
+        for octave in range(_OCTAVES):
+            position = seconds / 4**octave
+            index = math.floor(position)
+            fraction = position - index
+            left = _knot(self._seed, symbol_id, octave, index)
+            right = _knot(self._seed, symbol_id, octave, index + 1)
+            log_offset += _SIGMA_PER_SECOND_KNOT * 2**octave * (left + (right - left) * fraction)
+        return base_price * math.exp(log_offset)
+
+    def _typical_volume_per_minute(self, symbol_id: str) -> float:
+        return 10 ** (-1 + 4 * _unit_hash(self._seed, symbol_id, "volume-scale"))
+
+
+def _select_open_times(interval: Interval, first_open: int, last_open: int, window: KlineWindow) -> list[int]:
+    upper = last_open if window.end_ms is None else min(last_open, interval.floor(window.end_ms))
+    if window.start_ms is not None:
+        cursor = max(first_open, interval.ceil(window.start_ms))
+        forward: list[int] = []
+        while cursor <= upper and len(forward) < window.limit:
+            forward.append(cursor)
+            cursor = interval.shift(cursor, 1)
+        return forward
+    cursor = upper
+    backward: list[int] = []
+    while cursor >= first_open and len(backward) < window.limit:
+        backward.append(cursor)
+        cursor = interval.shift(cursor, -1)
+    return backward[::-1]
+
+
+def _listing_from_unified(symbol: str) -> Listing:
+    match = _UNIFIED_SYMBOL.match(symbol)
+    if match is None:
+        raise ValueError(f"expected a unified spot symbol like 'BTC/USDT', got {symbol!r}")
+    base, quote = match.groups()
+    return Listing(symbol_id=base + quote, base_asset=base, quote_asset=quote)
+
+
+def _decimal(value: float) -> str:
+    # Binance prints every decimal field with 8 places.
+    return f"{value:.8f}"
+
+
+@lru_cache(maxsize=1 << 16)
+def _knot(seed: int, symbol_id: str, octave: int, index: int) -> float:
+    return 2 * _unit_hash(seed, symbol_id, "knot", octave, index) - 1
+
+
+def _unit_hash(seed: int, symbol_id: str, *parts: object) -> float:
+    """A uniform number in [0, 1) fixed by its inputs; stable across processes, unlike hash()."""
+    key = "|".join(str(part) for part in (seed, symbol_id, *parts)).encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") / 2**64
