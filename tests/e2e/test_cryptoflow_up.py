@@ -1,0 +1,143 @@
+"""`cryptoflow up` runs the whole stack, writes stack.json, stops cleanly, and resumes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import nats
+import orjson
+import psutil
+import pytest
+
+from .harness import S3_ENV
+
+
+def start_up(home: Path, log: Path, since: datetime) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "LAKE_URL", "S3_ENDPOINT_URL", "NATS_URL")}
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "cryptoflow_cli.main", "up", "--since", since.isoformat(), "--poll-interval", "1"],
+            env={**env, **S3_ENV, "CRYPTOFLOW_HOME": str(home)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def wait_for_stack(home: Path, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    path = home / "stack.json"
+    while time.monotonic() < deadline:
+        if path.exists():
+            return dict(json.loads(path.read_text()))
+        if proc.poll() is not None:
+            raise AssertionError(f"cryptoflow up exited with {proc.returncode}:\n{log.read_text()[-5000:]}")
+        time.sleep(0.2)
+    raise AssertionError(f"no stack.json after {timeout}s:\n{log.read_text()[-5000:]}")
+
+
+def stop_up(proc: subprocess.Popen[bytes], log: Path) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError(f"cryptoflow up did not stop on SIGTERM:\n{log.read_text()[-5000:]}") from None
+    assert code == 0, log.read_text()[-5000:]
+
+
+async def rows_when_caught_up(database_url: str, expected_min: int, timeout: float = 120) -> int:
+    deadline = time.monotonic() + timeout
+    count = 0
+    while time.monotonic() < deadline:
+        try:
+            conn = await asyncpg.connect(database_url)
+            try:
+                count = await conn.fetchval("SELECT count(*) FROM ohlcv")
+            finally:
+                await conn.close()
+        except (asyncpg.UndefinedTableError, OSError):
+            count = 0
+        if count >= expected_min:
+            return int(count)
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"only {count} rows in ohlcv after {timeout}s, expected at least {expected_min}")
+
+
+async def raw_snapshots(nats_url: str) -> list[dict[str, object]]:
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info("RAW")
+        return [orjson.loads((await js.get_msg("RAW", seq)).data) for seq in range(1, info.state.last_seq + 1)]
+    finally:
+        await nc.close()
+
+
+@pytest.mark.e2e
+async def test_cryptoflow_up_runs_everything_stops_cleanly_and_resumes(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    log = tmp_path / "up.log"
+    since = (datetime.now(UTC) - timedelta(hours=2)).replace(second=0, microsecond=0)
+    # Two symbols, one candle a minute each, from `since` to the last closed minute.
+    closed_minutes = int((datetime.now(UTC) - since).total_seconds() // 60) - 1
+
+    proc = start_up(home, log, since)
+    try:
+        stack = wait_for_stack(home, proc, log)
+        assert {"nats_url", "database_url", "lake_url", "exchange_sim_url"} <= stack.keys()
+        pids = [int(s["pid"]) for s in stack["services"].values()]  # type: ignore[attr-defined]
+        first_rows = await rows_when_caught_up(str(stack["database_url"]), 2 * closed_minutes)
+
+        status = subprocess.run(
+            [sys.executable, "-m", "cryptoflow_cli.main", "status", "--json"],
+            env={**os.environ, **S3_ENV, "CRYPTOFLOW_HOME": str(home)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert status.returncode == 0, status.stderr
+        report = json.loads(status.stdout)
+        assert report["warehouse"]["ohlcv_rows"] >= first_rows
+        assert report["streams"]["RAW"]["messages"] > 0
+        assert report["lake"]["bronze"] > 0 and report["lake"]["silver"] > 0
+        assert set(report["consumers"]) == {"lake-writer", "transformer", "warehouse-loader"}
+    finally:
+        stop_up(proc, log)
+
+    assert not (home / "stack.json").exists()
+    assert not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+
+    # A second `up` on the same home resumes: same data, the extractor continues from its checkpoint.
+    restarted_at = datetime.now(UTC)
+    proc = start_up(home, log, since)
+    try:
+        stack = wait_for_stack(home, proc, log)
+        await rows_when_caught_up(str(stack["database_url"]), first_rows)
+        await asyncio.sleep(3)
+        conn = await asyncpg.connect(str(stack["database_url"]))
+        try:
+            duplicates = await conn.fetchval(
+                "SELECT count(*) FROM (SELECT symbol, ts FROM ohlcv GROUP BY symbol, ts HAVING count(*) > 1) d"
+            )
+        finally:
+            await conn.close()
+        assert duplicates == 0
+        snapshots = await raw_snapshots(str(stack["nats_url"]))
+        first_run = [s for s in snapshots if datetime.fromisoformat(str(s["fetched_at"])) < restarted_at]
+        second_run = [s for s in snapshots if datetime.fromisoformat(str(s["fetched_at"])) >= restarted_at]
+        assert first_run
+        for symbol in ("BTC/USDT", "ETH/USDT"):
+            last_before = max(int(str(s["last_ts"])) for s in first_run if s["symbol"] == symbol)
+            resumed = [int(str(s["first_ts"])) for s in second_run if s["symbol"] == symbol]
+            assert all(ts > last_before for ts in resumed), f"{symbol}: the second run fetched history again"
+    finally:
+        stop_up(proc, log)
