@@ -11,6 +11,8 @@ from .events import (
     RawSnapshot,
     content_hash,
 )
+from .silver import SILVER_SCHEMA_VERSION, SilverTable
+from .silver import TABLES as SILVER_TABLES
 from .subjects import (
     STREAM_SUBJECTS,
     Stage,
@@ -25,6 +27,8 @@ from .subjects import (
 
 __all__ = [
     "ALL_EVENTS",
+    "SILVER_SCHEMA_VERSION",
+    "SILVER_TABLES",
     "STREAM_SUBJECTS",
     "TIMEFRAME_MS",
     "BatchReady",
@@ -34,6 +38,7 @@ __all__ = [
     "Loaded",
     "ObjectWritten",
     "RawSnapshot",
+    "SilverTable",
     "Stage",
     "Stream",
     "content_hash",

@@ -97,6 +97,7 @@ class BatchReady(Event):
     """A validated silver Parquet batch is durable in the lake."""
 
     dataset: Dataset
+    table: str = Field(description="Silver table the batch belongs to (see silver.TABLES), e.g. ohlcv, trades")
     exchange: str
     lake_url: str
     key: str = Field(description="Silver Parquet object key")

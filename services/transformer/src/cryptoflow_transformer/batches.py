@@ -62,6 +62,7 @@ async def transform_object(lake: Lake, written: ObjectWritten) -> TransformResul
         ts_ms = checked.good["ts"].dt.epoch("ms")
         batch = BatchReady(
             dataset=written.dataset,
+            table="ohlcv",
             exchange=written.exchange,
             lake_url=lake.url,
             key=silver_key,

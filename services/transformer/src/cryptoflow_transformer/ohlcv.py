@@ -7,23 +7,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
-from cryptoflow_contracts import TIMEFRAME_MS
+from cryptoflow_contracts import SILVER_SCHEMA_VERSION, TIMEFRAME_MS
+from cryptoflow_contracts.silver import OHLCV, SCHEMA_VERSION_METADATA_KEY
 
-SILVER_SCHEMA_VERSION = 1
-KEY = ["exchange", "symbol", "timeframe", "ts"]
+from .schemas import polars_schema
+
+KEY = list(OHLCV.key)
 PRICES = ["open", "high", "low", "close"]
-SILVER_SCHEMA: dict[str, pl.DataType] = {
-    "exchange": pl.String(),
-    "symbol": pl.String(),
-    "timeframe": pl.String(),
-    "ts": pl.Datetime("ms", "UTC"),
-    "open": pl.Float64(),
-    "high": pl.Float64(),
-    "low": pl.Float64(),
-    "close": pl.Float64(),
-    "volume": pl.Float64(),
-    "source_event_id": pl.String(),
-}
+SILVER_SCHEMA = polars_schema(OHLCV)
 
 # Bronze lines are whole RawSnapshots; only these fields matter here. Candles are read as
 # strings so one malformed value nulls that row instead of failing the whole object.
@@ -101,7 +92,7 @@ def validate_ohlcv(raw: pl.DataFrame) -> ValidatedOhlcv:
     ]
     good = checked.filter(pl.col("reason").is_null()).select(to_schema)
     # A later snapshot of the same candle wins: it was fetched last.
-    deduped = good.unique(subset=KEY, keep="last", maintain_order=True).sort(KEY)
+    deduped = good.unique(subset=KEY, keep="last", maintain_order=True).sort(KEY).cast(pl.Schema(SILVER_SCHEMA))
     rejected = checked.filter(pl.col("reason").is_not_null()).select([*to_schema, pl.col("reason")])
     return ValidatedOhlcv(good=deduped, rejected=rejected, duplicates=good.height - deduped.height)
 
@@ -112,7 +103,7 @@ def to_parquet(frame: pl.DataFrame) -> bytes:
         buffer,
         compression="zstd",
         statistics=True,
-        metadata={"cryptoflow.schema_version": str(SILVER_SCHEMA_VERSION), "cryptoflow.dataset": "ohlcv"},
+        metadata={SCHEMA_VERSION_METADATA_KEY: str(SILVER_SCHEMA_VERSION), "cryptoflow.table": "ohlcv"},
     )
     return buffer.getvalue()
 

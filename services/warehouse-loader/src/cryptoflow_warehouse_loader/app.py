@@ -12,7 +12,6 @@ import polars as pl
 from cryptoflow_contracts import (
     STREAM_SUBJECTS,
     BatchReady,
-    Dataset,
     Loaded,
     Stage,
     Stream,
@@ -112,8 +111,8 @@ async def handle(
             batch = BatchReady.model_validate_json(msg.data)
         except ValidationError as exc:
             raise PoisonMessageError(f"not a BatchReady: {exc.errors()[0]['msg']}") from exc
-        if batch.dataset is not Dataset.OHLCV:
-            raise PoisonMessageError(f"no warehouse table for dataset {batch.dataset.value!r} yet")
+        if batch.table != "ohlcv":
+            raise PoisonMessageError(f"no warehouse table {batch.table!r} yet")
         data = await lake.get(batch.key)
         if sha256_hex(data) != batch.sha256:
             raise PoisonMessageError(f"{batch.key}: sha256 differs from BatchReady; object corrupt or replaced")

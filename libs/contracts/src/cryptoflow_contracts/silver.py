@@ -1,0 +1,76 @@
+"""Silver tables: the columns of every silver Parquet batch, shared by transformer and loader.
+
+Types are named here without a Polars or SQL dependency; each side maps them once
+(`transformer` to Polars dtypes, `warehouse-loader` to PostgreSQL types). A silver file carries
+its `SILVER_SCHEMA_VERSION` in the Parquet metadata key `cryptoflow.schema_version`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class ColumnType(StrEnum):
+    TEXT = "text"
+    INT = "int64"
+    FLOAT = "float64"
+    BOOL = "bool"
+    TIMESTAMP = "timestamp_ms_utc"
+
+
+@dataclass(frozen=True)
+class SilverTable:
+    name: str
+    columns: tuple[tuple[str, ColumnType], ...]
+    key: tuple[str, ...]
+
+    @property
+    def column_names(self) -> list[str]:
+        return [name for name, _ in self.columns]
+
+
+SILVER_SCHEMA_VERSION = 1
+SCHEMA_VERSION_METADATA_KEY = "cryptoflow.schema_version"
+
+T, N, F, TS = ColumnType.TEXT, ColumnType.INT, ColumnType.FLOAT, ColumnType.TIMESTAMP
+
+OHLCV = SilverTable(
+    "ohlcv",
+    (
+        ("exchange", T), ("symbol", T), ("timeframe", T), ("ts", TS),
+        ("open", F), ("high", F), ("low", F), ("close", F), ("volume", F),
+        ("source_event_id", T),
+    ),
+    key=("exchange", "symbol", "timeframe", "ts"),
+)  # fmt: skip
+TICKERS = SilverTable(
+    "tickers",
+    (
+        ("exchange", T), ("symbol", T), ("ts", TS),
+        ("bid", F), ("ask", F), ("last", F), ("high", F), ("low", F),
+        ("base_volume", F), ("quote_volume", F),
+        ("source_event_id", T),
+    ),
+    key=("exchange", "symbol", "ts"),
+)  # fmt: skip
+ORDER_BOOKS = SilverTable(
+    "order_books",
+    (
+        ("exchange", T), ("symbol", T), ("ts", TS), ("side", T), ("level", N),
+        ("price", F), ("amount", F),
+        ("source_event_id", T),
+    ),
+    key=("exchange", "symbol", "ts", "side", "level"),
+)  # fmt: skip
+TRADES = SilverTable(
+    "trades",
+    (
+        ("exchange", T), ("symbol", T), ("trade_id", T), ("ts", TS),
+        ("price", F), ("amount", F), ("side", T),
+        ("source_event_id", T),
+    ),
+    key=("exchange", "symbol", "trade_id"),
+)  # fmt: skip
+
+TABLES: dict[str, SilverTable] = {table.name: table for table in (OHLCV, TICKERS, ORDER_BOOKS, TRADES)}
