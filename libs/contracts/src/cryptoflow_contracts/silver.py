@@ -33,13 +33,25 @@ class SilverTable:
 SILVER_SCHEMA_VERSION = 1
 SCHEMA_VERSION_METADATA_KEY = "cryptoflow.schema_version"
 
-T, N, F, TS = ColumnType.TEXT, ColumnType.INT, ColumnType.FLOAT, ColumnType.TIMESTAMP
+T, N, F, B, TS = ColumnType.TEXT, ColumnType.INT, ColumnType.FLOAT, ColumnType.BOOL, ColumnType.TIMESTAMP
 
 OHLCV = SilverTable(
     "ohlcv",
     (
         ("exchange", T), ("symbol", T), ("timeframe", T), ("ts", TS),
         ("open", F), ("high", F), ("low", F), ("close", F), ("volume", F),
+        # resampled: built from a finer timeframe; final: the candle's interval is complete.
+        ("resampled", B), ("final", B),
+        ("source_event_id", T),
+    ),
+    key=("exchange", "symbol", "timeframe", "ts"),
+)  # fmt: skip
+INDICATORS = SilverTable(
+    "indicators",
+    (
+        ("exchange", T), ("symbol", T), ("timeframe", T), ("ts", TS),
+        ("rsi_14", F), ("macd", F), ("macd_signal", F), ("macd_hist", F),
+        ("bb_mid", F), ("bb_upper", F), ("bb_lower", F), ("vwap", F),
         ("source_event_id", T),
     ),
     key=("exchange", "symbol", "timeframe", "ts"),
@@ -73,4 +85,4 @@ TRADES = SilverTable(
     key=("exchange", "symbol", "trade_id"),
 )  # fmt: skip
 
-TABLES: dict[str, SilverTable] = {table.name: table for table in (OHLCV, TICKERS, ORDER_BOOKS, TRADES)}
+TABLES: dict[str, SilverTable] = {table.name: table for table in (OHLCV, TICKERS, ORDER_BOOKS, TRADES, INDICATORS)}

@@ -88,7 +88,10 @@ def validate_ohlcv(raw: pl.DataFrame) -> ValidatedOhlcv:
         pl.col("symbol"),
         pl.col("timeframe"),
         pl.from_epoch(pl.col("ts_ms"), time_unit="ms").dt.replace_time_zone("UTC").alias("ts"),
-        *[pl.col(c) for c in [*PRICES, "volume", "source_event_id"]],
+        *[pl.col(c) for c in [*PRICES, "volume"]],
+        pl.lit(False).alias("resampled"),
+        pl.lit(True).alias("final"),
+        pl.col("source_event_id"),
     ]
     good = checked.filter(pl.col("reason").is_null()).select(to_schema)
     # A later snapshot of the same candle wins: it was fetched last.
