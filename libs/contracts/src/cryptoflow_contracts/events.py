@@ -146,4 +146,47 @@ class DeadLetter(Event):
         return [self.stage.value, self.source_subject, self.source_event_id, self.reason, self.payload]
 
 
-ALL_EVENTS: tuple[type[Event], ...] = (RawSnapshot, ObjectWritten, BatchReady, Loaded, DeadLetter)
+class KnownGap(Event):
+    """An interval the exchange itself has no records for (an outage, an illiquid market).
+
+    Recorded once, never retried: the extractor moves past it.
+    """
+
+    exchange: str
+    symbol: str
+    dataset: Dataset
+    timeframe: str | None = None
+    start_ts: int = Field(description="First missing record time, ms (inclusive)")
+    end_ts: int = Field(description="Last missing record time, ms (inclusive)")
+    missing: int = Field(description="Number of missing records (candles)")
+    detected_at: datetime
+
+    def identity(self) -> Any:
+        return [self.exchange, self.symbol, self.dataset.value, self.timeframe, self.start_ts, self.end_ts]
+
+
+class SchemaDrift(Event):
+    """The exchange's raw payload changed shape against the learned baseline."""
+
+    exchange: str
+    dataset: Dataset
+    symbol: str | None = None
+    appeared: dict[str, str] = Field(default_factory=dict, description="field path → JSON type")
+    vanished: dict[str, str] = Field(default_factory=dict)
+    changed: dict[str, tuple[str, str]] = Field(default_factory=dict, description="field path → (was, now)")
+    breaking: bool = Field(description="True when fields vanished or changed type; the page was dead-lettered")
+    detected_at: datetime
+
+    def identity(self) -> Any:
+        return [self.exchange, self.dataset.value, self.appeared, self.vanished, self.changed]
+
+
+ALL_EVENTS: tuple[type[Event], ...] = (
+    RawSnapshot,
+    ObjectWritten,
+    BatchReady,
+    Loaded,
+    DeadLetter,
+    KnownGap,
+    SchemaDrift,
+)

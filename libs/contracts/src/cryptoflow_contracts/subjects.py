@@ -20,6 +20,8 @@ class Stream(StrEnum):
     SILVER = "SILVER"
     WAREHOUSE = "WAREHOUSE"
     DLQ = "DLQ"
+    GAPS = "GAPS"
+    DRIFT = "DRIFT"
 
 
 class Stage(StrEnum):
@@ -36,6 +38,8 @@ STREAM_SUBJECTS: dict[Stream, str] = {
     Stream.SILVER: f"{PREFIX}.silver.>",
     Stream.WAREHOUSE: f"{PREFIX}.warehouse.>",
     Stream.DLQ: f"{PREFIX}.dlq.>",
+    Stream.GAPS: f"{PREFIX}.gaps.>",
+    Stream.DRIFT: f"{PREFIX}.drift.>",
 }
 
 
@@ -68,3 +72,11 @@ def warehouse_subject(dataset: Dataset) -> str:
 
 def dlq_subject(stage: Stage, dataset: Dataset | None) -> str:
     return f"{PREFIX}.dlq.{stage.value}.{dataset.value if dataset else 'unknown'}"
+
+
+def gaps_subject(exchange: str, symbol: str) -> str:
+    return f"{PREFIX}.gaps.{token(exchange)}.{symbol_token(symbol)}"
+
+
+def drift_subject(exchange: str, dataset: Dataset) -> str:
+    return f"{PREFIX}.drift.{token(exchange)}.{dataset.value}"

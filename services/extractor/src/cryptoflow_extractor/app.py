@@ -1,43 +1,56 @@
-"""Extractor service: one polling task per symbol·timeframe, publishing RawSnapshot to RAW."""
+"""Extractor service: one polling task per job, publishing RawSnapshot to RAW.
+
+Each exchange has its own ccxt instance, rate limiter and circuit breaker, so one exchange
+failing never slows the others; its jobs resume from their checkpoints when it recovers.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import ccxt.async_support as ccxt
-from cryptoflow_contracts import RawSnapshot, Stream, raw_subject
-from cryptoflow_runtime import ConfigError, Service, ensure_kv, msg_id_headers
+from cryptoflow_contracts import (
+    DeadLetter,
+    Event,
+    KnownGap,
+    RawSnapshot,
+    SchemaDrift,
+    Stream,
+    drift_subject,
+    gaps_subject,
+    raw_subject,
+)
+from cryptoflow_runtime import ConfigError, Service, ensure_kv, msg_id_headers, publish_dead_letter
 
 from .checkpoints import CheckpointStore
 from .config import ExtractorSettings
 from .exchanges import create_exchange
+from .jobs import ExchangeSpec
+from .limiter import RateLimiter
 from .metrics import POLL_ERRORS
 from .ohlcv import OhlcvJob
+from .resilience import CircuitBreaker, CircuitOpenError, ExchangeCaller, RetryPolicy
+from .session import BadPageError, ExchangeSession, Publisher
+from .snapshots import OrderBookJob, TickerJob
+from .trades import TradesJob
 
 log = logging.getLogger(__name__)
 
 NAME = "extractor"
 
 
-async def check_symbols(exchange: ccxt.Exchange, settings: ExtractorSettings) -> None:
-    """Fail fast, naming the setting, when the exchange does not list a configured symbol."""
-    try:
-        markets = await exchange.load_markets()
-    except ccxt.BaseError as exc:
-        raise ConfigError(
-            f"EXTRACTOR_EXCHANGE_URL/EXTRACTOR_EXCHANGE: cannot load markets of {settings.exchange} "
-            f"({type(exc).__name__}: {exc})"
-        ) from exc
-    unknown = [symbol for symbol in settings.symbols if symbol not in markets]
-    if unknown:
-        raise ConfigError(
-            f"EXTRACTOR_SYMBOLS: {', '.join(unknown)} not listed by {settings.exchange} (it has {len(markets)} markets)"
-        )
+class Job(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    async def catch_up(self) -> int: ...
 
 
-async def poll_forever(job: OhlcvJob, interval_s: float, stop_when_done: bool) -> None:
+async def poll_forever(job: Job, interval_s: float, dataset: str, exchange: str, stop_when_done: bool = False) -> None:
     delay = 1.0
     while True:
         try:
@@ -48,61 +61,155 @@ async def poll_forever(job: OhlcvJob, interval_s: float, stop_when_done: bool) -
             await asyncio.sleep(interval_s)
         except asyncio.CancelledError:
             raise
+        except CircuitOpenError as exc:
+            POLL_ERRORS.labels(exchange, dataset, "CircuitOpen").inc()
+            log.warning("circuit open, waiting", extra={"job": job.name, "error": str(exc)})
+            await asyncio.sleep(max(interval_s, 1.0))
         except Exception as exc:
-            # Network faults and exchange errors are retried with backoff; the checkpoint
-            # makes the next attempt resume exactly where this one stopped.
-            POLL_ERRORS.labels(job.exchange_id, "ohlcv", type(exc).__name__).inc()
-            log.warning(
-                "poll failed, retrying",
-                extra={"symbol": job.symbol, "timeframe": job.timeframe, "error": repr(exc), "retry_in_s": delay},
-            )
+            # Network faults, bad pages and exchange errors are retried with backoff; the
+            # checkpoint makes the next attempt resume exactly where this one stopped.
+            POLL_ERRORS.labels(exchange, dataset, type(exc).__name__).inc()
+            level = logging.INFO if isinstance(exc, BadPageError) else logging.WARNING
+            log.log(level, "poll failed, retrying", extra={"job": job.name, "error": repr(exc), "retry_in_s": delay})
             await asyncio.sleep(delay)
             delay = min(delay * 2, 60.0)
 
 
-async def build(settings: ExtractorSettings) -> Service:
-    service = Service(NAME, settings)
-    exchange = create_exchange(settings.exchange, settings.exchange_url, settings.timeout_ms)
-    tasks: list[asyncio.Task[None]] = []
+def unknown_symbols(markets: dict[str, object], symbols: list[str]) -> list[str]:
+    return [symbol for symbol in symbols if symbol not in markets]
 
-    async def publish(snapshot: RawSnapshot) -> None:
-        await service.broker.publish(
-            snapshot.to_json(),
-            subject=raw_subject(snapshot.dataset, snapshot.exchange, snapshot.symbol),
-            headers=msg_id_headers(snapshot.event_id),
-            stream=Stream.RAW.value,
+
+class Extractor:
+    def __init__(self, service: Service, settings: ExtractorSettings) -> None:
+        self.service = service
+        self.settings = settings
+        self.config = settings.jobs()
+        self.sessions: dict[str, ExchangeSession] = {}
+        self.tasks: list[asyncio.Task[None]] = []
+        publish = self._publisher()
+        for exchange_id, spec in self.config.exchanges.items():
+            exchange = create_exchange(exchange_id, spec.url, settings.timeout_ms, spec.rate_limit_ms)
+            limiter = RateLimiter(exchange_id, float(exchange.rateLimit) / 1000)
+            breaker = CircuitBreaker(exchange_id, settings.breaker_threshold, settings.breaker_cooldown_s)
+            caller = ExchangeCaller(exchange_id, exchange, limiter, breaker, RetryPolicy(settings.max_attempts))
+            self.sessions[exchange_id] = ExchangeSession(exchange_id, exchange, caller, publish)
+
+    def _publisher(self) -> Publisher:
+        broker = self.service.broker
+
+        def sender(subject_of: Callable[[Event], str], stream: Stream) -> Callable[[Event], Awaitable[None]]:
+            async def send(event: Event) -> None:
+                await broker.publish(
+                    event.to_json(),
+                    subject=subject_of(event),
+                    headers=msg_id_headers(event.event_id),
+                    stream=stream.value,
+                )
+
+            return send
+
+        async def dead_letter(letter: DeadLetter) -> None:
+            await publish_dead_letter(broker, letter)
+
+        def raw_of(event: Event) -> str:
+            assert isinstance(event, RawSnapshot)
+            return raw_subject(event.dataset, event.exchange, event.symbol)
+
+        def gap_of(event: Event) -> str:
+            assert isinstance(event, KnownGap)
+            return gaps_subject(event.exchange, event.symbol)
+
+        def drift_of(event: Event) -> str:
+            assert isinstance(event, SchemaDrift)
+            return drift_subject(event.exchange, event.dataset)
+
+        return Publisher(
+            snapshot=sender(raw_of, Stream.RAW),
+            dead_letter=dead_letter,
+            gap=sender(gap_of, Stream.GAPS),
+            drift=sender(drift_of, Stream.DRIFT),
         )
 
-    async def start_polling() -> None:
-        await check_symbols(exchange, settings)
-        kv = await ensure_kv(service.jetstream, settings.checkpoint_bucket)
-        checkpoints = CheckpointStore(kv)
-        since_ms = int(settings.since.timestamp() * 1000)
-        until_ms = int(settings.until.timestamp() * 1000) if settings.until else None
-        for symbol in settings.symbols:
-            for timeframe in settings.timeframes:
-                job = OhlcvJob(
-                    exchange=exchange,
-                    exchange_id=settings.exchange,
-                    symbol=symbol,
-                    timeframe=timeframe,
-                    since_ms=since_ms,
-                    until_ms=until_ms,
-                    page_limit=settings.page_limit,
-                    checkpoints=checkpoints,
-                    publish=publish,
+    async def load_markets(self, exchange_id: str, attempts: int) -> bool:
+        """True once markets are loaded; ConfigError when a configured symbol is not listed."""
+        session = self.sessions[exchange_id]
+        spec = self.config.exchanges[exchange_id]
+        for attempt in range(1, attempts + 1):
+            try:
+                markets = await session.exchange.load_markets()
+            except (ccxt.NetworkError, ccxt.ExchangeError) as exc:
+                log.warning(
+                    "cannot load markets", extra={"exchange": exchange_id, "error": repr(exc), "attempt": attempt}
                 )
-                tasks.append(asyncio.create_task(poll_forever(job, settings.poll_interval_s, False)))
-        log.info("polling", extra={"exchange": settings.exchange, "jobs": len(tasks)})
+                await asyncio.sleep(min(2**attempt, 30))
+                continue
+            unknown = unknown_symbols(markets, spec.symbols)
+            if unknown:
+                raise ConfigError(
+                    f"EXTRACTOR_SYMBOLS / jobs config: {', '.join(unknown)} not listed by {exchange_id} "
+                    f"(it lists {len(markets)} markets)"
+                )
+            return True
+        return False
 
-    async def stop_polling() -> None:
-        for task in tasks:
+    async def start(self) -> None:
+        kv = await ensure_kv(self.service.jetstream, self.settings.checkpoint_bucket)
+        checkpoints = CheckpointStore(kv)
+        loaded = await asyncio.gather(*(self.load_markets(ex, attempts=2) for ex in self.sessions))
+        for (exchange_id, spec), ready in zip(self.config.exchanges.items(), loaded, strict=True):
+            if ready:
+                self._start_jobs(exchange_id, spec, checkpoints)
+            else:
+                # Down at start: keep trying in the background; the other exchanges go on.
+                self.tasks.append(asyncio.create_task(self._start_when_reachable(exchange_id, spec, checkpoints)))
+        log.info("polling", extra={"exchanges": list(self.sessions), "jobs": len(self.tasks)})
+
+    async def _start_when_reachable(self, exchange_id: str, spec: ExchangeSpec, checkpoints: CheckpointStore) -> None:
+        while not await self.load_markets(exchange_id, attempts=10):
+            pass
+        self._start_jobs(exchange_id, spec, checkpoints)
+
+    def _start_jobs(self, exchange_id: str, spec: ExchangeSpec, checkpoints: CheckpointStore) -> None:
+        session = self.sessions[exchange_id]
+        datasets = spec.datasets
+
+        def run(job: Job, interval_s: float, dataset: str) -> None:
+            self.tasks.append(asyncio.create_task(poll_forever(job, interval_s, dataset, exchange_id)))
+
+        for symbol in spec.symbols:
+            if (ohlcv := datasets.ohlcv) is not None:
+                for timeframe in ohlcv.timeframes:
+                    job = OhlcvJob(
+                        session=session,
+                        symbol=symbol,
+                        timeframe=timeframe,
+                        since_ms=int(ohlcv.since.timestamp() * 1000),
+                        until_ms=int(ohlcv.until.timestamp() * 1000) if ohlcv.until else None,
+                        page_limit=ohlcv.page_limit,
+                        checkpoints=checkpoints,
+                    )
+                    run(job, ohlcv.poll_interval_s, "ohlcv")
+            if (ticker := datasets.ticker) is not None:
+                run(TickerJob(session, symbol), ticker.poll_interval_s, "ticker")
+            if (orderbook := datasets.orderbook) is not None:
+                run(OrderBookJob(session, symbol, orderbook.depth), orderbook.poll_interval_s, "orderbook")
+            if (trades := datasets.trades) is not None:
+                since = int(trades.since.timestamp() * 1000) if trades.since else None
+                run(TradesJob(session, symbol, since, trades.page_limit, checkpoints), trades.poll_interval_s, "trades")
+
+    async def stop(self) -> None:
+        for task in self.tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await exchange.close()
+        for session in self.sessions.values():
+            await session.exchange.close()
 
-    service.app.after_startup(start_polling)
-    service.app.on_shutdown(stop_polling)
+
+async def build(settings: ExtractorSettings) -> Service:
+    service = Service(NAME, settings)
+    extractor = Extractor(service, settings)
+    service.app.after_startup(extractor.start)
+    service.app.on_shutdown(extractor.stop)
     return service

@@ -1,16 +1,32 @@
-"""Extractor settings (env prefix EXTRACTOR_; NATS_URL shared)."""
+"""Extractor settings (env prefix EXTRACTOR_; NATS_URL shared).
+
+Jobs come from a YAML file (`EXTRACTOR_CONFIG`, see jobs.py) or, without one, from the
+single-exchange variables below, so a quick start needs no file at all.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
-from cryptoflow_contracts import TIMEFRAME_MS
-from cryptoflow_runtime import ServiceSettings
+from cryptoflow_contracts import TIMEFRAME_MS, Dataset
+from cryptoflow_runtime import ConfigError, ServiceSettings
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-SUPPORTED_EXCHANGES = ("binance",)
+from .jobs import (
+    SUPPORTED_EXCHANGES,
+    DatasetsSpec,
+    ExchangeSpec,
+    JobsConfig,
+    JobsConfigError,
+    OhlcvSpec,
+    OrderBookSpec,
+    TickerSpec,
+    TradesSpec,
+    load_jobs,
+)
 
 
 def _split(value: object) -> object:
@@ -22,12 +38,19 @@ def _split(value: object) -> object:
 class ExtractorSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="EXTRACTOR_", extra="ignore", populate_by_name=True)
 
-    exchange: str = Field(default="binance", description="ccxt exchange id")
+    config: Path | None = Field(default=None, description="YAML jobs file; the variables below when unset")
+    exchange: str = Field(default="binance", description="ccxt exchange id (without a jobs file)")
     exchange_url: str | None = Field(
         default=None, description="Base URL replacing the exchange's API host (the simulator); live when unset"
     )
+    exchange_urls: dict[str, str] = Field(
+        default_factory=dict, description='Per-exchange base URLs, JSON: {"bybit": "http://..."}; override the file'
+    )
     symbols: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["BTC/USDT", "ETH/USDT"], description="Unified symbols, comma-separated"
+    )
+    datasets: Annotated[list[Dataset], NoDecode] = Field(
+        default_factory=lambda: [Dataset.OHLCV], description="ohlcv,ticker,orderbook,trades"
     )
     timeframes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["1m"], description="e.g. 1m,5m")
     since: datetime = Field(
@@ -35,11 +58,16 @@ class ExtractorSettings(ServiceSettings):
     )
     until: datetime | None = Field(default=None, description="Stop after this time (backfills); live when unset")
     poll_interval_s: float = Field(default=10.0, gt=0, description="Pause between polls once caught up")
-    page_limit: int = Field(default=1000, ge=1, le=1000, description="Candles per request")
+    page_limit: int = Field(default=1000, ge=1, le=1000, description="Records per request")
+    orderbook_depth: int = Field(default=20, ge=1, le=1000, description="Order-book levels per side")
+    rate_limit_ms: float | None = Field(default=None, gt=0, description="Override ccxt's rateLimit (ms/request)")
     checkpoint_bucket: str = Field(default="cryptoflow_checkpoints", description="JetStream KV bucket")
     timeout_ms: int = Field(default=10_000, ge=100, description="ccxt request timeout")
+    max_attempts: int = Field(default=6, ge=1, description="Attempts per request before the poll fails")
+    breaker_threshold: int = Field(default=5, ge=1, description="Consecutive failures that open the circuit")
+    breaker_cooldown_s: float = Field(default=30.0, gt=0, description="Open-circuit cool-down")
 
-    _split_symbols = field_validator("symbols", "timeframes", mode="before")(_split)
+    _split_lists = field_validator("symbols", "timeframes", "datasets", mode="before")(_split)
 
     @field_validator("exchange")
     @classmethod
@@ -80,3 +108,42 @@ class ExtractorSettings(ServiceSettings):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
+
+    def jobs(self) -> JobsConfig:
+        """The jobs to run: the file with env URL overrides, or the env alone. Raises ConfigError."""
+        if self.config is not None:
+            try:
+                config = load_jobs(self.config)
+            except JobsConfigError as exc:
+                raise ConfigError(f"EXTRACTOR_CONFIG: {exc}") from None
+        else:
+            config = JobsConfig(exchanges={self.exchange: self._env_exchange()})
+        for exchange_id, url in self.exchange_urls.items():
+            if exchange_id not in config.exchanges:
+                raise ConfigError(f"EXTRACTOR_EXCHANGE_URLS: {exchange_id!r} has no jobs configured")
+            config.exchanges[exchange_id] = config.exchanges[exchange_id].model_copy(update={"url": url})
+        return config
+
+    def _env_exchange(self) -> ExchangeSpec:
+        wanted = set(self.datasets)
+        datasets = DatasetsSpec(
+            ohlcv=OhlcvSpec(
+                timeframes=self.timeframes,
+                since=self.since,
+                until=self.until,
+                poll_interval_s=self.poll_interval_s,
+                page_limit=self.page_limit,
+            )
+            if Dataset.OHLCV in wanted
+            else None,
+            ticker=TickerSpec(poll_interval_s=self.poll_interval_s) if Dataset.TICKER in wanted else None,
+            orderbook=OrderBookSpec(depth=self.orderbook_depth, poll_interval_s=self.poll_interval_s)
+            if Dataset.ORDERBOOK in wanted
+            else None,
+            trades=TradesSpec(poll_interval_s=self.poll_interval_s, page_limit=self.page_limit)
+            if Dataset.TRADES in wanted
+            else None,
+        )
+        return ExchangeSpec(
+            url=self.exchange_url, rate_limit_ms=self.rate_limit_ms, symbols=self.symbols, datasets=datasets
+        )

@@ -7,6 +7,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import ccxt.async_support as ccxt
 
+# What each exchange needs to load spot markets from public endpoints alone.
+LOAD_OPTIONS: dict[str, dict[str, Any]] = {
+    "binance": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False},
+    "bybit": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False},
+    "gate": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False},
+}
+
 
 def _rehost(url: str, base_url: str) -> str:
     """Keep the exchange's own path, swap scheme and host: the wire format stays the exchange's."""
@@ -23,15 +30,19 @@ def _rehost_tree(value: Any, base_url: str) -> Any:
     return value
 
 
-def create_exchange(exchange_id: str, base_url: str | None, timeout_ms: int = 10_000) -> ccxt.Exchange:
+def create_exchange(
+    exchange_id: str, base_url: str | None, timeout_ms: int = 10_000, rate_limit_ms: float | None = None
+) -> ccxt.Exchange:
     cls = getattr(ccxt, exchange_id)
-    exchange: ccxt.Exchange = cls(
-        {
-            "enableRateLimit": True,
-            "timeout": timeout_ms,
-            "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False},
-        }
-    )
+    config: dict[str, Any] = {
+        # Our own limiter (limiter.py) spaces requests and honours Retry-After for all jobs.
+        "enableRateLimit": False,
+        "timeout": timeout_ms,
+        "options": LOAD_OPTIONS.get(exchange_id, {}),
+    }
+    if rate_limit_ms is not None:
+        config["rateLimit"] = rate_limit_ms
+    exchange: ccxt.Exchange = cls(config)
     if base_url is not None:
         exchange.urls["api"] = _rehost_tree(exchange.urls["api"], base_url)
     return exchange

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter(
     "cryptoflow_extractor_requests_total",
@@ -23,4 +23,45 @@ POLL_ERRORS = Counter(
     "cryptoflow_extractor_poll_errors_total",
     "Polls that failed and will be retried",
     ["exchange", "dataset", "error"],
+)
+REQUEST_SECONDS = Histogram(
+    "cryptoflow_extractor_request_seconds",
+    "Exchange request latency",
+    ["exchange", "dataset"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+RATE_LIMIT_WAIT = Counter(
+    "cryptoflow_extractor_rate_limit_wait_seconds_total",
+    "Seconds requests waited for the exchange's rate limiter (including Retry-After pauses)",
+    ["exchange"],
+)
+CIRCUIT_OPEN = Gauge(
+    "cryptoflow_extractor_circuit_open",
+    "1 while the exchange's circuit breaker is open",
+    ["exchange"],
+)
+DRIFT_EVENTS = Counter(
+    "cryptoflow_extractor_schema_drift_total",
+    "Raw payload fields that appeared, vanished or changed type against the baseline",
+    ["exchange", "dataset", "change"],
+)
+PAGES_DEAD_LETTERED = Counter(
+    "cryptoflow_extractor_pages_dead_lettered_total",
+    "Exchange responses that failed validation and went to DLQ",
+    ["exchange", "dataset", "reason"],
+)
+KNOWN_GAPS = Counter(
+    "cryptoflow_extractor_known_gaps_total",
+    "Intervals the exchange does not have, recorded as known gaps",
+    ["exchange", "symbol", "timeframe"],
+)
+SNAPSHOTS_PUBLISHED = Counter(
+    "cryptoflow_extractor_snapshots_published_total",
+    "Ticker and order-book snapshots published to RAW",
+    ["exchange", "symbol", "dataset"],
+)
+TRADES_PUBLISHED = Counter(
+    "cryptoflow_extractor_trades_published_total",
+    "Trades published to RAW",
+    ["exchange", "symbol"],
 )

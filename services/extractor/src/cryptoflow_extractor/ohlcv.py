@@ -1,23 +1,23 @@
-"""OHLCV polling: page forward from the checkpoint, publish closed candles only."""
+"""OHLCV polling: page forward from the checkpoint, publish closed candles, record known gaps."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import ccxt.async_support as ccxt
-from cryptoflow_contracts import Dataset, RawSnapshot, timeframe_ms
+from cryptoflow_contracts import Dataset, KnownGap, RawSnapshot, timeframe_ms
 
 from .checkpoints import CheckpointStore, checkpoint_key
-from .metrics import CANDLES_PUBLISHED, FRESHNESS_LAG, REQUESTS
+from .gaps import holes
+from .metrics import CANDLES_PUBLISHED, FRESHNESS_LAG, KNOWN_GAPS
+from .session import ExchangeSession
+from .validation import validate_ohlcv
 
 log = logging.getLogger(__name__)
-
-Publish = Callable[[RawSnapshot], Awaitable[None]]
 
 
 def closed_candles(candles: list[list[Any]], tf_ms: int, now_ms: int) -> list[list[Any]]:
@@ -25,79 +25,117 @@ def closed_candles(candles: list[list[Any]], tf_ms: int, now_ms: int) -> list[li
     return [candle for candle in candles if isinstance(candle[0], int) and candle[0] + tf_ms <= now_ms]
 
 
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
 @dataclass
 class OhlcvJob:
-    exchange: ccxt.Exchange
-    exchange_id: str
+    session: ExchangeSession
     symbol: str
     timeframe: str
     since_ms: int
     until_ms: int | None
     page_limit: int
     checkpoints: CheckpointStore
-    publish: Publish
+    checkpoint_prefix: str = ""
 
     @property
     def key(self) -> str:
-        return checkpoint_key(self.exchange_id, self.symbol, Dataset.OHLCV, self.timeframe)
+        return self.checkpoint_prefix + checkpoint_key(
+            self.session.exchange_id, self.symbol, Dataset.OHLCV, self.timeframe
+        )
 
-    async def catch_up(self, now_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> int:
-        """Publish every closed candle from the checkpoint to now; returns how many."""
+    @property
+    def name(self) -> str:
+        return f"{self.session.exchange_id} {self.symbol} ohlcv {self.timeframe}"
+
+    async def _page(self, since: int, limit: int, until: int | None = None) -> list[list[Any]]:
+        exchange = self.session.exchange
+        params = {"until": until} if until is not None else {}
+        page: list[list[Any]] = await self.session.fetch(
+            Dataset.OHLCV,
+            self.symbol,
+            lambda: exchange.fetch_ohlcv(self.symbol, self.timeframe, since, limit, params),
+            validate_ohlcv,
+        )
+        return page
+
+    async def catch_up(self, now_ms: Callable[[], int] = wall_clock_ms) -> int:
+        """Publish every closed candle from the checkpoint to now (or `until`); returns how many."""
         tf_ms = timeframe_ms(self.timeframe)
-        since = await self.checkpoints.next_since(self.key)
-        if since is None:
-            since = self.since_ms
+        checkpoint = await self.checkpoints.next_since(self.key)
+        since = self.since_ms if checkpoint is None else checkpoint
+        # Only a checkpoint is history: before it, a late first candle is the market's start, not a gap.
+        has_history = checkpoint is not None
         published = 0
-        while True:
-            if self.until_ms is not None and since > self.until_ms:
-                break
-            request = {"symbol": self.symbol, "timeframe": self.timeframe, "since": since, "limit": self.page_limit}
-            try:
-                page = await self.exchange.fetch_ohlcv(self.symbol, self.timeframe, since, self.page_limit)
-            except Exception as exc:
-                REQUESTS.labels(self.exchange_id, "ohlcv", type(exc).__name__).inc()
-                raise
-            REQUESTS.labels(self.exchange_id, "ohlcv", "ok").inc()
+        while self.until_ms is None or since <= self.until_ms:
+            page = await self._page(since, self.page_limit)
             fetched_at = datetime.now(UTC)
-            candles = closed_candles(page, tf_ms, now_ms())
+            candles = [c for c in closed_candles(page, tf_ms, now_ms()) if c[0] >= since]
             if self.until_ms is not None:
                 candles = [c for c in candles if c[0] <= self.until_ms]
             if not candles:
                 break
-            snapshot = RawSnapshot(
-                dataset=Dataset.OHLCV,
-                exchange=self.exchange_id,
-                symbol=self.symbol,
-                timeframe=self.timeframe,
-                fetched_at=fetched_at,
-                request=request,
-                payload=candles,
-                first_ts=candles[0][0],
-                last_ts=candles[-1][0],
-                final=True,
-            )
-            # Publish before the checkpoint moves: a crash in between republishes the same
-            # event (same event_id), which JetStream's duplicate window drops.
-            await self.publish(snapshot)
+            gaps = holes(candles, tf_ms, since if has_history else None)
+            if has_history and gaps and gaps[0][0] == since:
+                # The exchange skipped from our checkpoint to a later candle: ask for exactly the
+                # missing interval once before calling it a gap.
+                start, end = gaps[0]
+                refetched = [c for c in await self._page(start, self.page_limit, until=end) if start <= c[0] <= end]
+                if refetched:
+                    log.info(
+                        "missing candles re-requested and found", extra={"job": self.name, "found": len(refetched)}
+                    )
+                    candles = sorted({c[0]: c for c in [*refetched, *candles]}.values(), key=lambda c: c[0])
+                    gaps = holes(candles, tf_ms, since)
+            await self._publish(candles, fetched_at, since)
+            for start, end in gaps:
+                await self._record_gap(start, end, tf_ms)
             last_ts = int(candles[-1][0])
             await self.checkpoints.advance(self.key, last_ts + tf_ms, last_ts)
             published += len(candles)
-            CANDLES_PUBLISHED.labels(self.exchange_id, self.symbol, self.timeframe).inc(len(candles))
-            FRESHNESS_LAG.labels(self.exchange_id, self.symbol, "ohlcv", self.timeframe).set(
+            has_history = True
+            CANDLES_PUBLISHED.labels(self.session.exchange_id, self.symbol, self.timeframe).inc(len(candles))
+            FRESHNESS_LAG.labels(self.session.exchange_id, self.symbol, "ohlcv", self.timeframe).set(
                 max(0.0, (now_ms() - (last_ts + tf_ms)) / 1000)
-            )
-            log.info(
-                "published candles",
-                extra={
-                    "symbol": self.symbol,
-                    "timeframe": self.timeframe,
-                    "candles": len(candles),
-                    "event_id": snapshot.event_id,
-                    "first_ts": snapshot.first_ts,
-                    "last_ts": last_ts,
-                },
             )
             since = last_ts + tf_ms
             if len(page) < self.page_limit:
                 break
         return published
+
+    async def _publish(self, candles: list[list[Any]], fetched_at: datetime, since: int) -> None:
+        snapshot = RawSnapshot(
+            dataset=Dataset.OHLCV,
+            exchange=self.session.exchange_id,
+            symbol=self.symbol,
+            timeframe=self.timeframe,
+            fetched_at=fetched_at,
+            request={"symbol": self.symbol, "timeframe": self.timeframe, "since": since, "limit": self.page_limit},
+            payload=candles,
+            first_ts=candles[0][0],
+            last_ts=candles[-1][0],
+            final=True,
+        )
+        # Publish before the checkpoint moves: a crash in between republishes the same
+        # event (same event_id), which JetStream's duplicate window drops.
+        await self.session.publisher.snapshot(snapshot)
+        log.info(
+            "published candles",
+            extra={"job": self.name, "candles": len(candles), "event_id": snapshot.event_id, "last_ts": candles[-1][0]},
+        )
+
+    async def _record_gap(self, start: int, end: int, tf_ms: int) -> None:
+        gap = KnownGap(
+            exchange=self.session.exchange_id,
+            symbol=self.symbol,
+            dataset=Dataset.OHLCV,
+            timeframe=self.timeframe,
+            start_ts=start,
+            end_ts=end,
+            missing=(end - start) // tf_ms + 1,
+            detected_at=datetime.now(UTC),
+        )
+        KNOWN_GAPS.labels(self.session.exchange_id, self.symbol, self.timeframe).inc()
+        await self.session.publisher.gap(gap)

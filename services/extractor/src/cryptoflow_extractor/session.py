@@ -1,0 +1,116 @@
+"""One exchange as the jobs see it: calls with resilience, drift checks, validation, dead letters."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import ccxt.async_support as ccxt
+from cryptoflow_contracts import Dataset, DeadLetter, KnownGap, RawSnapshot, SchemaDrift, Stage
+from pydantic import ValidationError
+
+from .drift import DriftDetector
+from .metrics import DRIFT_EVENTS, PAGES_DEAD_LETTERED
+from .resilience import ExchangeCaller
+
+log = logging.getLogger(__name__)
+
+
+class BadPageError(Exception):
+    """A response failed validation or drifted; it was dead-lettered and will be fetched again."""
+
+
+@dataclass(frozen=True)
+class Publisher:
+    """Where jobs send what they produce (JetStream in the service, lists in unit tests)."""
+
+    snapshot: Callable[[RawSnapshot], Awaitable[None]]
+    dead_letter: Callable[[DeadLetter], Awaitable[None]]
+    gap: Callable[[KnownGap], Awaitable[None]]
+    drift: Callable[[SchemaDrift], Awaitable[None]]
+
+
+class ExchangeSession:
+    def __init__(
+        self,
+        exchange_id: str,
+        exchange: ccxt.Exchange,
+        caller: ExchangeCaller,
+        publisher: Publisher,
+        drift: DriftDetector | None = None,
+    ) -> None:
+        self.exchange_id = exchange_id
+        self.exchange = exchange
+        self.caller = caller
+        self.publisher = publisher
+        self.drift = drift or DriftDetector()
+
+    async def fetch(
+        self,
+        dataset: Dataset,
+        symbol: str,
+        request: Callable[[], Awaitable[Any]],
+        validate: Callable[[Any], None],
+    ) -> Any:
+        fetched = await self.caller.call(dataset.value, request)
+        drift = self.drift.check(self.exchange_id, dataset.value, fetched.raw_json)
+        if drift:
+            await self._report_drift(dataset, symbol, drift.appeared, drift.vanished, drift.changed, drift.breaking)
+            if drift.breaking:
+                await self._dead_letter(
+                    dataset, symbol, f"schema drift: {drift.describe()}", "SchemaDrift", fetched.raw_text
+                )
+        try:
+            validate(fetched.result)
+        except (ValidationError, ValueError, TypeError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            await self._dead_letter(
+                dataset, symbol, f"invalid {dataset.value} payload: {reason}", type(exc).__name__, fetched.raw_text
+            )
+        return fetched.result
+
+    async def _report_drift(
+        self,
+        dataset: Dataset,
+        symbol: str,
+        appeared: dict[str, str],
+        vanished: dict[str, str],
+        changed: dict[str, tuple[str, str]],
+        breaking: bool,
+    ) -> None:
+        for change, fields in (("appeared", appeared), ("vanished", vanished), ("changed", changed)):
+            if fields:
+                DRIFT_EVENTS.labels(self.exchange_id, dataset.value, change).inc(len(fields))
+        event = SchemaDrift(
+            exchange=self.exchange_id,
+            dataset=dataset,
+            symbol=symbol,
+            appeared=appeared,
+            vanished=vanished,
+            changed=changed,
+            breaking=breaking,
+            detected_at=datetime.now(UTC),
+        )
+        log.warning(
+            "schema drift", extra={"exchange": self.exchange_id, "dataset": dataset.value, "breaking": breaking}
+        )
+        await self.publisher.drift(event)
+
+    async def _dead_letter(
+        self, dataset: Dataset, symbol: str, reason: str, error_type: str, raw_text: str | None
+    ) -> None:
+        PAGES_DEAD_LETTERED.labels(self.exchange_id, dataset.value, error_type).inc()
+        await self.publisher.dead_letter(
+            DeadLetter(
+                stage=Stage.EXTRACTOR,
+                dataset=dataset,
+                reason=reason,
+                error_type=error_type,
+                payload=raw_text,
+                details={"exchange": self.exchange_id, "symbol": symbol},
+            )
+        )
+        raise BadPageError(reason)
