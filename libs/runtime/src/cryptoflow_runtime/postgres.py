@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 
 import asyncpg
@@ -36,8 +37,12 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 4, wait_s:
             delay = min(delay * 2, 5.0)
 
 
+_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&]*")
+
+
 def redact(dsn: str) -> str:
-    """The DSN without its password, for logs."""
+    """The DSN without its password (user:password@ or ?password=), for logs and errors."""
+    dsn = _QUERY_PASSWORD.sub(r"\1***", dsn)
     if "@" not in dsn or "://" not in dsn:
         return dsn
     scheme, rest = dsn.split("://", 1)

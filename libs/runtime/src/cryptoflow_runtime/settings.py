@@ -103,11 +103,16 @@ def load_settings(cls: type[SettingsT]) -> SettingsT:
 
 def describe_validation_error(cls: type[BaseSettings], exc: ValidationError) -> str:
     prefix = str(cls.model_config.get("env_prefix", "") or "")
+    from .postgres import redact
+
     problems = []
     for error in exc.errors():
         name = ".".join(str(part) for part in error["loc"])
         env_name = name if name.isupper() else f"{prefix}{name}".upper()
-        problems.append(f"{env_name}: {error['msg']} (got {error.get('input')!r})")
+        given = error.get("input")
+        # URLs can carry credentials: echo them only with the password masked.
+        shown = redact(given) if isinstance(given, str) else given
+        problems.append(f"{env_name}: {error['msg']} (got {shown!r})")
     return "invalid configuration: " + "; ".join(problems)
 
 

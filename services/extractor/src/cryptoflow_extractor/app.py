@@ -9,22 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import ccxt.async_support as ccxt
-from cryptoflow_contracts import (
-    DeadLetter,
-    Event,
-    KnownGap,
-    RawSnapshot,
-    SchemaDrift,
-    Stream,
-    drift_subject,
-    gaps_subject,
-    raw_subject,
-)
-from cryptoflow_runtime import ConfigError, Service, ensure_kv, msg_id_headers, publish_dead_letter
+from cryptoflow_runtime import ConfigError, Service, ensure_kv
 
 from .checkpoints import CheckpointStore
 from .config import ExtractorSettings
@@ -33,6 +21,7 @@ from .jobs import ExchangeSpec
 from .limiter import RateLimiter
 from .metrics import POLL_ERRORS
 from .ohlcv import OhlcvJob
+from .publishing import jetstream_publisher
 from .resilience import CircuitBreaker, CircuitOpenError, ExchangeCaller, RetryPolicy
 from .session import BadPageError, ExchangeSession, Publisher
 from .snapshots import OrderBookJob, TickerJob
@@ -75,6 +64,38 @@ async def poll_forever(job: Job, interval_s: float, dataset: str, exchange: str,
             delay = min(delay * 2, 60.0)
 
 
+def make_session(
+    exchange_id: str, spec: ExchangeSpec, settings: ExtractorSettings, publisher: Publisher
+) -> ExchangeSession:
+    """A ccxt instance with its own limiter and breaker: exchanges never share failure state."""
+    exchange = create_exchange(exchange_id, spec.url, settings.timeout_ms, spec.rate_limit_ms)
+    limiter = RateLimiter(exchange_id, float(exchange.rateLimit) / 1000)
+    breaker = CircuitBreaker(exchange_id, settings.breaker_threshold, settings.breaker_cooldown_s)
+    caller = ExchangeCaller(exchange_id, exchange, limiter, breaker, RetryPolicy(settings.max_attempts))
+    return ExchangeSession(exchange_id, exchange, caller, publisher)
+
+
+async def load_markets(session: ExchangeSession, symbols: list[str], attempts: int) -> bool:
+    """True once markets are loaded; ConfigError when a configured symbol is not listed."""
+    for attempt in range(1, attempts + 1):
+        try:
+            markets = await session.exchange.load_markets()
+        except (ccxt.NetworkError, ccxt.ExchangeError) as exc:
+            log.warning(
+                "cannot load markets", extra={"exchange": session.exchange_id, "error": repr(exc), "attempt": attempt}
+            )
+            await asyncio.sleep(min(2**attempt, 30))
+            continue
+        unknown = unknown_symbols(markets, symbols)
+        if unknown:
+            raise ConfigError(
+                f"EXTRACTOR_SYMBOLS / jobs config: {', '.join(unknown)} not listed by {session.exchange_id} "
+                f"(it lists {len(markets)} markets)"
+            )
+        return True
+    return False
+
+
 def unknown_symbols(markets: dict[str, object], symbols: list[str]) -> list[str]:
     return [symbol for symbol in symbols if symbol not in markets]
 
@@ -88,69 +109,18 @@ class Extractor:
         self.tasks: list[asyncio.Task[None]] = []
         publish = self._publisher()
         for exchange_id, spec in self.config.exchanges.items():
-            exchange = create_exchange(exchange_id, spec.url, settings.timeout_ms, spec.rate_limit_ms)
-            limiter = RateLimiter(exchange_id, float(exchange.rateLimit) / 1000)
-            breaker = CircuitBreaker(exchange_id, settings.breaker_threshold, settings.breaker_cooldown_s)
-            caller = ExchangeCaller(exchange_id, exchange, limiter, breaker, RetryPolicy(settings.max_attempts))
-            self.sessions[exchange_id] = ExchangeSession(exchange_id, exchange, caller, publish)
+            self.sessions[exchange_id] = make_session(exchange_id, spec, settings, publish)
 
     def _publisher(self) -> Publisher:
         broker = self.service.broker
 
-        def sender(subject_of: Callable[[Event], str], stream: Stream) -> Callable[[Event], Awaitable[None]]:
-            async def send(event: Event) -> None:
-                await broker.publish(
-                    event.to_json(),
-                    subject=subject_of(event),
-                    headers=msg_id_headers(event.event_id),
-                    stream=stream.value,
-                )
+        async def send(subject: str, body: bytes, headers: dict[str, str], stream: str) -> None:
+            await broker.publish(body, subject=subject, headers=headers, stream=stream)
 
-            return send
-
-        async def dead_letter(letter: DeadLetter) -> None:
-            await publish_dead_letter(broker, letter)
-
-        def raw_of(event: Event) -> str:
-            assert isinstance(event, RawSnapshot)
-            return raw_subject(event.dataset, event.exchange, event.symbol)
-
-        def gap_of(event: Event) -> str:
-            assert isinstance(event, KnownGap)
-            return gaps_subject(event.exchange, event.symbol)
-
-        def drift_of(event: Event) -> str:
-            assert isinstance(event, SchemaDrift)
-            return drift_subject(event.exchange, event.dataset)
-
-        return Publisher(
-            snapshot=sender(raw_of, Stream.RAW),
-            dead_letter=dead_letter,
-            gap=sender(gap_of, Stream.GAPS),
-            drift=sender(drift_of, Stream.DRIFT),
-        )
+        return jetstream_publisher(send)
 
     async def load_markets(self, exchange_id: str, attempts: int) -> bool:
-        """True once markets are loaded; ConfigError when a configured symbol is not listed."""
-        session = self.sessions[exchange_id]
-        spec = self.config.exchanges[exchange_id]
-        for attempt in range(1, attempts + 1):
-            try:
-                markets = await session.exchange.load_markets()
-            except (ccxt.NetworkError, ccxt.ExchangeError) as exc:
-                log.warning(
-                    "cannot load markets", extra={"exchange": exchange_id, "error": repr(exc), "attempt": attempt}
-                )
-                await asyncio.sleep(min(2**attempt, 30))
-                continue
-            unknown = unknown_symbols(markets, spec.symbols)
-            if unknown:
-                raise ConfigError(
-                    f"EXTRACTOR_SYMBOLS / jobs config: {', '.join(unknown)} not listed by {exchange_id} "
-                    f"(it lists {len(markets)} markets)"
-                )
-            return True
-        return False
+        return await load_markets(self.sessions[exchange_id], self.config.exchanges[exchange_id].symbols, attempts)
 
     async def start(self) -> None:
         kv = await ensure_kv(self.service.jetstream, self.settings.checkpoint_bucket)

@@ -1,14 +1,93 @@
-"""`cryptoflow-extractor`: run the extractor service."""
+"""`cryptoflow-extractor`: run the service, check a jobs file, or backfill a date range.
+
+    cryptoflow-extractor                          run the extractor service
+    cryptoflow-extractor validate-config FILE     check a jobs file and exit
+    cryptoflow-extractor backfill --exchange binance --symbols BTC/USDT --timeframe 1m \\
+        --from 2024-01-01 --to 2024-01-31
+"""
 
 from __future__ import annotations
 
-from cryptoflow_runtime import load_settings, run_service
+import argparse
+import asyncio
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptoflow_runtime import ConfigError, load_settings, run_service
+from cryptoflow_runtime.logs import configure_logging
 
 from .app import NAME, build
 from .config import ExtractorSettings
+from .jobs import JobsConfigError, load_jobs
 
 
-def main() -> None:
+def _instant(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def validate_config(path: Path) -> int:
+    try:
+        config = load_jobs(path)
+    except JobsConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for exchange_id, spec in config.exchanges.items():
+        datasets = ", ".join(d.value for d in spec.datasets.enabled()) or "none"
+        print(f"{exchange_id}: {len(spec.symbols)} symbol(s) [{', '.join(spec.symbols)}]; datasets: {datasets}")
+    print(f"{path}: ok")
+    return 0
+
+
+def backfill(args: argparse.Namespace) -> int:
+    from .backfill import BackfillRequest, run_backfill
+
+    try:
+        settings = load_settings(ExtractorSettings)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    configure_logging(NAME + "-backfill", "WARNING")
+    request = BackfillRequest(
+        exchange=args.exchange or settings.exchange,
+        symbols=[s.strip() for s in args.symbols.split(",")] if args.symbols else settings.symbols,
+        timeframe=args.timeframe,
+        start=args.start,
+        end=args.end,
+    )
+    try:
+        done = asyncio.run(run_backfill(settings, request))
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"backfill done: {done} candle slots covered for {', '.join(request.symbols)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args_in = sys.argv[1:] if argv is None else argv
+    if not args_in:
+        run_service(NAME, lambda: load_settings(ExtractorSettings), build)
+        return
+    parser = argparse.ArgumentParser(
+        prog="cryptoflow-extractor", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("validate-config", help="check a jobs YAML file")
+    check.add_argument("file", type=Path)
+    fill = sub.add_parser("backfill", help="fetch a date range of candles as fast as limits allow")
+    fill.add_argument("--exchange", help="ccxt id (default EXTRACTOR_EXCHANGE)")
+    fill.add_argument("--symbols", help="comma-separated unified symbols (default EXTRACTOR_SYMBOLS)")
+    fill.add_argument("--timeframe", default="1m")
+    fill.add_argument("--from", dest="start", type=_instant, required=True, help="ISO 8601, UTC")
+    fill.add_argument("--to", dest="end", type=_instant, required=True, help="ISO 8601, UTC (inclusive)")
+    sub.add_parser("run", help="run the extractor service (the default)")
+    args = parser.parse_args(args_in)
+    if args.command == "validate-config":
+        sys.exit(validate_config(args.file))
+    if args.command == "backfill":
+        sys.exit(backfill(args))
     run_service(NAME, lambda: load_settings(ExtractorSettings), build)
 
 

@@ -1,0 +1,90 @@
+"""Jobs from YAML or env; `validate-config` names what is wrong."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptoflow_contracts import Dataset
+from cryptoflow_extractor.config import ExtractorSettings
+from cryptoflow_extractor.jobs import JobsConfigError, load_jobs
+from cryptoflow_runtime import ConfigError
+
+GOOD = """
+exchanges:
+  binance:
+    symbols: [BTC/USDT, ETH/USDT]
+    datasets:
+      ohlcv: {timeframes: [1m, 5m], since: 2024-01-01T00:00:00Z}
+      orderbook: {depth: 10}
+  bybit:
+    url: http://127.0.0.1:9000
+    symbols: [BTC/USDT]
+    datasets:
+      ticker: {poll_interval_s: 2}
+      trades: {}
+"""
+
+
+def test_yaml_jobs_load(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.yaml"
+    path.write_text(GOOD)
+    config = load_jobs(path)
+    assert set(config.exchanges) == {"binance", "bybit"}
+    assert config.exchanges["binance"].datasets.enabled() == [Dataset.OHLCV, Dataset.ORDERBOOK]
+    assert config.exchanges["binance"].datasets.orderbook and config.exchanges["binance"].datasets.orderbook.depth == 10
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        (GOOD.replace("bybit:", "mtgox:"), "mtgox"),
+        (GOOD.replace("[1m, 5m]", "[1m, 7m]"), "7m"),
+        (GOOD.replace("BTC/USDT, ETH/USDT", "BTCUSDT"), "BTCUSDT"),
+        (GOOD.replace("depth: 10", "depth: 0"), "orderbook.depth"),
+        (GOOD.replace("ticker:", "tickers:"), "tickers"),
+    ],
+)
+def test_bad_jobs_file_is_a_clear_error_naming_the_setting(tmp_path: Path, text: str, named: str) -> None:
+    path = tmp_path / "jobs.yaml"
+    path.write_text(text)
+    with pytest.raises(JobsConfigError, match=named):
+        load_jobs(path)
+    result = subprocess.run(
+        [sys.executable, "-m", "cryptoflow_extractor.main", "validate-config", str(path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2 and named in result.stderr
+
+
+def test_validate_config_accepts_a_good_file(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.yaml"
+    path.write_text(GOOD)
+    result = subprocess.run(
+        [sys.executable, "-m", "cryptoflow_extractor.main", "validate-config", str(path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "binance: 2 symbol(s)" in result.stdout and "ok" in result.stdout
+
+
+def test_env_urls_override_the_file_and_unknown_exchange_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "jobs.yaml"
+    path.write_text(GOOD)
+    monkeypatch.setenv("EXTRACTOR_CONFIG", str(path))
+    monkeypatch.setenv("EXTRACTOR_EXCHANGE_URLS", '{"binance": "http://127.0.0.1:1234"}')
+    assert ExtractorSettings().jobs().exchanges["binance"].url == "http://127.0.0.1:1234"
+    monkeypatch.setenv("EXTRACTOR_EXCHANGE_URLS", '{"gate": "http://127.0.0.1:1234"}')
+    with pytest.raises(ConfigError, match="EXTRACTOR_EXCHANGE_URLS"):
+        ExtractorSettings().jobs()
+
+
+def test_env_only_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXTRACTOR_DATASETS", "ohlcv,trades")
+    monkeypatch.setenv("EXTRACTOR_SYMBOLS", "BTC/USDT")
+    config = ExtractorSettings().jobs()
+    assert config.exchanges["binance"].datasets.enabled() == [Dataset.OHLCV, Dataset.TRADES]
