@@ -10,13 +10,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
-from cryptoflow_contracts import TIMEFRAME_MS, Dataset
+from cryptoflow_contracts import Dataset
 from cryptoflow_runtime import ConfigError, ServiceSettings
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from .jobs import (
-    SUPPORTED_EXCHANGES,
     DatasetsSpec,
     ExchangeSpec,
     JobsConfig,
@@ -25,6 +24,10 @@ from .jobs import (
     OrderBookSpec,
     TickerSpec,
     TradesSpec,
+    check_exchange,
+    check_http_url,
+    check_timeframes,
+    check_unified_symbols,
     load_jobs,
 )
 
@@ -69,38 +72,10 @@ class ExtractorSettings(ServiceSettings):
 
     _split_lists = field_validator("symbols", "timeframes", "datasets", mode="before")(_split)
 
-    @field_validator("exchange")
-    @classmethod
-    def _known_exchange(cls, value: str) -> str:
-        if value not in SUPPORTED_EXCHANGES:
-            raise ValueError(f"unknown exchange {value!r}; supported: {', '.join(SUPPORTED_EXCHANGES)}")
-        return value
-
-    @field_validator("exchange_url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"{value!r} is not an http(s) URL")
-        return value
-
-    @field_validator("symbols")
-    @classmethod
-    def _unified_symbols(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("at least one symbol is required")
-        for symbol in value:
-            base, _, quote = symbol.partition("/")
-            if not base or not quote or not base.isalnum() or not quote.isalnum():
-                raise ValueError(f"{symbol!r} is not a unified symbol like BTC/USDT")
-        return value
-
-    @field_validator("timeframes")
-    @classmethod
-    def _known_timeframes(cls, value: list[str]) -> list[str]:
-        for timeframe in value:
-            if timeframe not in TIMEFRAME_MS:
-                raise ValueError(f"unknown timeframe {timeframe!r}; known: {', '.join(TIMEFRAME_MS)}")
-        return value
+    _exchange = field_validator("exchange")(check_exchange)
+    _url = field_validator("exchange_url")(check_http_url)
+    _symbols = field_validator("symbols")(check_unified_symbols)
+    _timeframes = field_validator("timeframes")(check_timeframes)
 
     @field_validator("since", "until")
     @classmethod

@@ -30,6 +30,35 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def check_timeframes(value: list[str]) -> list[str]:
+    for timeframe in value:
+        if timeframe not in TIMEFRAME_MS:
+            raise ValueError(f"unknown timeframe {timeframe!r}; known: {', '.join(TIMEFRAME_MS)}")
+    return value
+
+
+def check_unified_symbols(value: list[str]) -> list[str]:
+    if not value:
+        raise ValueError("at least one symbol is required")
+    for symbol in value:
+        base, _, quote = symbol.partition("/")
+        if not base or not quote or not base.isalnum() or not quote.isalnum():
+            raise ValueError(f"{symbol!r} is not a unified symbol like BTC/USDT")
+    return value
+
+
+def check_http_url(value: str | None) -> str | None:
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    return value
+
+
+def check_exchange(value: str) -> str:
+    if value not in SUPPORTED_EXCHANGES:
+        raise ValueError(f"unknown exchange {value!r}; supported: {', '.join(SUPPORTED_EXCHANGES)}")
+    return value
+
+
 def _utc(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
@@ -43,13 +72,7 @@ class OhlcvSpec(_Spec):
     poll_interval_s: float = Field(default=10.0, gt=0)
     page_limit: int = Field(default=1000, ge=1, le=1000)
 
-    @field_validator("timeframes")
-    @classmethod
-    def _known(cls, value: list[str]) -> list[str]:
-        for timeframe in value:
-            if timeframe not in TIMEFRAME_MS:
-                raise ValueError(f"unknown timeframe {timeframe!r}; known: {', '.join(TIMEFRAME_MS)}")
-        return value
+    _timeframes = field_validator("timeframes")(check_timeframes)
 
     _since_utc = field_validator("since", "until")(_utc)
 
@@ -87,23 +110,8 @@ class ExchangeSpec(_Spec):
     symbols: list[str]
     datasets: DatasetsSpec
 
-    @field_validator("url")
-    @classmethod
-    def _http(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"{value!r} is not an http(s) URL")
-        return value
-
-    @field_validator("symbols")
-    @classmethod
-    def _unified(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("at least one symbol is required")
-        for symbol in value:
-            base, _, quote = symbol.partition("/")
-            if not base or not quote or not base.isalnum() or not quote.isalnum():
-                raise ValueError(f"{symbol!r} is not a unified symbol like BTC/USDT")
-        return value
+    _url = field_validator("url")(check_http_url)
+    _symbols = field_validator("symbols")(check_unified_symbols)
 
 
 class JobsConfig(_Spec):
@@ -115,8 +123,7 @@ class JobsConfig(_Spec):
         if not value:
             raise ValueError("at least one exchange is required")
         for exchange_id in value:
-            if exchange_id not in SUPPORTED_EXCHANGES:
-                raise ValueError(f"unknown exchange {exchange_id!r}; supported: {', '.join(SUPPORTED_EXCHANGES)}")
+            check_exchange(exchange_id)
         return value
 
 
