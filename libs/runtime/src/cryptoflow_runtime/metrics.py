@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 MESSAGES_PROCESSED = Counter(
     "cryptoflow_messages_processed_total",
@@ -30,4 +30,19 @@ BATCH_SIZE = Histogram(
     "Messages per fetched batch",
     ["service"],
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000),
+)
+CONSUMER_PENDING = Gauge(
+    "cryptoflow_consumer_pending_messages",
+    "Messages in the stream not yet delivered to the durable consumer",
+    ["service", "stream", "consumer"],
+)
+CONSUMER_ACK_PENDING = Gauge(
+    "cryptoflow_consumer_ack_pending_messages",
+    "Messages delivered to the durable consumer and not acknowledged yet",
+    ["service", "stream", "consumer"],
+)
+CONSUMER_REDELIVERED = Gauge(
+    "cryptoflow_consumer_redelivered_messages",
+    "Messages the durable consumer has redelivered at least once",
+    ["service", "stream", "consumer"],
 )

@@ -19,6 +19,7 @@ from .health import HealthServer
 from .jetstream import ensure_streams
 from .lake import Lake, open_lake
 from .logs import configure_logging
+from .metrics import CONSUMER_ACK_PENDING, CONSUMER_PENDING, CONSUMER_REDELIVERED
 from .settings import ConfigError, LakeSettings, ServiceSettings
 from .tracing import configure_tracing
 
@@ -49,6 +50,32 @@ class Service:
         self.health = HealthServer(name, settings.http_host, settings.http_port, ready=self.is_connected)
         self.app.on_startup(self._start)
         self.app.on_shutdown(self.health.stop)
+
+    def watch_consumer(self, stream: str, durable: str, interval_s: float = 5.0) -> None:
+        """Export the durable consumer's lag (pending, unacked, redelivered) as gauges."""
+        tasks: list[asyncio.Task[None]] = []
+
+        async def start() -> None:
+            tasks.append(asyncio.create_task(self._report_consumer(stream, durable, interval_s)))
+
+        async def stop() -> None:
+            for task in tasks:
+                task.cancel()
+
+        self.app.after_startup(start)
+        self.app.on_shutdown(stop)
+
+    async def _report_consumer(self, stream: str, durable: str, interval_s: float) -> None:
+        labels = (self.name, stream, durable)
+        while True:
+            try:
+                info = await self.jetstream.consumer_info(stream, durable)
+                CONSUMER_PENDING.labels(*labels).set(info.num_pending or 0)
+                CONSUMER_ACK_PENDING.labels(*labels).set(info.num_ack_pending or 0)
+                CONSUMER_REDELIVERED.labels(*labels).set(info.num_redelivered or 0)
+            except Exception as exc:  # a lag report must never take the service down
+                log.debug("consumer info unavailable", extra={"error": repr(exc)})
+            await asyncio.sleep(interval_s)
 
     def use_lake(self, settings: LakeSettings) -> LakeHandle:
         """A lake opened at start and closed at shutdown."""

@@ -65,3 +65,8 @@ TRADES_PUBLISHED = Counter(
     "Trades published to RAW",
     ["exchange", "symbol"],
 )
+NEWEST_RECORD = Gauge(
+    "cryptoflow_extractor_newest_record_timestamp_seconds",
+    "Close time of the newest published record (staleness = time() - this)",
+    ["exchange", "symbol", "dataset", "timeframe"],
+)

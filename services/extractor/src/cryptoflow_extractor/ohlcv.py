@@ -13,7 +13,7 @@ from cryptoflow_contracts import Dataset, KnownGap, RawSnapshot, timeframe_ms
 
 from .checkpoints import CheckpointStore, checkpoint_key
 from .gaps import holes
-from .metrics import CANDLES_PUBLISHED, FRESHNESS_LAG, KNOWN_GAPS
+from .metrics import CANDLES_PUBLISHED, FRESHNESS_LAG, KNOWN_GAPS, NEWEST_RECORD
 from .session import ExchangeSession
 from .validation import validate_ohlcv
 
@@ -97,6 +97,9 @@ class OhlcvJob:
             published += len(candles)
             has_history = True
             CANDLES_PUBLISHED.labels(self.session.exchange_id, self.symbol, self.timeframe).inc(len(candles))
+            NEWEST_RECORD.labels(self.session.exchange_id, self.symbol, "ohlcv", self.timeframe).set(
+                (last_ts + tf_ms) / 1000
+            )
             FRESHNESS_LAG.labels(self.session.exchange_id, self.symbol, "ohlcv", self.timeframe).set(
                 max(0.0, (now_ms() - (last_ts + tf_ms)) / 1000)
             )

@@ -11,7 +11,7 @@ from typing import Any
 
 from cryptoflow_contracts import Dataset, RawSnapshot
 
-from .metrics import FRESHNESS_LAG, SNAPSHOTS_PUBLISHED
+from .metrics import FRESHNESS_LAG, NEWEST_RECORD, SNAPSHOTS_PUBLISHED
 from .session import ExchangeSession
 from .validation import validate_order_book, validate_ticker
 
@@ -80,4 +80,5 @@ async def publish_state(
     )
     await session.publisher.snapshot(snapshot)
     SNAPSHOTS_PUBLISHED.labels(session.exchange_id, symbol, dataset.value).inc()
+    NEWEST_RECORD.labels(session.exchange_id, symbol, dataset.value, "").set(ts / 1000)
     FRESHNESS_LAG.labels(session.exchange_id, symbol, dataset.value, "").set(max(0.0, (now - ts) / 1000))

@@ -12,7 +12,7 @@ from typing import Any
 from cryptoflow_contracts import Dataset, RawSnapshot
 
 from .checkpoints import CheckpointStore, checkpoint_key
-from .metrics import FRESHNESS_LAG, TRADES_PUBLISHED
+from .metrics import FRESHNESS_LAG, NEWEST_RECORD, TRADES_PUBLISHED
 from .session import ExchangeSession
 from .validation import validate_trades
 
@@ -92,6 +92,7 @@ class TradesJob:
             await self.checkpoints.put_state(self.key, {"last_ts": last_ts, "ids_at_last_ts": sorted(seen)})
             published += len(trades)
             TRADES_PUBLISHED.labels(self.session.exchange_id, self.symbol).inc(len(trades))
+            NEWEST_RECORD.labels(self.session.exchange_id, self.symbol, "trades", "").set(last_ts / 1000)
             FRESHNESS_LAG.labels(self.session.exchange_id, self.symbol, "trades", "").set(
                 max(0.0, (now_ms() - last_ts) / 1000)
             )

@@ -32,6 +32,7 @@ BYTES_WRITTEN = Counter("cryptoflow_lake_bytes_written_total", "Bronze bytes wri
 
 async def build(settings: LakeWriterSettings) -> Service:
     service = Service(NAME, settings)
+    service.watch_consumer(Stream.RAW.value, settings.durable)
     lake = service.use_lake(settings)
 
     @service.broker.subscriber(

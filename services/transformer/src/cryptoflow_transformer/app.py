@@ -45,6 +45,7 @@ QUALITY_SCORE = Histogram(
 
 async def build(settings: TransformerSettings) -> Service:
     service = Service(NAME, settings)
+    service.watch_consumer(Stream.LAKE.value, settings.durable)
     lake = service.use_lake(settings)
 
     @service.broker.subscriber(

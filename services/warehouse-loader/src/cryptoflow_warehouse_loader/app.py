@@ -74,6 +74,7 @@ class Warehouse:
 
 async def build(settings: WarehouseLoaderSettings) -> Service:
     service = Service(NAME, settings)
+    service.watch_consumer(Stream.SILVER.value, settings.durable)
     lake = service.use_lake(settings)
     warehouse = Warehouse(settings)
     service.app.on_startup(warehouse.open)

