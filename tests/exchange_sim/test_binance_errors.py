@@ -81,7 +81,7 @@ async def test_duplicate_parameter(recorded_url: str) -> None:
 
 
 async def test_unknown_path_is_404(recorded_url: str) -> None:
-    async with aiohttp.ClientSession() as session, session.get(recorded_url + "/api/v3/depth") as response:
+    async with aiohttp.ClientSession() as session, session.get(recorded_url + "/api/v3/avgPrice") as response:
         assert response.status == 404
 
 

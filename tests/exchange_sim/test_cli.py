@@ -8,7 +8,10 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
+
 from .binance_client import FIXTURES, get_json, read_fixture_rows
+from .clients import http_get
 
 
 async def _start(*args: str) -> asyncio.subprocess.Process:
@@ -84,3 +87,50 @@ async def test_bad_arguments_exit_with_usage_error(tmp_path: Path) -> None:
 
     assert process.returncode == 2
     assert b"does not exist" in stderr
+
+
+async def test_several_exchanges_recorded_trades_and_a_fault_plan(tmp_path: Path) -> None:
+    url_file = tmp_path / "sim.url"
+    plan = tmp_path / "faults.json"
+    plan.write_text('{"faults": [{"kind": "server_error", "endpoint": "gate.trades", "count": 1}]}')
+    trades_dir = FIXTURES.parents[1] / "trades" / "binance"
+    process = await _start(
+        "--exchange", "bybit,gate", "--data", str(FIXTURES), "--trades-data", str(trades_dir),
+        "--faults", str(plan), "--fault", "rate_limit:bybit.trades:status=403", "--url-file", str(url_file),
+    )  # fmt: skip
+    try:
+        base_url = await _wait_for_file(url_file, process)
+        gate_query = {"currency_pair": "XRP_ETH", "limit": "2"}
+        bybit_query = {"category": "spot", "symbol": "XRPETH", "limit": "2"}
+        first_gate, _ = await http_get(base_url, "/api/v4/spot/trades", gate_query)
+        second_gate, gate_trades = await http_get(base_url, "/api/v4/spot/trades", gate_query)
+        bybit_status, _ = await http_get(base_url, "/v5/market/recent-trade", bybit_query)
+        _, bybit_trades = await http_get(base_url, "/v5/market/recent-trade", bybit_query)
+        binance_status, _ = await http_get(base_url, "/api/v3/ping")
+        _, stats = await http_get(base_url, "/_sim/stats")
+    finally:
+        await _stop(process)
+
+    assert (first_gate, second_gate, bybit_status) == (503, 200, 403)
+    assert [trade["id"] for trade in gate_trades] == ["13532283", "13532282"]
+    assert [trade["execId"] for trade in bybit_trades["result"]["list"]] == ["13532283", "13532282"]
+    assert binance_status == 404  # not served: --exchange bybit,gate
+    assert stats["faults_served"] == {"gate.trades": {"server_error": 1}, "bybit.trades": {"rate_limit": 1}}
+    assert [fault["kind"] for fault in stats["faults"]] == ["server_error", "rate_limit"]
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["--exchange", "kraken"], b"unknown exchange kraken"),
+        (["--trades-data", "/tmp"], b"--trades-data needs --data"),
+        (["--fault", "explode:ohlcv"], b"unknown fault kind"),
+        (["--faults", "/nonexistent/plan.json"], b"cannot read fault plan"),
+    ],
+)
+async def test_bad_options_exit_with_usage_error(args: list[str], complaint: bytes) -> None:
+    process = await _start(*args)
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=10)
+
+    assert process.returncode == 2
+    assert complaint in stderr

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 from cryptoflow_exchange_sim import CsvCandleMarket, running_simulator
+from cryptoflow_exchange_sim.csv_market import listing_from_symbol_id
 
 from .binance_client import (
+    FIXTURES,
     as_ccxt_candles,
     binance_client,
     fetch_all_ohlcv,
@@ -25,7 +27,10 @@ async def test_load_markets_lists_recorded_symbols(recorded_url: str, keep_paths
     async with binance_client(recorded_url, keep_paths=keep_paths) as exchange:
         markets = await exchange.load_markets()
 
-    assert set(markets) == {"XRP/ETH", "ADA/BTC"}
+    # Other suites add candle files to the shared fixture directory; every file's symbol is listed.
+    listed = {listing_from_symbol_id(path.name.split("-")[0]) for path in FIXTURES.glob("*.csv")}
+    assert set(markets) == {f"{listing.base_asset}/{listing.quote_asset}" for listing in listed}
+    assert {"XRP/ETH", "ADA/BTC"} <= set(markets)
     xrp_eth = markets["XRP/ETH"]
     assert (xrp_eth["id"], xrp_eth["base"], xrp_eth["quote"]) == ("XRPETH", "XRP", "ETH")
     assert xrp_eth["spot"] is True

@@ -39,3 +39,11 @@ def test_changed_type_is_breaking_but_null_is_compatible() -> None:
     assert not detector.check("gate", "ticker", {"last": "1.0", "high": None})
     drift = detector.check("gate", "ticker", {"last": 1.0, "high": "2"})
     assert drift.changed == {"$.last": ("string", "number")} and drift.breaking
+
+
+def test_an_empty_page_is_not_drift_and_not_a_baseline() -> None:
+    detector = DriftDetector()
+    assert not detector.check("binance", "ohlcv", [])
+    assert not detector.check("binance", "ohlcv", [KLINE])
+    assert not detector.check("binance", "ohlcv", [])
+    assert detector.check("binance", "ohlcv", [KLINE[:11]]).breaking

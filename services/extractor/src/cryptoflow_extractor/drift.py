@@ -12,6 +12,9 @@ from typing import Any
 
 Shape = dict[str, str]
 
+# The rows of an empty list: their shape is unknown, so nothing under it can drift.
+UNKNOWN = "unknown"
+
 _JSON_TYPES = ((bool, "bool"), (int, "number"), (float, "number"), (str, "string"), (type(None), "null"))
 
 
@@ -27,7 +30,9 @@ def shape_of(value: Any, path: str = "$") -> Shape:
     if isinstance(value, dict):
         for key, item in value.items():
             shape.update(shape_of(item, f"{path}.{key}"))
-    elif isinstance(value, list) and value:
+    elif isinstance(value, list) and not value:
+        shape[f"{path}[]"] = UNKNOWN
+    elif isinstance(value, list):
         first = value[0]
         if isinstance(first, list):
             # Rows of positional fields: each position is a field of its own.
@@ -66,6 +71,13 @@ class Drift:
 
 
 def compare(baseline: Shape, current: Shape) -> Drift:
+    unknown = [path for path, kind in current.items() if kind == UNKNOWN]
+
+    def known(path: str) -> bool:
+        return not any(path.startswith(prefix) for prefix in unknown)
+
+    current = {p: k for p, k in current.items() if k != UNKNOWN}
+    baseline = {p: k for p, k in baseline.items() if k != UNKNOWN}
     # null is compatible with any type: optional fields come and go as null.
     changed = {
         path: (baseline[path], kind)
@@ -74,7 +86,7 @@ def compare(baseline: Shape, current: Shape) -> Drift:
     }
     return Drift(
         appeared={p: k for p, k in current.items() if p not in baseline},
-        vanished={p: k for p, k in baseline.items() if p not in current},
+        vanished={p: k for p, k in baseline.items() if p not in current and known(p)},
         changed=changed,
     )
 
@@ -90,7 +102,9 @@ class DriftDetector:
         key = (exchange, dataset)
         baseline = self.baselines.get(key)
         if baseline is None:
-            self.baselines[key] = current
+            # An empty answer shows no row shape: learn from the first one that has rows.
+            if UNKNOWN not in current.values():
+                self.baselines[key] = current
             return Drift({}, {}, {})
         drift = compare(baseline, current)
         if drift and not drift.breaking:

@@ -37,6 +37,8 @@ def create_exchange(
     config: dict[str, Any] = {
         # Our own limiter (limiter.py) spaces requests and honours Retry-After for all jobs.
         "enableRateLimit": False,
+        # The raw body, parsed, for drift checks and dead letters (ccxt keeps none by default).
+        "enableLastJsonResponse": True,
         "timeout": timeout_ms,
         "options": LOAD_OPTIONS.get(exchange_id, {}),
     }
@@ -45,4 +47,21 @@ def create_exchange(
     exchange: ccxt.Exchange = cls(config)
     if base_url is not None:
         exchange.urls["api"] = _rehost_tree(exchange.urls["api"], base_url)
+    record_http_status(exchange)
     return exchange
+
+
+def record_http_status(exchange: ccxt.Exchange) -> None:
+    """Keep each response's HTTP status on the instance (`last_http_status`).
+
+    ccxt maps an exchange's own error body on a 5xx to ExchangeError, which looks permanent;
+    the status tells us the exchange was failing, so the request is worth retrying.
+    """
+    original = exchange.on_rest_response
+
+    def on_rest_response(code: Any, *args: Any) -> Any:
+        exchange.last_http_status = int(code) if code is not None else None
+        return original(code, *args)
+
+    exchange.last_http_status = None
+    exchange.on_rest_response = on_rest_response

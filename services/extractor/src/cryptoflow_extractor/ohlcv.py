@@ -25,6 +25,11 @@ def closed_candles(candles: list[list[Any]], tf_ms: int, now_ms: int) -> list[li
     return [candle for candle in candles if isinstance(candle[0], int) and candle[0] + tf_ms <= now_ms]
 
 
+# Exchanges whose kline endpoint answers a time window [start, end] rather than "the next
+# `limit` candles from start": an empty window there is a hole, not the end of the data.
+WINDOWED_OHLCV = frozenset({"bybit", "gate"})
+
+
 def wall_clock_ms() -> int:
     return int(time.time() * 1000)
 
@@ -69,16 +74,29 @@ class OhlcvJob:
         # Only a checkpoint is history: before it, a late first candle is the market's start, not a gap.
         has_history = checkpoint is not None
         published = 0
+        windowed = self.session.exchange_id in WINDOWED_OHLCV
         while self.until_ms is None or since <= self.until_ms:
-            page = await self._page(since, self.page_limit)
+            window_end: int | None = None
+            if windowed:
+                window_end = since + (self.page_limit - 1) * tf_ms
+                if self.until_ms is not None:
+                    window_end = min(window_end, self.until_ms)
+            page = await self._page(since, self.page_limit, until=window_end)
             fetched_at = datetime.now(UTC)
             candles = [c for c in closed_candles(page, tf_ms, now_ms()) if c[0] >= since]
             if self.until_ms is not None:
                 candles = [c for c in candles if c[0] <= self.until_ms]
             if not candles:
+                if window_end is not None and window_end + tf_ms <= now_ms():
+                    # A closed window with no candle: a hole if we have history, else before the market's start.
+                    if has_history:
+                        await self._record_gap(since, window_end, tf_ms)
+                    await self.checkpoints.advance(self.key, window_end + tf_ms, window_end)
+                    since = window_end + tf_ms
+                    continue
                 break
             gaps = holes(candles, tf_ms, since if has_history else None)
-            if has_history and gaps and gaps[0][0] == since:
+            if not windowed and has_history and gaps and gaps[0][0] == since:
                 # The exchange skipped from our checkpoint to a later candle: ask for exactly the
                 # missing interval once before calling it a gap.
                 start, end = gaps[0]
@@ -104,7 +122,7 @@ class OhlcvJob:
                 max(0.0, (now_ms() - (last_ts + tf_ms)) / 1000)
             )
             since = last_ts + tf_ms
-            if len(page) < self.page_limit:
+            if not windowed and len(page) < self.page_limit:
                 break
         return published
 

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import ccxt.async_support as ccxt
 
 from .limiter import RateLimiter
@@ -20,6 +21,16 @@ log = logging.getLogger(__name__)
 # Worth another try: the network, the exchange being busy or down, a response cut short.
 TRANSIENT = (ccxt.NetworkError, ccxt.BadResponse)
 RATE_LIMITED = (ccxt.RateLimitExceeded, ccxt.DDoSProtection)
+
+
+def is_transient(exc: BaseException, http_status: int | None) -> bool:
+    """Network faults, 5xx answers (whatever ccxt mapped their body to) and cut connections."""
+    if isinstance(exc, TRANSIENT):
+        return True
+    if isinstance(exc, ccxt.BaseError) and http_status is not None and http_status >= 500:
+        return True
+    # A connection cut mid-body surfaces as a plain ExchangeError caused by aiohttp.
+    return isinstance(exc, ccxt.ExchangeError) and isinstance(exc.__cause__, aiohttp.ClientError)
 
 
 @dataclass(frozen=True)
@@ -126,6 +137,7 @@ class ExchangeCaller:
             self.breaker.check()
             await self.limiter.acquire()
             started = time.perf_counter()
+            self.exchange.last_http_status = None
             try:
                 result = await request()
                 # Read right after the await, before any other task runs: ccxt keeps only the
@@ -142,8 +154,10 @@ class ExchangeCaller:
                 if attempt >= self.policy.max_attempts:
                     raise
                 continue
-            except TRANSIENT as exc:
+            except Exception as exc:
                 self._count(dataset, exc, started)
+                if not is_transient(exc, getattr(self.exchange, "last_http_status", None)):
+                    raise
                 self.breaker.record_failure()
                 if attempt >= self.policy.max_attempts:
                     raise
@@ -154,9 +168,6 @@ class ExchangeCaller:
                 )
                 await self._sleep(delay)
                 continue
-            except Exception as exc:
-                self._count(dataset, exc, started)
-                raise
             REQUESTS.labels(self.exchange_id, dataset, "ok").inc()
             REQUEST_SECONDS.labels(self.exchange_id, dataset).observe(time.perf_counter() - started)
             self.breaker.record_success()

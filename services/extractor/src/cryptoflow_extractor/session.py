@@ -56,6 +56,9 @@ class ExchangeSession:
         validate: Callable[[Any], None],
     ) -> Any:
         fetched = await self.caller.call(dataset.value, request)
+        if fetched.raw_json is None and fetched.raw_text:
+            # ccxt turns a body that is not JSON (cut short, an HTML error page) into empty results.
+            await self._dead_letter(dataset, symbol, "response is not valid JSON", "BadResponse", fetched.raw_text)
         drift = self.drift.check(self.exchange_id, dataset.value, fetched.raw_json)
         if drift:
             await self._report_drift(dataset, symbol, drift.appeared, drift.vanished, drift.changed, drift.breaking)

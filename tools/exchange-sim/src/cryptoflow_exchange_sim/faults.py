@@ -1,4 +1,8 @@
-"""Fault injection: serve chosen candles broken while the rest of a market stays intact."""
+"""Data faults: serve chosen candles broken while the rest of a market stays intact.
+
+HTTP-level faults (rate limits, 5xx, delays, truncated or altered bodies) live in
+`fault_plan.py`; these are faults in the market data itself, the same on every exchange.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from decimal import Decimal
 from typing import Literal, get_args
 
 from cryptoflow_exchange_sim.intervals import Interval
-from cryptoflow_exchange_sim.market import Kline, KlineWindow, Listing, Market
+from cryptoflow_exchange_sim.market import Kline, KlineWindow, Listing, Market, Trade, TradeStats, TradeWindow
 
 MalformationKind = Literal["high_below_low", "negative_price", "negative_volume"]
 MALFORMATION_KINDS: tuple[MalformationKind, ...] = get_args(MalformationKind)
@@ -67,6 +71,12 @@ class FaultyMarket:
         if not self._kinds:
             return served
         return [self._serve(symbol_id, kline) for kline in served]
+
+    def trades(self, symbol_id: str, window: TradeWindow, now_ms: int) -> list[Trade]:
+        return self._inner.trades(symbol_id, window, now_ms)
+
+    def trade_stats(self, symbol_id: str, start_ms: int, end_ms: int, now_ms: int) -> TradeStats:
+        return self._inner.trade_stats(symbol_id, start_ms, end_ms, now_ms)
 
     def _serve(self, symbol_id: str, kline: Kline) -> Kline:
         kind = self._kinds.get((symbol_id, kline.open_time))

@@ -1,4 +1,4 @@
-"""`cryptoflow-exchange-sim` command line: serve a simulated Binance until SIGTERM/SIGINT."""
+"""`cryptoflow-exchange-sim` command line: serve simulated exchanges until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -14,20 +14,33 @@ from pathlib import Path
 import orjson
 
 from cryptoflow_exchange_sim.csv_market import CsvCandleMarket
+from cryptoflow_exchange_sim.fault_plan import Fault, load_fault_file, parse_fault_spec
 from cryptoflow_exchange_sim.faults import FaultyMarket, MalformedCandle, parse_malformed_spec
 from cryptoflow_exchange_sim.market import Market
 from cryptoflow_exchange_sim.random_walk import RandomWalkMarket
-from cryptoflow_exchange_sim.server import Simulator
+from cryptoflow_exchange_sim.server import EXCHANGES, Simulator
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cryptoflow-exchange-sim",
-        description="Serve Binance's public spot REST API (exchangeInfo, klines, ping, time) on localhost.",
+        description=(
+            "Serve exchanges' public spot REST APIs (Binance /api/v3, Bybit /v5/market, Gate /api/v4) "
+            "on localhost: markets, OHLCV, 24h tickers, order books and trades."
+        ),
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--data", type=Path, help="directory of SYMBOL-INTERVAL.csv recorded candles")
+    parser.add_argument(
+        "--exchange",
+        default="binance",
+        metavar="NAME[,NAME...]",
+        help=f"wire format(s) served: {', '.join(EXCHANGES)}, a comma list, or 'all' (default binance)",
+    )
+    parser.add_argument(
+        "--data", type=Path, help="directory of recorded SYMBOL-INTERVAL.csv candles (and SYMBOL-trades.csv trades)"
+    )
+    parser.add_argument("--trades-data", type=Path, help="another directory of SYMBOL-trades.csv files (with --data)")
     parser.add_argument(
         "--symbols", default="BTC/USDT,ETH/USDT", help="random-walk symbols, comma separated (without --data)"
     )
@@ -45,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SYMBOL:OPEN_TIME_MS[:KIND]",
         help="serve that candle broken; KIND is high_below_low (default), negative_price or negative_volume",
     )
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="KIND:ENDPOINT[:OPTION=VALUE,...]",
+        help="HTTP fault, e.g. rate_limit:ohlcv:count=2,retry_after=1 (see the README for kinds and options)",
+    )
+    parser.add_argument("--faults", type=Path, metavar="FILE", help='JSON fault plan: {"faults": [{...}, ...]}')
     parser.add_argument("--url-file", type=Path, help="write the base URL here once listening")
     return parser
 
@@ -59,11 +80,23 @@ def parse_instant_ms(text: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def parse_exchanges(text: str) -> list[str]:
+    names = list(EXCHANGES) if text.strip() == "all" else [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in EXCHANGES]
+    if unknown or not names:
+        raise ValueError(
+            f"unknown exchange {', '.join(unknown) or repr(text)}; choose from {', '.join(EXCHANGES)} or all"
+        )
+    return list(dict.fromkeys(names))
+
+
 def build_market(args: argparse.Namespace) -> Market:
     market: Market
     if args.data is not None:
-        market = CsvCandleMarket(args.data)
+        market = CsvCandleMarket(args.data, args.trades_data)
     else:
+        if args.trades_data is not None:
+            raise ValueError("--trades-data needs --data (a random walk makes its own trades)")
         symbols = [symbol.strip() for symbol in args.symbols.split(",") if symbol.strip()]
         end_ms = None if args.end is None else parse_instant_ms(args.end)
         market = RandomWalkMarket(symbols, args.seed, parse_instant_ms(args.start), end_ms)
@@ -71,12 +104,24 @@ def build_market(args: argparse.Namespace) -> Market:
     return FaultyMarket(market, faults) if faults else market
 
 
-async def serve(market: Market, host: str, port: int, url_file: Path | None) -> None:
+def build_faults(args: argparse.Namespace) -> list[Fault]:
+    faults = [] if args.faults is None else load_fault_file(args.faults)
+    return faults + [parse_fault_spec(spec) for spec in args.fault]
+
+
+async def serve(
+    market: Market,
+    host: str,
+    port: int,
+    url_file: Path | None,
+    exchanges: Sequence[str] = ("binance",),
+    faults: Sequence[Fault] = (),
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    simulator = Simulator(market, host, port)
+    simulator = Simulator(market, host, port, exchanges=exchanges, faults=faults)
     base_url = await simulator.start()
     try:
         if url_file is not None:
@@ -92,10 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        exchanges = parse_exchanges(args.exchange)
         market = build_market(args)
+        faults = build_faults(args)
     except ValueError as error:
         parser.error(str(error))
-    asyncio.run(serve(market, args.host, args.port, args.url_file))
+    asyncio.run(serve(market, args.host, args.port, args.url_file, exchanges, faults))
     return 0
 
 

@@ -5,6 +5,12 @@ whose value comes from hashing (seed, symbol, k, knot index), and amplitude 2**k
 variance grows linearly with the horizon like a random walk. Because the price is a pure
 function of time, any candle can be computed alone: pages, restarts and intervals all
 agree, and each candle's close equals the next candle's open.
+
+Trades are derived from each closed 1m candle: exactly `trade_count` of them, the first at the
+open price, the last at the close, one at the high and one at the low, the others inside
+[low, high]; their quantities add up to the candle's volume exactly. Trade ids are
+`minute_index * 100 + k` (minute_index = open_time // 60000, k = 0..trade_count-1, at most 99),
+so they increase with time but are not contiguous.
 """
 
 from __future__ import annotations
@@ -12,15 +18,20 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from decimal import Decimal
 from functools import lru_cache
 
-from cryptoflow_exchange_sim.intervals import Interval
-from cryptoflow_exchange_sim.market import Kline, KlineWindow, Listing
+from cryptoflow_exchange_sim.intervals import INTERVALS, Interval
+from cryptoflow_exchange_sim.market import Kline, KlineWindow, Listing, Trade, TradeStats, TradeWindow
 
 _UNIFIED_SYMBOL = re.compile(r"^([A-Z0-9]+)/([A-Z0-9]+)$")
 _OCTAVES = 14  # the slowest octave spans 4**13 s, about two years
 _SIGMA_PER_SECOND_KNOT = 0.0001  # gives ~0.1 % per minute and ~3 % per day
+_MINUTE = INTERVALS["1m"]
+_MINUTE_MS = _MINUTE.length_ms
+TRADE_ID_STRIDE = 100  # trade ids are minute_index * 100 + k; a 1m candle has at most 99 trades
+_EIGHT_PLACES = Decimal("0.00000001")
 
 
 class RandomWalkMarket:
@@ -52,6 +63,115 @@ class RandomWalkMarket:
             window=window,
         )
         return [self._candle(symbol_id, interval, open_time, now_ms) for open_time in open_times]
+
+    def trades(self, symbol_id: str, window: TradeWindow, now_ms: int) -> list[Trade]:
+        lowest, highest = self._trade_minutes(window, now_ms)
+        chosen: list[Trade] = []
+        if window.newest_first:
+            skipped = 0
+            for trade in self._trades_backward(symbol_id, lowest, highest):
+                if not window.admits(trade):
+                    continue
+                if skipped < window.skip:
+                    skipped += 1
+                    continue
+                chosen.append(trade)
+                if len(chosen) >= window.limit:
+                    break
+            return chosen[::-1]
+        for trade in self._trades_forward(symbol_id, lowest, highest):
+            if window.admits(trade):
+                chosen.append(trade)
+                if len(chosen) >= window.limit:
+                    break
+        return chosen
+
+    def trade_stats(self, symbol_id: str, start_ms: int, end_ms: int, now_ms: int) -> TradeStats:
+        lowest, highest = self._trade_minutes(TradeWindow(start_ms=start_ms, end_ms=end_ms), now_ms)
+        count, first_id, last_id = 0, None, None
+        for minute in range(lowest, highest + 1, _MINUTE_MS):
+            inside = minute >= start_ms and minute + _MINUTE_MS - 1 <= end_ms
+            if inside:
+                # Only the count is needed: one hash instead of the whole minute of trades.
+                ids = [minute // _MINUTE_MS * TRADE_ID_STRIDE + k for k in range(self._trade_count(symbol_id, minute))]
+            else:
+                ids = [t.id for t in self._minute_trades(symbol_id, minute) if start_ms <= t.time_ms <= end_ms]
+            if ids:
+                count += len(ids)
+                first_id = ids[0] if first_id is None else first_id
+                last_id = ids[-1]
+        if last_id is None:
+            return TradeStats()
+        minute = last_id // TRADE_ID_STRIDE * _MINUTE_MS
+        last = next(t for t in self._minute_trades(symbol_id, minute) if t.id == last_id)
+        return TradeStats(count, first_id, last_id, last)
+
+    def _trade_minutes(self, window: TradeWindow, now_ms: int) -> tuple[int, int]:
+        """Open times of the first and last closed 1m candles that can hold matching trades."""
+        last_instant = now_ms if self._end_ms is None else min(now_ms, self._end_ms - 1)
+        highest = _MINUTE.floor(last_instant)
+        if highest + _MINUTE_MS > now_ms:
+            highest -= _MINUTE_MS  # still forming: its trades are not public yet
+        lowest = _MINUTE.floor(self._start_ms)
+        if window.start_ms is not None:
+            lowest = max(lowest, _MINUTE.floor(window.start_ms))
+        if window.from_id is not None:
+            lowest = max(lowest, window.from_id // TRADE_ID_STRIDE * _MINUTE_MS)
+        if window.end_ms is not None:
+            highest = min(highest, _MINUTE.floor(window.end_ms))
+        if window.to_id is not None:
+            highest = min(highest, (window.to_id - 1) // TRADE_ID_STRIDE * _MINUTE_MS)
+        return lowest, highest
+
+    def _trades_forward(self, symbol_id: str, lowest: int, highest: int) -> Iterator[Trade]:
+        for minute in range(lowest, highest + 1, _MINUTE_MS):
+            yield from self._minute_trades(symbol_id, minute)
+
+    def _trades_backward(self, symbol_id: str, lowest: int, highest: int) -> Iterator[Trade]:
+        for minute in range(highest, lowest - 1, -_MINUTE_MS):
+            yield from reversed(self._minute_trades(symbol_id, minute))
+
+    def _trade_count(self, symbol_id: str, minute: int) -> int:
+        # The same expression `_candle` evaluates for a closed 1m candle (minutes == 1.0).
+        return int(1.0 * (5 + 95 * _unit_hash(self._seed, symbol_id, _MINUTE.name, minute, "trades")))
+
+    def _minute_trades(self, symbol_id: str, minute: int) -> list[Trade]:
+        candle = self._candle(symbol_id, _MINUTE, minute, minute + _MINUTE_MS)
+        count = candle.trade_count
+        if count == 0:
+            return []
+
+        def unit(*label: object) -> float:
+            return _unit_hash(self._seed, symbol_id, "trade", minute, *label)
+
+        low, high = Decimal(candle.low), Decimal(candle.high)
+        prices = [(low + (high - low) * Decimal(unit(k, "price"))).quantize(_EIGHT_PLACES) for k in range(count)]
+        prices[0] = Decimal(candle.open)
+        if count >= 2:
+            prices[-1] = Decimal(candle.close)
+        if count >= 4:
+            at_high = 1 + int(unit("high-at") * (count - 2))
+            at_low = 1 + int(unit("low-at") * (count - 3))
+            at_low += 1 if at_low >= at_high else 0
+            prices[at_high], prices[at_low] = high, low
+        volume = Decimal(candle.volume)
+        weights = [0.5 + unit(k, "qty") for k in range(count)]
+        total = sum(weights)
+        quantities = [(volume * Decimal(w / total)).quantize(_EIGHT_PLACES) for w in weights[:-1]]
+        quantities.append(volume - sum(quantities, Decimal(0)))
+        slot = _MINUTE_MS // count
+        first_id = minute // _MINUTE_MS * TRADE_ID_STRIDE
+        return [
+            Trade(
+                id=first_id + k,
+                price=_plain8(prices[k]),
+                qty=_plain8(quantities[k]),
+                quote_qty=_plain8((prices[k] * quantities[k]).quantize(_EIGHT_PLACES)),
+                time_ms=minute + k * slot + int(unit(k, "time") * slot),
+                is_buyer_maker=unit(k, "side") < 0.5,
+            )
+            for k in range(count)
+        ]
 
     def _candle(self, symbol_id: str, interval: Interval, open_time: int, now_ms: int) -> Kline:
         scheduled_end = interval.shift(open_time, 1)
@@ -129,6 +249,10 @@ def _listing_from_unified(symbol: str) -> Listing:
 
 def _decimal(value: float) -> str:
     # Binance prints every decimal field with 8 places.
+    return f"{value:.8f}"
+
+
+def _plain8(value: Decimal) -> str:
     return f"{value:.8f}"
 
 

@@ -1,58 +1,145 @@
-"""HTTP server exposing a market through Binance's public spot REST endpoints."""
+"""HTTP server exposing a market through exchanges' public spot REST endpoints.
+
+Each exchange's routes are mounted under its own API prefixes (`/api/v3` and the root for
+Binance, `/v5/market/...` for Bybit, `/api/v4` and the root for Gate); the three layouts do
+not overlap, so one server can speak all three at once. Every request passes the fault plan
+and is counted; `/_sim/...` is the control surface (never counted, never faulted):
+
+* `GET /_sim/stats`: request counts per endpoint (`binance.ohlcv`) and per path, status counts,
+  faults served, the recent request log (wall-clock `t_ms`) and the fault plan;
+  `DELETE /_sim/stats` resets the counters and the log;
+* `GET /_sim/faults`; `POST /_sim/faults` adds faults (a fault object, a list, or
+  `{"faults": [...]}`); `PUT /_sim/faults` replaces the plan; `DELETE /_sim/faults` clears it.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from http import HTTPStatus
 
 import orjson
 from aiohttp import web
 
-from cryptoflow_exchange_sim.binance import (
-    BinanceError,
-    exchange_info_body,
-    invalid_symbol,
-    klines_body,
-    parse_klines_request,
-    select_exchange_info_listings,
-    server_time_body,
-)
+from cryptoflow_exchange_sim import binance, bybit, gate
+from cryptoflow_exchange_sim.fault_plan import Decision, Fault, FaultPlan, faults_from_json, mutate_records
 from cryptoflow_exchange_sim.market import Market
+from cryptoflow_exchange_sim.wire import Reply, Route, Venue, WireError, gateway_error
 
 Clock = Callable[[], int]
-
-# Binance's own REST prefix. Routes are served both under it and at the root: overriding
-# ccxt's `urls['api']` entries with the bare base URL drops the prefix, keeping the
-# original URL paths keeps it, and both recipes should reach the same endpoints.
-SPOT_API_PREFIX = "/api/v3"
-
-_MARKET: web.AppKey[Market] = web.AppKey("market")
-_CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Kept for callers of the Binance-only simulator.
+SPOT_API_PREFIX = binance.SPOT_API_PREFIX
+VENUES: dict[str, Venue] = {venue.name: venue for venue in (binance.VENUE, bybit.VENUE, gate.VENUE)}
+EXCHANGES: tuple[str, ...] = tuple(VENUES)
+LOG_SIZE = 2000
+# A delayed answer must not hold a stopping server for long.
+SHUTDOWN_TIMEOUT_S = 1.0
 
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def create_app(market: Market, clock: Clock = wall_clock_ms) -> web.Application:
-    app = web.Application(middlewares=[_binance_errors])
+@dataclass(slots=True)
+class Stats:
+    """What the simulator was asked and what it answered."""
+
+    requests: Counter[str] = field(default_factory=Counter)
+    paths: Counter[str] = field(default_factory=Counter)
+    statuses: dict[str, Counter[str]] = field(default_factory=dict)
+    faults_served: dict[str, Counter[str]] = field(default_factory=dict)
+    log: deque[dict[str, object]] = field(default_factory=lambda: deque(maxlen=LOG_SIZE))
+    _weights: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def record(self, entry: dict[str, object], endpoint: str, path: str, status: int, faults: Sequence[Fault]) -> None:
+        self.requests[endpoint] += 1
+        self.paths[path] += 1
+        self.statuses.setdefault(endpoint, Counter())[str(status)] += 1
+        for fault in faults:
+            self.faults_served.setdefault(endpoint, Counter())[fault.kind] += 1
+        self.log.append(entry)
+
+    def use_weight(self, exchange: str, now_ms: int, weight: int) -> int:
+        """Add a request's weight to the current minute's total and return that total."""
+        minute = now_ms // 60_000
+        key = (exchange, minute)
+        self._weights[key] = self._weights.get(key, 0) + weight
+        for old in [k for k in self._weights if k[1] < minute - 1]:
+            del self._weights[old]
+        return self._weights[key]
+
+    def reset(self) -> None:
+        self.requests.clear()
+        self.paths.clear()
+        self.statuses.clear()
+        self.faults_served.clear()
+        self.log.clear()
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "requests": dict(self.requests),
+            "paths": dict(self.paths),
+            "statuses": {key: dict(value) for key, value in self.statuses.items()},
+            "faults_served": {key: dict(value) for key, value in self.faults_served.items()},
+            "log": list(self.log),
+        }
+
+
+_MARKET: web.AppKey[Market] = web.AppKey("market")
+_CLOCK: web.AppKey[Clock] = web.AppKey("clock")
+_PLAN: web.AppKey[FaultPlan] = web.AppKey("fault_plan")
+_STATS: web.AppKey[Stats] = web.AppKey("stats")
+
+
+def create_app(
+    market: Market,
+    clock: Clock = wall_clock_ms,
+    exchanges: Iterable[str] = ("binance",),
+    faults: FaultPlan | Iterable[Fault] = (),
+) -> web.Application:
+    names = list(dict.fromkeys(exchanges))
+    unknown = [name for name in names if name not in VENUES]
+    if unknown or not names:
+        raise ValueError(f"unknown exchange(s) {unknown}; choose from {', '.join(EXCHANGES)}")
+    app = web.Application()
     app[_MARKET] = market
     app[_CLOCK] = clock
-    for prefix in (SPOT_API_PREFIX, ""):
-        app.router.add_get(f"{prefix}/ping", _ping)
-        app.router.add_get(f"{prefix}/time", _time)
-        app.router.add_get(f"{prefix}/exchangeInfo", _exchange_info)
-        app.router.add_get(f"{prefix}/klines", _klines)
+    app[_PLAN] = faults if isinstance(faults, FaultPlan) else FaultPlan(faults)
+    app[_STATS] = Stats()
+    for name in names:
+        venue = VENUES[name]
+        for prefix in venue.prefixes:
+            for route in venue.routes:
+                app.router.add_get(prefix + route.path, _endpoint(venue, route))
+    app.router.add_get("/_sim/stats", _get_stats)
+    app.router.add_delete("/_sim/stats", _reset_stats)
+    app.router.add_get("/_sim/faults", _get_faults)
+    app.router.add_post("/_sim/faults", _add_faults)
+    app.router.add_put("/_sim/faults", _replace_faults)
+    app.router.add_delete("/_sim/faults", _clear_faults)
     return app
 
 
 class Simulator:
     """One listening server; `start()` returns its base URL, e.g. `http://127.0.0.1:41234`."""
 
-    def __init__(self, market: Market, host: str = "127.0.0.1", port: int = 0, clock: Clock = wall_clock_ms) -> None:
-        self._runner = web.AppRunner(create_app(market, clock))
+    def __init__(
+        self,
+        market: Market,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Clock = wall_clock_ms,
+        exchanges: Iterable[str] = ("binance",),
+        faults: FaultPlan | Iterable[Fault] = (),
+    ) -> None:
+        self.app = create_app(market, clock, exchanges, faults)
+        self._runner = web.AppRunner(self.app, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         self._host = host
         self._port = port
         self._base_url: str | None = None
@@ -62,6 +149,14 @@ class Simulator:
         if self._base_url is None:
             raise RuntimeError("simulator is not started")
         return self._base_url
+
+    @property
+    def fault_plan(self) -> FaultPlan:
+        return self.app[_PLAN]
+
+    @property
+    def stats(self) -> Stats:
+        return self.app[_STATS]
 
     async def start(self) -> str:
         await self._runner.setup()
@@ -82,10 +177,15 @@ class Simulator:
 
 @asynccontextmanager
 async def running_simulator(
-    market: Market, host: str = "127.0.0.1", port: int = 0, clock: Clock = wall_clock_ms
+    market: Market,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    clock: Clock = wall_clock_ms,
+    exchanges: Iterable[str] = ("binance",),
+    faults: FaultPlan | Iterable[Fault] = (),
 ) -> AsyncIterator[str]:
     """Serve `market` for the duration of the block, yielding the base URL."""
-    simulator = Simulator(market, host, port, clock)
+    simulator = Simulator(market, host, port, clock, exchanges, faults)
     base_url = await simulator.start()
     try:
         yield base_url
@@ -93,34 +193,127 @@ async def running_simulator(
         await simulator.stop()
 
 
-@web.middleware
-async def _binance_errors(request: web.Request, handler: _Handler) -> web.StreamResponse:
+def _endpoint(venue: Venue, route: Route) -> _Handler:
+    endpoint = f"{venue.name}.{route.dataset}"
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        app = request.app
+        received_ms = wall_clock_ms()
+        query = list(request.query.items())
+        decision = app[_PLAN].decide(venue.name, route.dataset, request.path)
+        if decision.delay is not None:
+            await asyncio.sleep(decision.delay.seconds)
+        now_ms = app[_CLOCK]()
+        reply = _answer(venue, route, decision, query, app[_MARKET], now_ms)
+        body, content_type = _encode(venue, route, reply, decision)
+        headers = dict(reply.headers)
+        if venue.weight_header is not None and route.weight is not None:
+            used = app[_STATS].use_weight(venue.name, now_ms, route.weight(query))
+            headers[venue.weight_header] = str(used)
+        entry: dict[str, object] = {
+            "t_ms": received_ms,
+            "endpoint": endpoint,
+            "path": request.path,
+            "query": request.query_string,
+            "status": reply.status,
+            "faults": [fault.kind for fault in decision.applied],
+        }
+        app[_STATS].record(entry, endpoint, request.path, reply.status, decision.applied)
+        cut = next((fault for fault in decision.body if fault.kind == "truncate"), None)
+        if cut is not None and cut.cut == "connection":
+            return await _cut_connection(request, reply.status, headers, content_type, body)
+        if cut is not None:
+            body = body[: max(1, len(body) // 2)]
+        response = web.Response(body=body, status=reply.status, headers=headers)
+        response.content_type = content_type
+        if content_type == "application/json":
+            response.charset = "UTF-8"
+        return response
+
+    return handle
+
+
+def _answer(
+    venue: Venue, route: Route, decision: Decision, query: list[tuple[str, str]], market: Market, now_ms: int
+) -> Reply:
+    fault = decision.replace
+    if fault is not None and fault.kind == "rate_limit":
+        status = venue.default_rate_limit_status if fault.status is None else fault.status
+        return venue.rate_limited(status, fault.retry_after, now_ms)
+    if fault is not None:
+        status = 503 if fault.status is None else fault.status
+        if fault.body == "native":
+            return Reply(venue.server_error(status, now_ms), status)
+        return gateway_error(status, HTTPStatus(status).phrase)
     try:
-        return await handler(request)
-    except BinanceError as error:
-        return _json(error.body(), status=error.http_status)
+        result = route.handle(query, market, now_ms)
+    except WireError as error:
+        return error.reply()
+    return result if isinstance(result, Reply) else Reply(result)
 
 
-async def _ping(request: web.Request) -> web.Response:
+def _encode(venue: Venue, route: Route, reply: Reply, decision: Decision) -> tuple[bytes, str]:
+    if reply.raw is not None:
+        payload, content_type = reply.raw, reply.content_type
+    else:
+        body = reply.body
+        for fault in decision.body:
+            if fault.kind in ("drop_field", "add_field"):
+                mutate_records(venue.records(route.dataset, body), fault, venue.row_fields.get(route.dataset, ()))
+        payload, content_type = orjson.dumps(body), "application/json"
+    return payload, content_type
+
+
+async def _cut_connection(
+    request: web.Request, status: int, headers: dict[str, str], content_type: str, payload: bytes
+) -> web.StreamResponse:
+    """Promise the whole body, send half of it, and hang up."""
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_type = content_type
+    response.content_length = len(payload)
+    await response.prepare(request)
+    await response.write(payload[: max(1, len(payload) // 2)])
+    if request.transport is not None:
+        request.transport.close()
+    return response
+
+
+async def _get_stats(request: web.Request) -> web.Response:
+    return _json({**request.app[_STATS].snapshot(), "faults": request.app[_PLAN].snapshot()})
+
+
+async def _reset_stats(request: web.Request) -> web.Response:
+    request.app[_STATS].reset()
     return _json({})
 
 
-async def _time(request: web.Request) -> web.Response:
-    return _json(server_time_body(request.app[_CLOCK]()))
+async def _get_faults(request: web.Request) -> web.Response:
+    return _json({"faults": request.app[_PLAN].snapshot()})
 
 
-async def _exchange_info(request: web.Request) -> web.Response:
-    listings = select_exchange_info_listings(list(request.query.items()), request.app[_MARKET].listings())
-    return _json(exchange_info_body(listings, request.app[_CLOCK]()))
+async def _add_faults(request: web.Request) -> web.Response:
+    return await _change_faults(request, replace=False)
 
 
-async def _klines(request: web.Request) -> web.Response:
-    parsed = parse_klines_request(list(request.query.items()))
-    market = request.app[_MARKET]
-    if all(listing.symbol_id != parsed.symbol_id for listing in market.listings()):
-        raise invalid_symbol()
-    klines = market.klines(parsed.symbol_id, parsed.interval, parsed.window, request.app[_CLOCK]())
-    return _json(klines_body(klines))
+async def _replace_faults(request: web.Request) -> web.Response:
+    return await _change_faults(request, replace=True)
+
+
+async def _clear_faults(request: web.Request) -> web.Response:
+    request.app[_PLAN].clear()
+    return _json({"faults": []})
+
+
+async def _change_faults(request: web.Request, replace: bool) -> web.Response:
+    try:
+        faults = faults_from_json(orjson.loads(await request.read()))
+    except (orjson.JSONDecodeError, ValueError) as error:
+        return _json({"error": str(error)}, status=400)
+    plan = request.app[_PLAN]
+    if replace:
+        plan.clear()
+    plan.add(faults)
+    return _json({"faults": plan.snapshot()})
 
 
 def _json(body: object, status: int = 200) -> web.Response:
