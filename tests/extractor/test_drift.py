@@ -47,3 +47,10 @@ def test_an_empty_page_is_not_drift_and_not_a_baseline() -> None:
     assert not detector.check("binance", "ohlcv", [KLINE])
     assert not detector.check("binance", "ohlcv", [])
     assert detector.check("binance", "ohlcv", [KLINE[:11]]).breaking
+
+
+def test_an_added_field_that_goes_away_again_is_not_a_vanished_field() -> None:
+    detector = DriftDetector()
+    detector.check("binance", "ohlcv", [KLINE])
+    assert detector.check("binance", "ohlcv", [[*KLINE, "extra"]]).appeared == {"$[][12]": "string"}
+    assert not detector.check("binance", "ohlcv", [KLINE])

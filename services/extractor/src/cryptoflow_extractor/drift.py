@@ -96,6 +96,7 @@ class DriftDetector:
 
     def __init__(self) -> None:
         self.baselines: dict[tuple[str, str], Shape] = {}
+        self._reported_appeared: dict[tuple[str, str], set[str]] = {}
 
     def check(self, exchange: str, dataset: str, payload: Any) -> Drift:
         current = shape_of(payload)
@@ -107,7 +108,9 @@ class DriftDetector:
                 self.baselines[key] = current
             return Drift({}, {}, {})
         drift = compare(baseline, current)
-        if drift and not drift.breaking:
-            # An added field is the new normal once reported; report it once, not on every poll.
-            self.baselines[key] = {**baseline, **drift.appeared}
-        return drift
+        # An added field is reported once, not on every poll. It does not join the baseline:
+        # the baseline is what parsing relies on, and an extra field going away again is no drift.
+        reported = self._reported_appeared.setdefault(key, set())
+        fresh = {path: kind for path, kind in drift.appeared.items() if path not in reported}
+        reported.update(fresh)
+        return Drift(appeared=fresh, vanished=drift.vanished, changed=drift.changed)

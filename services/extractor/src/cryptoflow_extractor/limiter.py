@@ -31,8 +31,13 @@ class RateLimiter:
             now = time.monotonic()
             start = max(now, self._next_at, self._paused_until)
             self._next_at = start + self.interval_s * cost
-        wait = start - now
+        wait = max(0.0, start - now)
+        if wait > 0:
+            await asyncio.sleep(wait)
+        # A pause that began while we slept (another job got a 429) holds us too.
+        while (remaining := self._paused_until - time.monotonic()) > 0:
+            wait += remaining
+            await asyncio.sleep(remaining)
         if wait > 0:
             RATE_LIMIT_WAIT.labels(self.exchange).inc(wait)
-            await asyncio.sleep(wait)
         return wait
