@@ -87,8 +87,8 @@ async def test_cryptoflow_up_runs_everything_stops_cleanly_and_resumes(tmp_path:
     home = tmp_path / "home"
     log = tmp_path / "up.log"
     since = (datetime.now(UTC) - timedelta(hours=2)).replace(second=0, microsecond=0)
-    # Two symbols, one candle a minute each, from `since` to the last closed minute.
-    closed_minutes = int((datetime.now(UTC) - since).total_seconds() // 60) - 1
+    # Three exchanges, two symbols, one candle a minute each, from `since` to the last closed minute.
+    closed_minutes = 3 * int((datetime.now(UTC) - since).total_seconds() // 60) - 3
 
     proc = start_up(home, log, since)
     try:
@@ -126,7 +126,7 @@ async def test_cryptoflow_up_runs_everything_stops_cleanly_and_resumes(tmp_path:
         conn = await asyncpg.connect(str(stack["database_url"]))
         try:
             duplicates = await conn.fetchval(
-                "SELECT count(*) FROM (SELECT symbol, ts FROM ohlcv GROUP BY symbol, ts HAVING count(*) > 1) d"
+                "SELECT count(*) FROM (SELECT 1 FROM ohlcv GROUP BY exchange, symbol, timeframe, ts HAVING count(*) > 1) d"
             )
         finally:
             await conn.close()
@@ -135,9 +135,14 @@ async def test_cryptoflow_up_runs_everything_stops_cleanly_and_resumes(tmp_path:
         first_run = [s for s in snapshots if datetime.fromisoformat(str(s["fetched_at"])) < restarted_at]
         second_run = [s for s in snapshots if datetime.fromisoformat(str(s["fetched_at"])) >= restarted_at]
         assert first_run
-        for symbol in ("BTC/USDT", "ETH/USDT"):
-            last_before = max(int(str(s["last_ts"])) for s in first_run if s["symbol"] == symbol)
-            resumed = [int(str(s["first_ts"])) for s in second_run if s["symbol"] == symbol]
-            assert all(ts > last_before for ts in resumed), f"{symbol}: the second run fetched history again"
+        series = {(s["exchange"], s["symbol"]) for s in first_run if s["dataset"] == "ohlcv"}
+        assert {exchange for exchange, _ in series} == {"binance", "bybit", "gate"}
+        assert {s["dataset"] for s in first_run} == {"ohlcv", "ticker", "orderbook", "trades"}
+        for exchange, symbol in series:
+            mine = [s for s in snapshots if (s["exchange"], s["symbol"], s["dataset"]) == (exchange, symbol, "ohlcv")]
+            before = [s for s in mine if s in first_run]
+            last_before = max(int(str(s["last_ts"])) for s in before)
+            resumed = [int(str(s["first_ts"])) for s in mine if s in second_run]
+            assert all(ts > last_before for ts in resumed), f"{exchange} {symbol}: the second run fetched history again"
     finally:
         stop_up(proc, log)

@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--sim-data", type=Path, help="serve recorded SYMBOL-INTERVAL.csv candles from this dir")
     up.add_argument("--live", action="store_true", help="extract from the real exchange, no simulator")
     up.add_argument("--poll-interval", type=float, default=10.0, help="seconds between polls once caught up")
+    up.add_argument("--exchanges", default="binance,bybit,gate", help="ccxt ids, comma-separated")
+    up.add_argument("--datasets", default="ohlcv,ticker,orderbook,trades", help="datasets, comma-separated")
+    up.add_argument("--config", type=Path, help="extractor jobs YAML (replaces --exchanges/--datasets/--symbols)")
 
     status = sub.add_parser("status", help="messages per stream, consumer lag, lake objects, ohlcv rows")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -48,6 +51,9 @@ def main(argv: list[str] | None = None) -> None:
             sim_data=args.sim_data,
             live=args.live,
             poll_interval_s=args.poll_interval,
+            exchanges=args.exchanges,
+            datasets=args.datasets,
+            config=args.config,
         )
         sys.exit(asyncio.run(run_up(options)))
     if args.command == "status":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -18,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
+import yaml
 
 from .processes import ServiceProcess
 from .servers import ServerProcess, free_port, start_nats, start_postgres
@@ -36,7 +38,9 @@ class UpOptions:
     since: datetime | None = None
     sim_data: Path | None = None
     live: bool = False
-    exchange: str = "binance"
+    exchanges: str = "binance,bybit,gate"
+    datasets: str = "ohlcv,ticker,orderbook,trades"
+    config: Path | None = None
     poll_interval_s: float = 10.0
     ready_timeout_s: float = 120.0
 
@@ -46,6 +50,36 @@ class UpOptions:
         # A day of history by default: enough to see every stage work, quick to fetch.
         today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         return today - timedelta(days=1)
+
+
+def jobs_yaml(options: UpOptions, since: datetime, url: str | None) -> str:
+    """The extractor's jobs file for --exchanges × --symbols × --datasets."""
+    datasets = {d.strip() for d in options.datasets.split(",") if d.strip()}
+    poll = options.poll_interval_s
+    specs = {
+        "ohlcv": {"timeframes": options.timeframes.split(","), "since": since.isoformat(), "poll_interval_s": poll},
+        "ticker": {"poll_interval_s": poll},
+        "orderbook": {"depth": 20, "poll_interval_s": poll},
+        "trades": {"poll_interval_s": poll},
+    }
+    unknown = datasets - specs.keys()
+    if unknown:
+        raise RuntimeError(f"--datasets: unknown {', '.join(sorted(unknown))} (known: {', '.join(specs)})")
+    exchanges: dict[str, object] = {}
+    for exchange in (e.strip() for e in options.exchanges.split(",") if e.strip()):
+        block: dict[str, object] = {
+            "symbols": options.symbols.split(","),
+            "datasets": {name: spec for name, spec in specs.items() if name in datasets},
+        }
+        if url is not None:
+            block["url"] = url
+        exchanges[exchange] = block
+    return json.dumps({"exchanges": exchanges}, indent=2)  # JSON is YAML
+
+
+def configured_symbols(config: Path) -> list[str]:
+    document = yaml.safe_load(config.read_text())
+    return sorted({s for spec in document.get("exchanges", {}).values() for s in spec.get("symbols", [])})
 
 
 def lake_url_for(home: Path) -> str:
@@ -109,28 +143,29 @@ async def run_up(options: UpOptions) -> int:
         if not options.live:
             url_file = home / "run" / "exchange-sim.url"
             url_file.unlink(missing_ok=True)
-            sim_args = ["--port", "0", "--url-file", str(url_file)]
+            # One simulator serves all three exchanges' wire formats (their paths do not overlap).
+            sim_args = ["--port", "0", "--url-file", str(url_file), "--exchange", "all"]
             if options.sim_data is not None:
                 sim_args += ["--data", str(options.sim_data.resolve())]
             else:
-                sim_args += ["--symbols", options.symbols, "--start", since.isoformat()]
+                symbols = configured_symbols(options.config) if options.config else options.symbols.split(",")
+                sim_args += ["--symbols", ",".join(symbols), "--start", since.isoformat()]
             sim = ServiceProcess("exchange-sim", sim_args, {})
             children.append(sim)
             await sim.start()
             sim_url = await wait_for_file(url_file, sim, 30)
 
-        shared_env = {
-            "NATS_URL": nats.url,
-            "DATABASE_URL": database_url,
-            "LAKE_URL": lake_url,
-            "EXTRACTOR_EXCHANGE": options.exchange,
-            "EXTRACTOR_SYMBOLS": options.symbols,
-            "EXTRACTOR_TIMEFRAMES": options.timeframes,
-            "EXTRACTOR_SINCE": since.isoformat(),
-            "EXTRACTOR_POLL_INTERVAL_S": str(options.poll_interval_s),
-        }
-        if sim_url is not None:
-            shared_env["EXTRACTOR_EXCHANGE_URL"] = sim_url
+        shared_env = {"NATS_URL": nats.url, "DATABASE_URL": database_url, "LAKE_URL": lake_url}
+        if options.config is not None:
+            shared_env["EXTRACTOR_CONFIG"] = str(options.config.resolve())
+            if sim_url is not None:
+                document = yaml.safe_load(options.config.read_text())
+                urls = dict.fromkeys(document.get("exchanges", {}), sim_url)
+                shared_env["EXTRACTOR_EXCHANGE_URLS"] = json.dumps(urls)
+        else:
+            jobs = home / "run" / "jobs.yaml"
+            jobs.write_text(jobs_yaml(options, since, sim_url))
+            shared_env["EXTRACTOR_CONFIG"] = str(jobs)
         services: dict[str, dict[str, object]] = {}
         for name in PIPELINE:
             port = free_port()
