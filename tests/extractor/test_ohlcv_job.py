@@ -5,6 +5,7 @@ from __future__ import annotations
 from itertools import pairwise
 from pathlib import Path
 
+import aiohttp
 import polars as pl
 from cryptoflow_exchange_sim import CsvCandleMarket, running_simulator
 from cryptoflow_extractor.checkpoints import CheckpointStore
@@ -21,6 +22,12 @@ def recorded(name: str) -> pl.DataFrame:
     return pl.read_csv(FIXTURES / name, has_header=False, schema=schema)
 
 
+async def ohlcv_requests(base_url: str) -> int:
+    async with aiohttp.ClientSession() as session, session.get(f"{base_url}/_sim/stats") as response:
+        stats = await response.json()
+    return int(stats["requests"].get("binance.ohlcv", 0))
+
+
 def expected_holes(ts: list[int], step: int) -> list[tuple[int, int]]:
     return [(a + step, b - step) for a, b in pairwise(ts) if b - a > step]
 
@@ -35,8 +42,14 @@ async def test_pages_every_recorded_candle_once_and_records_each_hole_as_a_known
         await session.exchange.load_markets()
         job = OhlcvJob(session, "ADA/BTC", "5m", int(frame["ts"][0]), None, 500, checkpoints)
         published = await job.catch_up()
+        requests_to_catch_up = await ohlcv_requests(url)
         again = await job.catch_up()
+        requests_after_again = await ohlcv_requests(url)
         await session.exchange.close()
+
+    # No endless retries of the holes: catching up again costs one request, which finds nothing new.
+    assert requests_after_again - requests_to_catch_up == 1
+    assert requests_to_catch_up == -(-frame.height // 500), "one request per page, none for the holes"
 
     assert published == frame.height
     assert again == 0, "a second catch-up found nothing new: the checkpoint holds"
