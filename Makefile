@@ -6,7 +6,7 @@ BOOTSTRAP := .bootstrap
 UV := $(BOOTSTRAP)/bin/uv
 SYNCED := .venv/.synced
 
-.PHONY: up test lint typecheck pytest status schemas clean
+.PHONY: up test lint typecheck pytest status schemas clean bench
 
 $(UV):
 	$(PYTHON) -m venv $(BOOTSTRAP)
@@ -37,6 +37,13 @@ test: lint typecheck pytest
 
 schemas: $(SYNCED)
 	$(UV) run --no-sync cryptoflow-schemas docs/schemas
+
+# Benchmarks (not tests): `make bench` runs all; `make bench BENCH=loader ROWS=1000000` one.
+# They start their own PostgreSQL (durable settings) unless DATABASE_URL is set.
+BENCH ?= all
+ROWS ?= 1000000
+bench: $(SYNCED)
+	ROWS=$(ROWS) $(UV) run --no-sync python -m bench $(BENCH)
 
 clean:
 	rm -rf .venv $(BOOTSTRAP) .mypy_cache .ruff_cache .pytest_cache

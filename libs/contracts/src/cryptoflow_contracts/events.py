@@ -109,6 +109,9 @@ class BatchReady(Event):
     source_key: str = Field(description="Bronze object the batch was built from")
     source_event_id: str = Field(description="event_id of the ObjectWritten it came from")
     quality_score: float = Field(description="Share of input rows that passed every check")
+    check_failures: dict[str, int] = Field(
+        default_factory=dict, description="Quarantined rows of the source object per failed check"
+    )
 
     def identity(self) -> Any:
         return [self.lake_url, self.key, self.sha256]
@@ -181,6 +184,81 @@ class SchemaDrift(Event):
         return [self.exchange, self.dataset.value, self.appeared, self.vanished, self.changed]
 
 
+class Alert(Event):
+    """A warehouse threshold rule fired (price move, cross-exchange spread, staleness).
+
+    Published on `cryptoflow.alerts.<rule>` (stream ALERTS) by the warehouse-loader, which also
+    keeps every alert in its `alerts` table. One alert per rule·series·observed data time: the
+    same condition seen again on the same data is the same event (same `event_id`).
+    """
+
+    rule: str = Field(description="Configured rule name; the last subject token")
+    kind: str = Field(description="price_move, spread or staleness")
+    symbol: str
+    exchanges: list[str] = Field(description="One exchange, or the two of a spread (sorted)")
+    table: str | None = Field(default=None, description="Warehouse table the rule looked at")
+    timeframe: str | None = None
+    observed_at: datetime = Field(description="Time of the data that triggered the rule")
+    value: float = Field(description="What was measured: %, or seconds for staleness")
+    threshold: float
+    message: str
+    triggered_at: datetime
+
+    def identity(self) -> Any:
+        return [
+            self.rule,
+            self.symbol,
+            sorted(self.exchanges),
+            self.table,
+            self.timeframe,
+            self.observed_at.isoformat(),
+        ]
+
+
+class RunReport(Event):
+    """How one run of a service is going: counts, errors, status.
+
+    A service publishes one at start, whenever its counts change (at most every few seconds)
+    and at exit, on `cryptoflow.runs.<service>` (stream RUNS); the warehouse-loader keeps the
+    latest (highest `seq`) per `run_id` in its `service_runs` table (`cryptoflow runs`).
+    """
+
+    service: str
+    run_id: str = Field(description="Unique per process run, e.g. <service>-<host>-<pid>-<start ms>")
+    instance: str = Field(description="Host/pod and pid")
+    seq: int = Field(ge=0, description="Report number within the run; a higher seq supersedes")
+    status: str = Field(description="running, ok (ended cleanly) or failed")
+    started_at: datetime
+    reported_at: datetime
+    ended_at: datetime | None = None
+    counts: dict[str, int] = Field(default_factory=dict, description="e.g. batches_loaded, rows_inserted")
+    errors: int = 0
+    last_error: str | None = None
+
+    def identity(self) -> Any:
+        return [self.service, self.run_id, self.seq]
+
+
+class Anomaly(Event):
+    """A candle that stands out from the ones before it (return z-score or volume spike)."""
+
+    exchange: str
+    symbol: str
+    timeframe: str
+    ts: int = Field(description="Candle open time, ms since epoch (UTC)")
+    kind: str = Field(description="return_zscore | volume_spike")
+    value: float = Field(description="The z-score, or the volume over the window's mean volume")
+    threshold: float = Field(description="|value| at or above which a candle is flagged")
+    window: int = Field(description="Candles before this one the value is measured against")
+    close: float
+    volume: float
+    source_event_id: str = Field(description="event_id of the RawSnapshot that carried the candle")
+
+    def identity(self) -> Any:
+        # The value is part of it: a candle revised later is flagged anew, a redelivery is not.
+        return [self.exchange, self.symbol, self.timeframe, self.ts, self.kind, self.value, self.window]
+
+
 ALL_EVENTS: tuple[type[Event], ...] = (
     RawSnapshot,
     ObjectWritten,
@@ -189,4 +267,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     DeadLetter,
     KnownGap,
     SchemaDrift,
+    Alert,
+    RunReport,
+    Anomaly,
 )

@@ -7,7 +7,8 @@ its `SILVER_SCHEMA_VERSION` in the Parquet metadata key `cryptoflow.schema_versi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -24,6 +25,10 @@ class SilverTable:
     name: str
     columns: tuple[tuple[str, ColumnType], ...]
     key: tuple[str, ...]
+    # The value a reader fills in when a file written before a column existed lacks it. A column
+    # added later must come with a default here (and a SILVER_SCHEMA_VERSION bump), or old files
+    # of the table can no longer be read.
+    defaults: Mapping[str, bool | int | float | str | None] = field(default_factory=dict)
 
     @property
     def column_names(self) -> list[str]:
@@ -45,6 +50,7 @@ OHLCV = SilverTable(
         ("source_event_id", T),
     ),
     key=("exchange", "symbol", "timeframe", "ts"),
+    defaults={"resampled": False, "final": True},
 )  # fmt: skip
 INDICATORS = SilverTable(
     "indicators",

@@ -20,8 +20,11 @@ class Stream(StrEnum):
     SILVER = "SILVER"
     WAREHOUSE = "WAREHOUSE"
     DLQ = "DLQ"
+    ANOMALIES = "ANOMALIES"
     GAPS = "GAPS"
     DRIFT = "DRIFT"
+    ALERTS = "ALERTS"
+    RUNS = "RUNS"
 
 
 class Stage(StrEnum):
@@ -38,8 +41,11 @@ STREAM_SUBJECTS: dict[Stream, str] = {
     Stream.SILVER: f"{PREFIX}.silver.>",
     Stream.WAREHOUSE: f"{PREFIX}.warehouse.>",
     Stream.DLQ: f"{PREFIX}.dlq.>",
+    Stream.ANOMALIES: f"{PREFIX}.anomalies.>",
     Stream.GAPS: f"{PREFIX}.gaps.>",
     Stream.DRIFT: f"{PREFIX}.drift.>",
+    Stream.ALERTS: f"{PREFIX}.alerts.>",
+    Stream.RUNS: f"{PREFIX}.runs.>",
 }
 
 
@@ -80,3 +86,15 @@ def gaps_subject(exchange: str, symbol: str) -> str:
 
 def drift_subject(exchange: str, dataset: Dataset) -> str:
     return f"{PREFIX}.drift.{token(exchange)}.{dataset.value}"
+
+
+def alerts_subject(rule: str) -> str:
+    return f"{PREFIX}.alerts.{token(rule)}"
+
+
+def runs_subject(service: str) -> str:
+    return f"{PREFIX}.runs.{token(service)}"
+
+
+def anomaly_subject(exchange: str, symbol: str) -> str:
+    return f"{PREFIX}.anomalies.{token(exchange)}.{symbol_token(symbol)}"

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Mapping
+from typing import Any
 
+import nats.errors
 from cryptoflow_contracts import STREAM_SUBJECTS, Stream
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -14,8 +18,10 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import APIError, BadRequestError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
+
+from .settings import ConfigError, NumberT, StreamLimits, stream_env_name, stream_limits_from_env
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +29,13 @@ log = logging.getLogger(__name__)
 DUPLICATE_WINDOW_S = 15 * 60
 
 
-def stream_config(stream: Stream) -> StreamConfig:
+# Limits a stream is created with when its STREAM_<NAME>_* variables are unset.
+DEFAULT_LIMITS = StreamLimits(max_age_s=7 * 24 * 3600, max_bytes=-1, max_msgs=-1, replicas=1)
+
+
+def stream_config(stream: Stream, limits: StreamLimits | None = None) -> StreamConfig:
+    """The stream's full configuration: configured limits, the defaults for the others."""
+    chosen = limits or StreamLimits()
     return StreamConfig(
         name=stream.value,
         subjects=[STREAM_SUBJECTS[stream]],
@@ -31,23 +43,116 @@ def stream_config(stream: Stream) -> StreamConfig:
         storage=StorageType.FILE,
         discard=DiscardPolicy.OLD,
         duplicate_window=DUPLICATE_WINDOW_S,
-        max_age=7 * 24 * 3600,
+        max_age=_pick(chosen.max_age_s, DEFAULT_LIMITS.max_age_s),
+        max_bytes=_pick(chosen.max_bytes, DEFAULT_LIMITS.max_bytes),
+        max_msgs=_pick(chosen.max_msgs, DEFAULT_LIMITS.max_msgs),
+        num_replicas=_pick(chosen.replicas, DEFAULT_LIMITS.replicas),
     )
 
 
-async def ensure_streams(js: JetStreamContext) -> None:
-    """Create every platform stream if missing; any service may call it at start."""
+def _pick(value: NumberT | None, default: NumberT | None) -> NumberT | None:
+    return default if value is None else value
+
+
+def limit_changes(current: StreamConfig, limits: StreamLimits) -> dict[str, Any]:
+    """StreamConfig fields to update so the stream has the configured (set) limits; {} when it has."""
+    wanted: dict[str, Any] = {}
+    if limits.max_age_s is not None and not _same_age(current.max_age, limits.max_age_s):
+        wanted["max_age"] = limits.max_age_s
+    if limits.max_bytes is not None and _unlimited(current.max_bytes) != limits.max_bytes:
+        wanted["max_bytes"] = limits.max_bytes
+    if limits.max_msgs is not None and _unlimited(current.max_msgs) != limits.max_msgs:
+        wanted["max_msgs"] = limits.max_msgs
+    if limits.replicas is not None and (current.num_replicas or 1) != limits.replicas:
+        wanted["num_replicas"] = limits.replicas
+    return wanted
+
+
+def _configured_fields(limits: StreamLimits) -> dict[str, Any]:
+    """The configured (set) limits, by StreamConfig field."""
+    fields = {
+        "max_age": limits.max_age_s,
+        "max_bytes": limits.max_bytes,
+        "max_msgs": limits.max_msgs,
+        "num_replicas": limits.replicas,
+    }
+    return {field: value for field, value in fields.items() if value is not None}
+
+
+def _same_age(current: float | None, wanted: float) -> bool:
+    # The server keeps nanoseconds; nats-py hands them back as float seconds.
+    return abs((current or 0.0) - wanted) < 1e-6
+
+
+def _unlimited(value: int | None) -> int:
+    return -1 if value is None or value <= 0 else value
+
+
+# StreamConfig field → the knob of its variable, for messages naming the setting.
+_KNOBS = {"max_age": "MAX_AGE_S", "max_bytes": "MAX_BYTES", "max_msgs": "MAX_MSGS", "num_replicas": "REPLICAS"}
+
+
+async def ensure_streams(js: JetStreamContext, limits: Mapping[Stream, StreamLimits] | None = None) -> None:
+    """Create every platform stream if missing, and bring configured limits up to date.
+
+    `limits` defaults to the `STREAM_<NAME>_*` environment variables (stream_limits_from_env). A
+    stream is created with its configured limits (defaults for the unset ones); an existing
+    stream whose configured limits differ is updated (`js.update_stream`), its other settings
+    untouched. Any service may call it at start. A limit the server refuses (e.g. replicas on a
+    single server) raises ConfigError naming the variable.
+    """
+    all_limits = stream_limits_from_env() if limits is None else limits
     for stream in Stream:
-        config = stream_config(stream)
+        wanted = all_limits.get(stream, StreamLimits())
         try:
-            await js.stream_info(stream.value)
+            info = await js.stream_info(stream.value)
         except NotFoundError:
             try:
-                await js.add_stream(config)
-                log.info("created stream", extra={"stream": stream.value})
-            except BadRequestError:
-                # Another service created it between our lookup and add: that is fine.
-                await js.stream_info(stream.value)
+                await js.add_stream(stream_config(stream, wanted))
+                log.info("created stream", extra={"stream": stream.value, **_described(stream_config(stream, wanted))})
+                continue
+            except ServiceUnavailableError:
+                raise  # JetStream not ready: not a configuration problem
+            except APIError as exc:
+                # Another service may have created it between our lookup and add: that is fine.
+                try:
+                    info = await js.stream_info(stream.value)
+                except NotFoundError:
+                    configured = _configured_fields(wanted)
+                    hint = f" with {_variables(stream, configured, configured)}" if configured else ""
+                    raise ConfigError(
+                        f"stream {stream.value}: nats-server refused to create it{hint} ({exc.description})"
+                    ) from None
+        await _update_limits(js, stream, info.config, wanted)
+
+
+async def _update_limits(js: JetStreamContext, stream: Stream, current: StreamConfig, wanted: StreamLimits) -> None:
+    changes = limit_changes(current, wanted)
+    if not changes:
+        return
+    before = {field: getattr(current, field) for field in changes}
+    try:
+        await js.update_stream(current.evolve(**changes))
+    except ServiceUnavailableError:
+        raise
+    except APIError as exc:
+        raise ConfigError(
+            f"stream {stream.value}: nats-server refused {_variables(stream, changes, changes)} ({exc.description})"
+        ) from None
+    log.info("updated stream limits", extra={"stream": stream.value, "from": before, "to": changes})
+
+
+def _variables(stream: Stream, fields: Mapping[str, Any], values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{stream_env_name(stream, _KNOBS[field])}={values[field]}" for field in fields)
+
+
+def _described(config: StreamConfig) -> dict[str, Any]:
+    return {
+        "max_age_s": config.max_age,
+        "max_bytes": config.max_bytes,
+        "max_msgs": config.max_msgs,
+        "replicas": config.num_replicas,
+    }
 
 
 async def ensure_kv(js: JetStreamContext, bucket: str, history: int = 1) -> KeyValue:
@@ -65,3 +170,33 @@ async def connect(url: str, name: str) -> Client:
 
 def msg_id_headers(event_id: str) -> dict[str, str]:
     return {"Nats-Msg-Id": event_id}
+
+
+def _pull_fetch_raises_nats_timeouts() -> None:
+    """Make `PullSubscription.fetch` time out with `nats.errors.TimeoutError` only (decision 0031).
+
+    nats-py's `fetch` can also raise a bare `asyncio.TimeoutError` (when the deadline runs out
+    between its two pull requests). FastStream's pull loop catches only the nats one: the bare one
+    kills its consume task, and the messages that task had fetched for the batch are dropped
+    unacked — redelivered only after `ack_wait` (60 s for the lake-writer), one delivery spent.
+    The nats error subclasses asyncio's, so code catching either still does.
+    """
+    pull = JetStreamContext.PullSubscription
+    original = pull.fetch
+    if getattr(original, "_cryptoflow_shim", False):
+        return
+
+    @functools.wraps(original)
+    async def fetch(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await original(self, *args, **kwargs)
+        except nats.errors.TimeoutError:
+            raise
+        except TimeoutError as exc:
+            raise nats.errors.TimeoutError from exc
+
+    fetch._cryptoflow_shim = True  # type: ignore[attr-defined]
+    setattr(pull, "fetch", fetch)  # noqa: B010
+
+
+_pull_fetch_raises_nats_timeouts()

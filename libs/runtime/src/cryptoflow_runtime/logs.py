@@ -1,10 +1,19 @@
-"""Structured JSON logs, one object per line, on stderr."""
+"""Structured JSON logs, one object per line, on stderr.
+
+Every line carries `trace_id`/`span_id` while a span is active, and the fields bound with
+`log_context` (the telemetry middleware binds the consumed message's `event_id`, or `event_ids`
+for a batch), so a handler's lines name the event they are about without repeating it.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -12,6 +21,21 @@ from opentelemetry import trace
 
 # Attributes every LogRecord has; anything else was passed through `extra=` and is logged as a field.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+_CONTEXT: ContextVar[Mapping[str, Any]] = ContextVar("cryptoflow_log_context", default=MappingProxyType({}))
+
+
+@contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Add these fields to every log line of the current task while the block runs.
+
+    A field given explicitly to a log call (`extra=`) wins over a bound one.
+    """
+    token = _CONTEXT.set({**_CONTEXT.get(), **fields})
+    try:
+        yield
+    finally:
+        _CONTEXT.reset(token)
 
 
 class JsonFormatter(logging.Formatter):
@@ -31,6 +55,7 @@ class JsonFormatter(logging.Formatter):
         if span.is_valid:
             entry["trace_id"] = format(span.trace_id, "032x")
             entry["span_id"] = format(span.span_id, "016x")
+        entry.update(_CONTEXT.get())
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value

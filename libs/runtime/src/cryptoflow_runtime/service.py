@@ -10,7 +10,6 @@ from typing import TypeVar
 
 from faststream import FastStream
 from faststream.nats import NatsBroker
-from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from nats.js import JetStreamContext
 from prometheus_client import REGISTRY
@@ -21,7 +20,7 @@ from .lake import Lake, open_lake
 from .logs import configure_logging
 from .metrics import CONSUMER_ACK_PENDING, CONSUMER_PENDING, CONSUMER_REDELIVERED
 from .settings import ConfigError, LakeSettings, ServiceSettings
-from .tracing import configure_tracing
+from .tracing import NatsTelemetryMiddleware, configure_tracing
 
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 log = logging.getLogger(__name__)

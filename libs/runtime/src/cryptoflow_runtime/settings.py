@@ -7,11 +7,19 @@ tuning knobs carry the service's prefix (`LAKE_WRITER_BATCH_SIZE`).
 
 from __future__ import annotations
 
+import logging
+import os
+import re
 import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TypeVar
 
+from cryptoflow_contracts import Stream
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(Exception):
@@ -119,3 +127,118 @@ def describe_validation_error(cls: type[BaseSettings], exc: ValidationError) -> 
 def exit_on_config_error(error: ConfigError) -> None:
     print(f"error: {error}", file=sys.stderr)
     raise SystemExit(2)
+
+
+# --- Stream retention and limits -------------------------------------------------------------
+#
+# `STREAM_<NAME>_<KNOB>` for every stream of the `Stream` enum, read from the environment when a
+# service starts (`ensure_streams`). A knob left unset is not enforced: the stream gets the default
+# when it is created and keeps whatever it has afterwards, so a process started without the
+# variables (a backfill, a test) never reverts limits another process configured.
+
+STREAM_ENV_PREFIX = "STREAM_"
+STREAM_KNOBS = ("MAX_AGE_S", "MAX_BYTES", "MAX_MSGS", "REPLICAS")
+MAX_REPLICAS = 5  # JetStream's limit
+_SIZE = re.compile(r"^\s*(-?\d+)\s*([KMGT]?)(I?B)?\s*$", re.IGNORECASE)
+NumberT = TypeVar("NumberT", int, float)
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+@dataclass(frozen=True)
+class StreamLimits:
+    """Limits of one stream; None = not configured (not enforced on an existing stream)."""
+
+    max_age_s: float | None = None  # 0 = no age limit
+    max_bytes: int | None = None  # -1 = no size limit
+    max_msgs: int | None = None  # -1 = no message limit
+    replicas: int | None = None
+
+
+def stream_env_name(stream: Stream, knob: str) -> str:
+    return f"{STREAM_ENV_PREFIX}{stream.value}_{knob}"
+
+
+def stream_limits_from_env(environ: Mapping[str, str] | None = None) -> dict[Stream, StreamLimits]:
+    """Every stream's configured limits; ConfigError naming each bad variable."""
+    env = os.environ if environ is None else environ
+    problems: list[str] = []
+
+    def read(stream: Stream, knob: str, parse: Callable[[str], NumberT]) -> NumberT | None:
+        name = stream_env_name(stream, knob)
+        raw = env.get(name)
+        if raw is None or not raw.strip():
+            return None
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            problems.append(f"{name}: {exc} (got {raw!r})")
+            return None
+
+    limits = {
+        stream: StreamLimits(
+            max_age_s=read(stream, "MAX_AGE_S", _parse_age),
+            max_bytes=read(stream, "MAX_BYTES", _parse_bytes),
+            max_msgs=read(stream, "MAX_MSGS", _parse_count),
+            replicas=read(stream, "REPLICAS", _parse_replicas),
+        )
+        for stream in Stream
+    }
+    if problems:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
+    _warn_unknown(env)
+    return limits
+
+
+def _warn_unknown(env: Mapping[str, str]) -> None:
+    """A STREAM_<known stream>_<typo> is most likely a mistake: say so (not fatal, could be anything)."""
+    known = {stream_env_name(stream, knob) for stream in Stream for knob in STREAM_KNOBS}
+    for name in sorted(env):
+        if name in known or not name.startswith(STREAM_ENV_PREFIX):
+            continue
+        if any(name.startswith(f"{STREAM_ENV_PREFIX}{stream.value}_") for stream in Stream):
+            log.warning(
+                "unknown stream setting ignored",
+                extra={"setting": name, "known": [f"{STREAM_ENV_PREFIX}<STREAM>_{k}" for k in STREAM_KNOBS]},
+            )
+
+
+def _parse_age(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("expected seconds (a number; 0 = no age limit)") from None
+    if value < 0 or value != value or value == float("inf"):
+        raise ValueError("expected seconds >= 0 (0 = no age limit)")
+    return value
+
+
+def _parse_bytes(raw: str) -> int:
+    match = _SIZE.match(raw)
+    if not match:
+        raise ValueError("expected a byte count, optionally with K, M, G or T (1024-based), e.g. 10G; -1 = no limit")
+    number, unit = int(match.group(1)), match.group(2).upper()
+    if number == -1 and not unit:
+        return -1
+    if number < 1:
+        raise ValueError("expected a positive byte count, or -1 for no limit")
+    return number * _SIZE_UNITS[unit]
+
+
+def _parse_count(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError("expected a whole number of messages; -1 = no limit") from None
+    if value == 0 or value < -1:
+        raise ValueError("expected a positive number of messages, or -1 for no limit")
+    return value
+
+
+def _parse_replicas(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"expected a whole number from 1 to {MAX_REPLICAS}") from None
+    if not 1 <= value <= MAX_REPLICAS:
+        raise ValueError(f"expected a whole number from 1 to {MAX_REPLICAS}")
+    return value

@@ -10,8 +10,15 @@ from pydantic_settings import SettingsConfigDict
 class LakeWriterSettings(ServiceSettings, LakeSettings):
     model_config = SettingsConfigDict(env_prefix="LAKE_WRITER_", extra="ignore", populate_by_name=True)
 
+    # A batch closes on whichever comes first: batch_size messages or batch_timeout_s; each of its
+    # partitions becomes objects of at most max_object_bytes (uncompressed NDJSON).
     batch_size: int = Field(default=500, ge=1, le=10_000, description="RawSnapshots fetched per batch")
     batch_timeout_s: float = Field(default=1.0, gt=0, description="Longest wait to fill a batch")
+    max_object_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="Largest uncompressed NDJSON per bronze object; a partition over it is split",
+    )
     max_deliver: int = Field(default=5, ge=1, description="Deliveries before a message is dead-lettered")
     ack_wait_s: float = Field(default=60.0, gt=0, description="Redelivery timeout of an unacked message")
     durable: str = Field(default="lake-writer", description="JetStream durable consumer name")

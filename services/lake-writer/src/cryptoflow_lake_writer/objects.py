@@ -18,6 +18,7 @@ class BronzeObject:
     key: str
     data: bytes
     event_ids: list[str]
+    ndjson_bytes: int = 0
 
 
 def partition_date(snapshot: RawSnapshot) -> str:
@@ -29,33 +30,67 @@ def partition_prefix(layer: str, dataset: Dataset, exchange: str, symbol: str, d
     return f"{layer}/{dataset.value}/exchange={exchange}/symbol={symbol_token(symbol)}/date={date}"
 
 
-def build_objects(snapshots: list[RawSnapshot], zstd_level: int = 3) -> list[BronzeObject]:
-    """One object per partition; same snapshots in any order → same keys and bytes."""
-    groups: dict[tuple[Dataset, str, str, str], dict[str, RawSnapshot]] = defaultdict(dict)
+def first_copy(copies: list[RawSnapshot]) -> RawSnapshot:
+    """One snapshot per event_id, whatever the arrival order.
+
+    event_id leaves out fetched_at, so a re-fetch of the same page is the same event with another
+    fetch time: keep the earliest fetch (ties: the smaller JSON), never "the last one seen".
+    """
+    return min(copies, key=lambda s: (s.fetched_at, s.to_json()))
+
+
+def chunks_by_size(lines: list[bytes], max_bytes: int | None) -> list[list[int]]:
+    """Indexes of `lines` in consecutive runs of at most max_bytes (a longer line stands alone)."""
+    runs: list[list[int]] = [[]]
+    size = 0
+    for index, line in enumerate(lines):
+        if max_bytes is not None and runs[-1] and size + len(line) > max_bytes:
+            runs.append([])
+            size = 0
+        runs[-1].append(index)
+        size += len(line)
+    return [run for run in runs if run]
+
+
+def build_objects(
+    snapshots: list[RawSnapshot], zstd_level: int = 3, max_object_bytes: int | None = None
+) -> list[BronzeObject]:
+    """One object per partition (several when its NDJSON exceeds max_object_bytes).
+
+    The same snapshots in any order, with any duplicates, give the same keys and bytes.
+    """
+    groups: dict[tuple[Dataset, str, str, str], dict[str, list[RawSnapshot]]] = defaultdict(lambda: defaultdict(list))
     for snapshot in snapshots:
         partition = (snapshot.dataset, snapshot.exchange, snapshot.symbol, partition_date(snapshot))
-        groups[partition][snapshot.event_id] = snapshot
+        groups[partition][snapshot.event_id].append(snapshot)
     compressor = zstandard.ZstdCompressor(level=zstd_level)
     objects = []
     for (dataset, exchange, symbol, date), by_id in sorted(groups.items()):
-        ordered = sorted(by_id.values(), key=lambda s: (s.timeframe or "", s.first_ts or 0, s.event_id))
-        ndjson = b"".join(s.to_json() + b"\n" for s in ordered)
-        # The name comes from the content, so a retried batch lands on the same key with the same bytes.
-        digest = sha256_hex(ndjson)[:24]
-        first = min((s.first_ts or 0) for s in ordered)
-        name = f"{first}-{digest}.ndjson.zst"
-        objects.append(
-            BronzeObject(
-                dataset=dataset,
-                exchange=exchange,
-                key=f"{partition_prefix('bronze', dataset, exchange, symbol, date)}/{name}",
-                data=compressor.compress(ndjson),
-                event_ids=[s.event_id for s in ordered],
+        chosen = [first_copy(copies) for copies in by_id.values()]
+        ordered = sorted(chosen, key=lambda s: (s.timeframe or "", s.first_ts or 0, s.event_id))
+        lines = [s.to_json() + b"\n" for s in ordered]
+        for run in chunks_by_size(lines, max_object_bytes):
+            ndjson = b"".join(lines[i] for i in run)
+            members = [ordered[i] for i in run]
+            # The name comes from the content, so a retried batch lands on the same key with the same bytes.
+            digest = sha256_hex(ndjson)[:24]
+            first = min((s.first_ts or 0) for s in members)
+            objects.append(
+                BronzeObject(
+                    dataset=dataset,
+                    exchange=exchange,
+                    key=f"{partition_prefix('bronze', dataset, exchange, symbol, date)}/{first}-{digest}.ndjson.zst",
+                    data=compressor.compress(ndjson),
+                    event_ids=[s.event_id for s in members],
+                    ndjson_bytes=len(ndjson),
+                )
             )
-        )
     return objects
 
 
+def decompress(data: bytes) -> bytes:
+    return zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 31)
+
+
 def read_object(data: bytes) -> list[RawSnapshot]:
-    ndjson = zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 31)
-    return [RawSnapshot.model_validate_json(line) for line in ndjson.splitlines() if line]
+    return [RawSnapshot.model_validate_json(line) for line in decompress(data).splitlines() if line]

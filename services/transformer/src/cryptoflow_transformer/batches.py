@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections import Counter as Tally
 from dataclasses import dataclass
 
+import polars as pl
 import zstandard
-from cryptoflow_contracts import BatchReady, Dataset, DeadLetter, ObjectWritten, Stage
+from cryptoflow_contracts import BatchReady, DeadLetter, ObjectWritten, Stage
 from cryptoflow_runtime import Lake, PoisonMessageError
 from cryptoflow_runtime.lake import sha256_hex
 
-from .ohlcv import frame_from_bronze, to_parquet, validate_ohlcv
+from .datasets import TRANSFORMS
+from .silver_files import to_parquet
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,8 @@ class TransformResult:
     batch: BatchReady | None
     quarantine: DeadLetter | None
     reasons: dict[str, int]
+    silver: pl.DataFrame | None = None  # the rows of `batch`, for the derived series
+    duplicates: int = 0
 
 
 def layer_key(bronze_key: str, layer: str) -> str:
@@ -31,19 +34,21 @@ def layer_key(bronze_key: str, layer: str) -> str:
 
 
 async def transform_object(lake: Lake, written: ObjectWritten) -> TransformResult:
-    if written.dataset is not Dataset.OHLCV:
-        raise PoisonMessageError(f"no transformer for dataset {written.dataset.value!r} yet")
+    transform = TRANSFORMS.get(written.dataset)
+    if transform is None:
+        raise PoisonMessageError(f"no transformer for dataset {written.dataset.value!r}")
     data = await lake.get(written.key)
     if sha256_hex(data) != written.sha256:
         raise PoisonMessageError(f"{written.key}: sha256 differs from ObjectWritten; object corrupt or replaced")
     ndjson = zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 31)
-    checked = validate_ohlcv(frame_from_bronze(ndjson))
-    reasons = dict(Tally(checked.rejected["reason"].to_list())) if checked.rejected.height else {}
+    checked = transform.check(ndjson)
+    table = transform.table.name
+    reasons = checked.reasons
 
     quarantine: DeadLetter | None = None
     if checked.rejected.height:
         quarantine_key = layer_key(written.key, "quarantine")
-        await lake.put(quarantine_key, to_parquet(checked.rejected))
+        await lake.put(quarantine_key, to_parquet(checked.rejected, table))
         quarantine = DeadLetter(
             stage=Stage.TRANSFORMER,
             dataset=written.dataset,
@@ -51,18 +56,26 @@ async def transform_object(lake: Lake, written: ObjectWritten) -> TransformResul
             + ", ".join(f"{reason} ×{count}" for reason, count in sorted(reasons.items())),
             error_type="RowsQuarantined",
             source_event_id=written.event_id,
-            details={"quarantine_key": quarantine_key, "source_key": written.key, "reasons": reasons},
+            details={
+                "quarantine_key": quarantine_key,
+                "source_key": written.key,
+                "table": table,
+                "reasons": reasons,
+                "check_failures": checked.check_failures,
+                "input_rows": checked.input_rows,
+                "quality_score": checked.quality_score,
+            },
         )
 
     batch: BatchReady | None = None
     if checked.good.height:
         silver_key = layer_key(written.key, "silver")
-        parquet = to_parquet(checked.good)
+        parquet = to_parquet(checked.good, table)
         await lake.put(silver_key, parquet)
         ts_ms = checked.good["ts"].dt.epoch("ms")
         batch = BatchReady(
             dataset=written.dataset,
-            table="ohlcv",
+            table=table,
             exchange=written.exchange,
             lake_url=lake.url,
             key=silver_key,
@@ -74,5 +87,12 @@ async def transform_object(lake: Lake, written: ObjectWritten) -> TransformResul
             source_key=written.key,
             source_event_id=written.event_id,
             quality_score=checked.quality_score,
+            check_failures=checked.check_failures,
         )
-    return TransformResult(batch=batch, quarantine=quarantine, reasons=reasons)
+    return TransformResult(
+        batch=batch,
+        quarantine=quarantine,
+        reasons=reasons,
+        silver=checked.good if checked.good.height else None,
+        duplicates=checked.duplicates,
+    )

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from cryptoflow_contracts import TIMEFRAME_MS
 from cryptoflow_runtime import LakeSettings, ServiceSettings
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
+
+from .derived import DerivedConfig
+from .series import AnomalyRules
 
 
 class TransformerSettings(ServiceSettings, LakeSettings):
@@ -14,3 +18,34 @@ class TransformerSettings(ServiceSettings, LakeSettings):
     ack_wait_s: float = Field(default=120.0, gt=0, description="Redelivery timeout of an unacked message")
     durable: str = Field(default="transformer", description="JetStream durable consumer name")
     concurrency: int = Field(default=4, ge=1, le=64, description="Bronze objects processed at once")
+
+    # Derived series (docs/decisions/0012). Off by default until the warehouse loads `indicators`
+    # and keeps resampled candles apart from native ones (they share the ohlcv key).
+    resample_to: str = Field(
+        default="", description="Timeframes built from 1m candles, comma-separated (e.g. 5m,15m,1h,4h,1d)"
+    )
+    indicators: bool = Field(default=False, description="Compute indicators per exchange·symbol·timeframe")
+    anomalies: bool = Field(default=False, description="Publish Anomaly events on cryptoflow.anomalies.>")
+    anomaly_window: int = Field(default=30, ge=2, le=500, description="Candles an anomaly is measured against")
+    anomaly_return_z: float = Field(default=4.0, gt=0, description="|return z-score| that flags a candle")
+    anomaly_volume_spike: float = Field(default=5.0, gt=1, description="Volume / window mean that flags a candle")
+    state_bucket: str = Field(default="cryptoflow_series_state", description="JetStream KV bucket of checkpoints")
+    state_checkpoints: int = Field(default=16, ge=1, le=64, description="Checkpoints kept per series")
+
+    @field_validator("resample_to")
+    @classmethod
+    def _timeframes(cls, value: str) -> str:
+        for timeframe in filter(None, (part.strip() for part in value.split(","))):
+            if timeframe not in TIMEFRAME_MS or TIMEFRAME_MS[timeframe] <= TIMEFRAME_MS["1m"]:
+                raise ValueError(f"{timeframe!r} is not a timeframe coarser than 1m ({', '.join(TIMEFRAME_MS)})")
+        return value
+
+    def derived(self) -> DerivedConfig:
+        targets = [part.strip() for part in self.resample_to.split(",") if part.strip()]
+        return DerivedConfig(
+            resample_to={tf: TIMEFRAME_MS[tf] for tf in targets},
+            indicators=self.indicators,
+            anomalies=self.anomalies,
+            rules=AnomalyRules(self.anomaly_window, self.anomaly_return_z, self.anomaly_volume_spike),
+            checkpoints_kept=self.state_checkpoints,
+        )

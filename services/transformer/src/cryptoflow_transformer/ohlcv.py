@@ -7,9 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
-from cryptoflow_contracts import SILVER_SCHEMA_VERSION, TIMEFRAME_MS
-from cryptoflow_contracts.silver import OHLCV, SCHEMA_VERSION_METADATA_KEY
+from cryptoflow_contracts import TIMEFRAME_MS
+from cryptoflow_contracts.silver import OHLCV
 
+from . import silver_files
+from .bronze import in_fetch_order, read_snapshots
+from .quality import CheckedRows
 from .schemas import polars_schema
 
 KEY = list(OHLCV.key)
@@ -43,11 +46,15 @@ class ValidatedOhlcv:
 
 
 def frame_from_bronze(ndjson: bytes) -> pl.DataFrame:
-    """One row per candle, typed; unparsable values become null (and are rejected later)."""
-    snapshots = pl.read_ndjson(io.BytesIO(ndjson), schema=_BRONZE_SCHEMA)
-    candles = snapshots.explode("payload").filter(pl.col("payload").is_not_null())
+    """One row per candle, typed; unparsable values become null (and are rejected later).
+
+    A snapshot whose payload is not a list of lists becomes one row with no fields (rejected as
+    malformed) instead of failing the whole object.
+    """
+    snapshots = read_snapshots(ndjson, _BRONZE_SCHEMA["payload"])
+    candles = snapshots.filter(~pl.col("malformed")).explode("payload").filter(pl.col("payload").is_not_null())
     cell = pl.col("payload").list
-    return candles.select(
+    columns = [
         pl.col("exchange"),
         pl.col("symbol"),
         pl.col("timeframe"),
@@ -58,7 +65,13 @@ def frame_from_bronze(ndjson: bytes) -> pl.DataFrame:
         ],
         cell.len().alias("fields"),
         pl.col("event_id").alias("source_event_id"),
-    )
+        pl.col("fetched"),
+    ]
+    rows = candles.select(columns)
+    broken = snapshots.filter(pl.col("malformed"))
+    if broken.height:
+        rows = pl.concat([rows, broken.select(columns).with_columns(pl.lit(0, dtype=pl.UInt32).alias("fields"))])
+    return rows
 
 
 def reject_reason() -> pl.Expr:
@@ -67,6 +80,8 @@ def reject_reason() -> pl.Expr:
     checks: list[tuple[pl.Expr, str]] = [
         (pl.col("fields") != 6, "malformed_row: expected [ts, open, high, low, close, volume]"),
         (pl.any_horizontal(pl.col(c).is_null() for c in ["ts_ms", *PRICES, "volume"]), "null_field"),
+        # "NaN"/"inf" parse as floats, and every comparison with NaN is false: refuse them by name.
+        (pl.any_horizontal(~pl.col(c).is_finite() for c in [*PRICES, "volume"]), "non_finite_value"),
         (tf_ms.is_null(), "unknown_timeframe"),
         (pl.any_horizontal(pl.col(c) <= 0 for c in PRICES), "non_positive_price"),
         (pl.col("high") < pl.max_horizontal("open", "close"), "high_below_open_close"),
@@ -93,7 +108,7 @@ def validate_ohlcv(raw: pl.DataFrame) -> ValidatedOhlcv:
         pl.lit(True).alias("final"),
         pl.col("source_event_id"),
     ]
-    good = checked.filter(pl.col("reason").is_null()).select(to_schema)
+    good = in_fetch_order(checked.filter(pl.col("reason").is_null())).select(to_schema)
     # A later snapshot of the same candle wins: it was fetched last.
     deduped = good.unique(subset=KEY, keep="last", maintain_order=True).sort(KEY).cast(pl.Schema(SILVER_SCHEMA))
     rejected = checked.filter(pl.col("reason").is_not_null()).select([*to_schema, pl.col("reason")])
@@ -101,15 +116,13 @@ def validate_ohlcv(raw: pl.DataFrame) -> ValidatedOhlcv:
 
 
 def to_parquet(frame: pl.DataFrame) -> bytes:
-    buffer = io.BytesIO()
-    frame.write_parquet(
-        buffer,
-        compression="zstd",
-        statistics=True,
-        metadata={SCHEMA_VERSION_METADATA_KEY: str(SILVER_SCHEMA_VERSION), "cryptoflow.table": "ohlcv"},
-    )
-    return buffer.getvalue()
+    return silver_files.to_parquet(frame, OHLCV.name)
 
 
 def read_parquet(data: bytes) -> pl.DataFrame:
     return pl.read_parquet(io.BytesIO(data))
+
+
+def check_ohlcv(ndjson: bytes) -> CheckedRows:
+    checked = validate_ohlcv(frame_from_bronze(ndjson))
+    return CheckedRows(good=checked.good, rejected=checked.rejected, duplicates=checked.duplicates)

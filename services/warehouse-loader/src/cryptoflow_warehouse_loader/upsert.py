@@ -1,28 +1,46 @@
-"""Batch upsert: COPY into a temp table, one INSERT … ON CONFLICT, ledger row, one transaction."""
+"""Load one silver batch into its warehouse table: COPY, upsert, ledger and series, one transaction.
+
+Two paths, chosen per batch under the series locks (decision 0021):
+
+* append: no row of the batch can hit a stored key (its series' ranges do not overlap what is
+  loaded), so the CSV is COPied straight into the table — the usual case, new candles;
+* upsert: COPY into a temp table, then one
+  `INSERT … SELECT … ON CONFLICT (key) DO UPDATE … WHERE (values) IS DISTINCT FROM (new values)`.
+  Unchanged rows are not rewritten; `version` (1 on insert, +1 per update) tells inserts from
+  updates in RETURNING (partitioned tables cannot return xmax).
+
+The SQL is built once per table from tables.py; the rows never pass through Python one by one.
+"""
 
 from __future__ import annotations
 
-import io
+import time
 from dataclasses import dataclass
+from functools import cache
 
 import asyncpg
 import polars as pl
 from cryptoflow_contracts import BatchReady
+from cryptoflow_contracts.silver import ColumnType
 
-OHLCV_COLUMNS = ["exchange", "symbol", "timeframe", "ts", "open", "high", "low", "close", "volume", "batch_id"]
-_VALUES = ["open", "high", "low", "close", "volume"]
+from . import copy_binary, ledger, partitions, series
+from .sql import ident, idents
+from .tables import BATCH_ID, FINAL, LOADED_AT, TS, VERSION, WarehouseTable, warehouse_table
 
-_UPSERT_OHLCV = f"""
-WITH upserted AS (
-    INSERT INTO ohlcv ({", ".join(OHLCV_COLUMNS)})
-    SELECT {", ".join(OHLCV_COLUMNS)} FROM ohlcv_incoming
-    ON CONFLICT (exchange, symbol, timeframe, ts) DO UPDATE SET
-        {", ".join(f"{c} = EXCLUDED.{c}" for c in [*_VALUES, "batch_id"])}, loaded_at = now()
-    WHERE ({", ".join(f"ohlcv.{c}" for c in _VALUES)}) IS DISTINCT FROM ({", ".join(f"EXCLUDED.{c}" for c in _VALUES)})
-    RETURNING (xmax = 0) AS inserted
-)
-SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) FILTER (WHERE NOT inserted) AS updated FROM upserted
-"""
+POLARS_TYPES: dict[ColumnType, pl.DataType] = {
+    ColumnType.TEXT: pl.String(),
+    ColumnType.INT: pl.Int64(),
+    ColumnType.FLOAT: pl.Float64(),
+    ColumnType.BOOL: pl.Boolean(),
+    ColumnType.TIMESTAMP: pl.Datetime("ms", "UTC"),
+}
+# Millisecond precision and an explicit offset: what silver holds, parsed exactly by PostgreSQL.
+CSV_DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S%.3f%z"
+APPEND, UPSERT, NONE = "append", "upsert", "none"
+
+
+class BatchShapeError(ValueError):
+    """The Parquet does not have the silver table's columns/types; it can never load."""
 
 
 @dataclass(frozen=True)
@@ -31,61 +49,141 @@ class LoadResult:
     updated: int
     unchanged: int
     already_loaded: bool
+    path: str = NONE
 
 
-def csv_for_copy(frame: pl.DataFrame, batch_id: str) -> bytes:
-    """The batch as CSV in OHLCV_COLUMNS order; Polars writes it without a Python loop per row."""
-    # One row per key: a second row for the same key would make ON CONFLICT fail the batch.
-    unique = frame.unique(subset=["exchange", "symbol", "timeframe", "ts"], keep="last", maintain_order=True)
-    out = unique.with_columns(pl.lit(batch_id).alias("batch_id")).select(OHLCV_COLUMNS)
-    buffer = io.BytesIO()
-    # float_precision=None keeps shortest round-trip repr: the warehouse gets the exact float64.
-    out.write_csv(buffer, include_header=False, datetime_format="%Y-%m-%dT%H:%M:%S%.3f%z")
-    return buffer.getvalue()
+def prepare(table: WarehouseTable, frame: pl.DataFrame) -> pl.DataFrame:
+    """The silver columns in order and type, one row per key (last wins), sorted by key.
+
+    One row per key because ON CONFLICT cannot touch a row twice in one statement; sorted so
+    concurrent loads take row locks in the same order.
+    """
+    defaults = table.silver.defaults
+    missing = [c for c in table.silver_columns if c not in frame.columns and c not in defaults]
+    if missing:
+        raise BatchShapeError(f"{table.name} batch lacks column(s) {', '.join(missing)}")
+    # A file written before a column existed gets silver.py's default for it.
+    columns = [pl.col(c) if c in frame.columns else pl.lit(defaults[c]).alias(c) for c in table.silver_columns]
+    try:
+        typed = frame.select(
+            column.cast(POLARS_TYPES[kind]) for column, (_, kind) in zip(columns, table.silver.columns, strict=True)
+        )
+    except pl.exceptions.PolarsError as exc:
+        raise BatchShapeError(f"{table.name} batch has a column of the wrong type: {exc}") from exc
+    key = list(table.conflict_key)
+    # A stable sort keeps a key's rows in frame order, so "last" still means last in the batch;
+    # after it, duplicates are neighbours, and the (costlier) unique runs only if there are any.
+    ordered = typed.sort(key, maintain_order=True)
+    duplicated = pl.all_horizontal(pl.col(c).eq_missing(pl.col(c).shift(1)) for c in key).any()
+    if ordered.height > 1 and ordered.select(duplicated).item():
+        return ordered.unique(subset=key, keep="last", maintain_order=True)
+    return ordered
 
 
-async def load_ohlcv(conn: asyncpg.Connection, frame: pl.DataFrame, batch: BatchReady) -> LoadResult:
+async def copy_rows(
+    conn: asyncpg.Connection, target: str, table: WarehouseTable, rows: pl.DataFrame, batch_id: str
+) -> None:
+    """COPY the rows (and the batch id) into `target` as binary, encoding while sending."""
+    await conn.copy_to_table(
+        target,
+        source=copy_binary.stream(rows.with_columns(pl.lit(batch_id).alias(BATCH_ID)), table.load_column_types),
+        columns=table.load_columns,
+        format="binary",
+    )
+
+
+@dataclass(frozen=True)
+class UpsertSql:
+    create_incoming: str
+    incoming: str
+    upsert: str
+
+
+def upsert_sql(table: WarehouseTable) -> UpsertSql:
+    return _upsert_sql(table.name)
+
+
+@cache
+def _upsert_sql(table_name: str) -> UpsertSql:
+    table = warehouse_table(table_name)
+    name = ident(table.name)
+    incoming = f"incoming_{table.name}"
+    columns = idents(table.load_columns)
+    sets = ", ".join(f"{ident(c)} = EXCLUDED.{ident(c)}" for c in [*table.update_columns, BATCH_ID])
+    changed = (
+        f"({idents(table.value_columns, f'{name}.')}) IS DISTINCT FROM ({idents(table.value_columns, 'EXCLUDED.')})"
+    )
+    # A closed candle is never replaced by an in-progress one, whichever was loaded last.
+    keep_final = f" AND NOT ({name}.{ident(FINAL)} AND NOT EXCLUDED.{ident(FINAL)})" if table.has_final else ""
+    upsert = f"""
+        WITH upserted AS (
+            INSERT INTO {name} ({columns})
+            SELECT {columns} FROM {ident(incoming)}
+            ON CONFLICT ({idents(table.conflict_key)}) DO UPDATE SET
+                {sets}, {ident(LOADED_AT)} = now(), {ident(VERSION)} = {name}.{ident(VERSION)} + 1
+            WHERE {changed}{keep_final}
+            RETURNING {ident(VERSION)}
+        )
+        SELECT count(*) FILTER (WHERE {ident(VERSION)} = 1) AS inserted,
+               count(*) FILTER (WHERE {ident(VERSION)} > 1) AS updated
+        FROM upserted
+    """
+    create = f"CREATE TEMP TABLE {ident(incoming)} (LIKE {name} INCLUDING DEFAULTS) ON COMMIT DROP"
+    return UpsertSql(create_incoming=create, incoming=incoming, upsert=upsert)
+
+
+async def load_batch(
+    conn: asyncpg.Connection,
+    table: WarehouseTable,
+    frame: pl.DataFrame,
+    batch: BatchReady,
+    *,
+    run_id: str | None = None,
+) -> LoadResult:
+    started = time.perf_counter()
+    rows = prepare(table, frame)
+    if rows.height == 0:
+        span = ledger.BatchSpan(0, None, None)
+    else:
+        span = ledger.BatchSpan(rows.height, rows[TS].min(), rows[TS].max())  # type: ignore[arg-type]
+        assert span.min_ts is not None and span.max_ts is not None
+        await partitions.ensure_months(conn, table.name, span.min_ts, span.max_ts)
     async with conn.transaction():
-        # The ledger row is locked for the rest of the transaction: a concurrent replica
-        # loading the same batch waits here, then sees it loaded.
-        claimed = await conn.fetchval(
-            """
-            INSERT INTO batches (batch_id, dataset, target_table, silver_key, source_key, source_event_id,
-                                 rows, rows_inserted, rows_updated, rows_unchanged, quality_score)
-            VALUES ($1, $2, 'ohlcv', $3, $4, $5, $6, 0, 0, 0, $7)
-            ON CONFLICT (batch_id) DO NOTHING
-            RETURNING batch_id
-            """,
-            batch.event_id,
-            batch.dataset.value,
-            batch.key,
-            batch.source_key,
-            batch.source_event_id,
-            frame.height,
-            batch.quality_score,
-        )
-        if claimed is None:
+        if not await ledger.claim(conn, table.name, batch, span, run_id):
             return LoadResult(0, 0, 0, already_loaded=True)
-        await conn.execute(
-            """
-            CREATE TEMP TABLE ohlcv_incoming (LIKE ohlcv INCLUDING DEFAULTS) ON COMMIT DROP
-            """
-        )
-        await conn.copy_to_table(
-            "ohlcv_incoming",
-            source=io.BytesIO(csv_for_copy(frame, batch.event_id)),
-            columns=OHLCV_COLUMNS,
-            format="csv",
-        )
-        row = await conn.fetchrow(_UPSERT_OHLCV)
-        assert row is not None
-        inserted, updated = int(row["inserted"]), int(row["updated"])
-        unchanged = frame.height - inserted - updated
-        await conn.execute(
-            "UPDATE batches SET rows_inserted = $2, rows_updated = $3, rows_unchanged = $4 WHERE batch_id = $1",
+        inserted = updated = 0
+        path = NONE
+        if rows.height:
+            batch_spans = series.spans(table, rows)
+            known = await series.lock(conn, table, batch_spans, batch.dataset.value)
+            if series.outside_known_ranges(batch_spans, known):
+                path = APPEND
+                await copy_rows(conn, table.name, table, rows, batch.event_id)
+                inserted = rows.height
+            else:
+                path = UPSERT
+                sql = upsert_sql(table)
+                await conn.execute(sql.create_incoming)
+                await copy_rows(conn, sql.incoming, table, rows, batch.event_id)
+                counts = await conn.fetchrow(sql.upsert)
+                assert counts is not None
+                inserted, updated = int(counts["inserted"]), int(counts["updated"])
+            await series.record(
+                conn,
+                table,
+                batch_spans,
+                batch_id=batch.event_id,
+                dataset=batch.dataset.value,
+                quality=batch.quality_score,
+            )
+        unchanged = rows.height - inserted - updated
+        await ledger.finish(
+            conn,
             batch.event_id,
-            inserted,
-            updated,
-            unchanged,
+            inserted=inserted,
+            updated=updated,
+            unchanged=unchanged,
+            load_path=path,
+            duration_ms=(time.perf_counter() - started) * 1000,
         )
-    return LoadResult(inserted, updated, unchanged, already_loaded=False)
+    return LoadResult(inserted, updated, unchanged, already_loaded=False, path=path)

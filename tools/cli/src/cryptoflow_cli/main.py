@@ -1,4 +1,4 @@
-"""`cryptoflow`: run the pipeline locally (`up`) and inspect it (`status`)."""
+"""`cryptoflow`: run the pipeline locally (`up`), inspect it (`status`, `runs`), migrate the warehouse."""
 
 from __future__ import annotations
 
@@ -34,6 +34,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="messages per stream, consumer lag, lake objects, ohlcv rows")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    warehouse = sub.add_parser("warehouse", help="warehouse schema")
+    warehouse_sub = warehouse.add_subparsers(dest="warehouse_command", required=True)
+    migrate = warehouse_sub.add_parser("migrate", help="apply pending migrations (reads DATABASE_URL)")
+    migrate.add_argument("--database-url", help="default: $DATABASE_URL, else the running stack's")
+
+    runs = sub.add_parser("runs", help="run history of the services (service_runs), or the latest batches")
+    runs.add_argument("--database-url", help="default: $DATABASE_URL, else the running stack's")
+    runs.add_argument("--service", help="only this service's runs")
+    runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("--batches", action="store_true", help="the latest loaded batches instead of runs")
+    runs.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -65,6 +77,22 @@ def main(argv: list[str] | None = None) -> None:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(1)
         print(render(report, args.json))
+    if args.command == "warehouse":
+        from .warehouse import database_url
+        from .warehouse import main as warehouse_main
+
+        warehouse_main(database_url(args.database_url, home))
+    if args.command == "runs":
+        from . import runs as run_history
+        from .warehouse import database_url
+
+        url = database_url(args.database_url, home)
+        if args.batches:
+            batches = asyncio.run(run_history.fetch_batches(url, args.limit))
+            print(run_history.to_json(batches) if args.json else run_history.render_batches(batches))
+        else:
+            found = asyncio.run(run_history.fetch_runs(url, args.service, args.limit))
+            print(run_history.to_json(found) if args.json else run_history.render_runs(found))
 
 
 if __name__ == "__main__":

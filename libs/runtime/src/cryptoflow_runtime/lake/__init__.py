@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .base import Lake, ObjectConflictError, sha256_hex
+from .conflicts import LAKE_CONFLICTS
 from .file import FileLake
 from .s3 import S3Lake
 
@@ -17,4 +18,4 @@ async def open_lake(url: str, s3_endpoint_url: str | None = None) -> Lake:
     raise ValueError(f"unsupported lake URL {url!r} (expected file:// or s3://)")
 
 
-__all__ = ["FileLake", "Lake", "ObjectConflictError", "S3Lake", "open_lake", "sha256_hex"]
+__all__ = ["LAKE_CONFLICTS", "FileLake", "Lake", "ObjectConflictError", "S3Lake", "open_lake", "sha256_hex"]

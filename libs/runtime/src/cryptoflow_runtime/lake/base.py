@@ -10,9 +10,12 @@ from typing import Protocol
 class ObjectConflictError(Exception):
     """A key already holds different bytes; lake objects are immutable."""
 
-    def __init__(self, url: str, key: str) -> None:
+    def __init__(self, url: str, key: str, existing_sha256: str | None = None, new_sha256: str | None = None) -> None:
         super().__init__(f"{url}/{key} already exists with different content; lake objects are immutable")
+        self.url = url
         self.key = key
+        self.existing_sha256 = existing_sha256
+        self.new_sha256 = new_sha256
 
 
 class Lake(Protocol):
@@ -22,7 +25,7 @@ class Lake(Protocol):
         """Store `data` under `key`, durable on return.
 
         Writing the same bytes again is a no-op; different bytes raise
-        ObjectConflictError (never overwrite).
+        ObjectConflictError (never overwrite) after the conflict is counted and logged.
         """
 
     async def get(self, key: str) -> bytes: ...

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import builtins
 import os
+import uuid
 from pathlib import Path
 
-from .base import ObjectConflictError, sha256_hex
+from .conflicts import refuse_overwrite
 
 
 class FileLake:
@@ -27,12 +28,13 @@ class FileLake:
 
     def _put(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        if path.exists():
-            if sha256_hex(path.read_bytes()) != sha256_hex(data):
-                raise ObjectConflictError(self.url, key)
+        if path.is_file():
+            self._same_or_refuse(key, path, data)
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        # Unique per writer (puts run in worker threads, and other processes share the lake), so
+        # two writers of one key never share, truncate or unlink each other's temporary file.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
         with open(tmp, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -41,8 +43,7 @@ class FileLake:
         try:
             os.link(tmp, path)
         except FileExistsError:
-            if sha256_hex(path.read_bytes()) != sha256_hex(data):
-                raise ObjectConflictError(self.url, key) from None
+            self._same_or_refuse(key, path, data)
         finally:
             tmp.unlink(missing_ok=True)
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -51,18 +52,32 @@ class FileLake:
         finally:
             os.close(dir_fd)
 
+    def _same_or_refuse(self, key: str, path: Path, data: bytes) -> None:
+        existing = path.read_bytes()
+        if existing != data:
+            raise refuse_overwrite(self.url, key, existing, data)
+
     async def get(self, key: str) -> bytes:
-        return await asyncio.to_thread(self._path(key).read_bytes)
+        path = self._path(key)
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.url}/{key}")
+        return await asyncio.to_thread(path.read_bytes)
 
     async def exists(self, key: str) -> bool:
-        return self._path(key).exists()
+        # A directory is a key prefix, not an object (as in S3).
+        return self._path(key).is_file()
 
     async def list(self, prefix: str) -> builtins.list[str]:
         return await asyncio.to_thread(self._list, prefix)
 
     def _list(self, prefix: str) -> builtins.list[str]:
+        # Walk only the directory the prefix names (not the whole lake), then filter by the rest.
+        folder, _, _ = prefix.rpartition("/")
+        start = self.root / folder if folder else self.root
+        if not start.is_dir() or (folder and self.root not in start.resolve().parents):
+            return []
         keys = []
-        for path in self.root.rglob("*"):
+        for path in start.rglob("*"):
             if path.is_file() and not path.name.startswith("."):
                 key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):

@@ -1,0 +1,52 @@
+"""`python -m bench [NAME|all]`: run benchmarks and print their tables (ROWS, BATCH_ROWS, ORM_ROWS
+configure the loader benchmark; other benchmarks take their defaults)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from . import loader
+
+HERE = Path(__file__).parent
+
+
+def run_loader(args: argparse.Namespace) -> None:
+    asyncio.run(loader.main(args))
+
+
+def run_script(name: str) -> Callable[[argparse.Namespace], None]:
+    """A benchmark that is its own script (e.g. backfill.py): run it as it runs alone."""
+
+    def run(args: argparse.Namespace) -> None:
+        subprocess.run([sys.executable, str(HERE / name)], check=True)
+
+    return run
+
+
+BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "loader": run_loader,
+    "backfill": run_script("backfill.py"),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("name", nargs="?", default="all", choices=["all", *BENCHMARKS])
+    parser.add_argument("--rows", type=int, default=int(os.environ.get("ROWS", "1000000")))
+    parser.add_argument("--batch-rows", type=int, default=int(os.environ.get("BATCH_ROWS", "100000")))
+    parser.add_argument("--orm-rows", type=int, default=int(os.environ.get("ORM_ROWS", "20000")))
+    args = parser.parse_args()
+    names = list(BENCHMARKS) if args.name == "all" else [args.name]
+    for name in names:
+        print(f"== {name} ==", flush=True)
+        BENCHMARKS[name](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,298 @@
+"""Loader benchmark: the warehouse-loader's load path vs raw COPY vs per-row ORM inserts.
+
+Same OHLCV rows for every contender (ROWS, default 1M; 50 symbols of 1m candles), on one
+PostgreSQL with durable settings (fsync and synchronous_commit on) — started here with
+cryptoflow_cli.servers.start_postgres, or a scratch database on DATABASE_URL's server.
+
+* loader: `upsert.load_batch` exactly as the service calls it, per silver batch of BATCH_ROWS
+  (default 100k) rows: Polars → CSV, partitions, ledger claim, series locks, COPY, series and
+  ledger updates, one transaction per batch; into the real partitioned, primary-keyed table.
+* loader re-load: the same rows again as new batches (every row conflicts, none changed): the
+  temp-table + INSERT … ON CONFLICT path.
+* raw COPY: the same rows, same batches, encoded and streamed exactly as the loader does
+  (binary COPY, `upsert.copy_rows`), into an unindexed, unpartitioned table without constraints —
+  the ceiling, and the denominator of loader_vs_copy. CSV from Polars is shown for reference.
+* ORM: SQLModel objects added one by one, commit every 10 rows, on ORM_ROWS (default 20k) of
+  the rows (a million would take an hour); reported as rows/s like the others.
+* binary COPY (server side only): the raw table's rows as binary COPY vs CSV, to see whether
+  binary would help PostgreSQL's parsing.
+
+Each of loader, re-load and raw COPY runs BENCH_REPEAT (2) times on a truncated table, and the
+fastest run counts. Prints a table and, last, `loader_vs_copy=<ratio> loader_vs_orm=<ratio> loader_rows_per_s=<n>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import asyncpg
+import polars as pl
+from cryptoflow_cli.servers import start_postgres
+from cryptoflow_contracts import BatchReady, Dataset
+from cryptoflow_warehouse_loader.migrations import migrate, sqlalchemy_url
+from cryptoflow_warehouse_loader.tables import TABLES
+from cryptoflow_warehouse_loader.upsert import CSV_DATETIME_FORMAT, copy_rows, load_batch
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
+from sqlmodel import Field, Session, SQLModel
+
+T0_MS = 1_704_067_200_000  # 2024-01-01
+SYMBOLS = 50
+# Durable (fsync, synchronous_commit and full_page_writes stay on), sized like a small server.
+SERVER_SETTINGS = {"shared_buffers": "1GB", "max_wal_size": "8GB", "checkpoint_timeout": "30min"}
+OHLCV = TABLES["ohlcv"]
+
+
+class BenchCandle(SQLModel, table=True):
+    __tablename__ = "bench_orm_ohlcv"
+    exchange: str = Field(primary_key=True)
+    symbol: str = Field(primary_key=True)
+    timeframe: str = Field(primary_key=True)
+    ts: datetime = Field(primary_key=True)
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    resampled: bool
+    final: bool
+    source_event_id: str
+    batch_id: str
+
+
+@dataclass
+class Result:
+    name: str
+    rows: int
+    seconds: float
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds
+
+
+def candles(rows: int) -> pl.DataFrame:
+    """Deterministic pseudo-random walk-ish candles, sorted like silver (by symbol, ts)."""
+    per_symbol = -(-rows // SYMBOLS)
+    i = pl.int_range(0, rows, eager=True)
+    noise = (i.hash(7) % 10_000).cast(pl.Float64) / 10_000
+    base = 100.0 + (i.cast(pl.Float64) / 500).sin() * 10 + noise
+    return pl.DataFrame(
+        {
+            "exchange": pl.repeat("binance", rows, eager=True),
+            "symbol": "SYM" + (i // per_symbol).cast(pl.String) + "/USDT",
+            "timeframe": pl.repeat("1m", rows, eager=True),
+            "ts": pl.from_epoch((i % per_symbol) * 60_000 + T0_MS, time_unit="ms").dt.replace_time_zone("UTC"),
+            "open": base,
+            "high": base + 1.0 + noise,
+            "low": base - 1.0 - noise,
+            "close": base + noise - 0.5,
+            "volume": noise * 100,
+            "resampled": pl.repeat(False, rows, eager=True),
+            "final": pl.repeat(True, rows, eager=True),
+            "source_event_id": "RawSnapshot-" + (i // 1000).cast(pl.String),
+        }
+    )
+
+
+def to_csv(frame: pl.DataFrame, batch_id: str) -> bytes:
+    """The loader's columns as CSV from Polars (floats in shortest round-trip form), for reference."""
+    buffer = io.BytesIO()
+    frame.with_columns(pl.lit(batch_id).alias("batch_id")).select(OHLCV.load_columns).write_csv(
+        buffer, include_header=False, datetime_format=CSV_DATETIME_FORMAT
+    )
+    return buffer.getvalue()
+
+
+def chunks(frame: pl.DataFrame, size: int) -> list[pl.DataFrame]:
+    return [frame.slice(offset, size) for offset in range(0, frame.height, size)]
+
+
+def batch_event(name: str, rows: int) -> BatchReady:
+    return BatchReady(
+        dataset=Dataset.OHLCV,
+        table="ohlcv",
+        exchange="binance",
+        lake_url="file:///bench",
+        key=f"silver/ohlcv/bench/{name}.parquet",
+        sha256="0" * 64,
+        rows=rows,
+        quarantined_rows=0,
+        min_ts=None,
+        max_ts=None,
+        source_key=f"bronze/ohlcv/bench/{name}.ndjson.zst",
+        source_event_id=f"ObjectWritten-{name}",
+        quality_score=1.0,
+    )
+
+
+async def bench_loader(url: str, batches: list[pl.DataFrame], label: str, prefix: str) -> Result:
+    conn = await asyncpg.connect(url)
+    try:
+        started = time.perf_counter()
+        for n, frame in enumerate(batches):
+            await load_batch(conn, OHLCV, frame, batch_event(f"{prefix}-{n}", frame.height))
+        return Result(label, sum(f.height for f in batches), time.perf_counter() - started)
+    finally:
+        await conn.close()
+
+
+RAW_TABLE_SQL = """
+    CREATE TABLE raw_ohlcv (
+        exchange text, symbol text, timeframe text, ts timestamptz, open double precision,
+        high double precision, low double precision, close double precision, volume double precision,
+        resampled boolean, final boolean, source_event_id text, batch_id text
+    )
+"""
+
+
+async def bench_raw_copy(url: str, batches: list[pl.DataFrame], fmt: str, *, with_key: bool = False) -> Result:
+    """The same rows, per batch, into a bare table: binary streamed exactly as the loader sends it
+    (`upsert.copy_rows`), or CSV from Polars for reference. `with_key` gives the bare table the
+    loader's primary key, to show what the index alone costs."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("DROP TABLE IF EXISTS raw_ohlcv")
+        await conn.execute(RAW_TABLE_SQL)
+        if with_key:
+            await conn.execute("ALTER TABLE raw_ohlcv ADD PRIMARY KEY (exchange, symbol, timeframe, ts)")
+        await conn.execute("CHECKPOINT")
+        started = time.perf_counter()
+        for n, frame in enumerate(batches):
+            if fmt == "binary":
+                await copy_rows(conn, "raw_ohlcv", OHLCV, frame, f"raw-{n}")
+            else:
+                data = to_csv(frame, f"raw-{n}")
+                await conn.copy_to_table("raw_ohlcv", source=io.BytesIO(data), columns=OHLCV.load_columns, format=fmt)
+        seconds = time.perf_counter() - started
+        table = "table with the loader's primary key" if with_key else "unindexed table"
+        return Result(f"raw COPY ({fmt}) into {table}", sum(f.height for f in batches), seconds)
+    finally:
+        await conn.close()
+
+
+async def bench_copy_formats(url: str, rows: int) -> list[Result]:
+    """Server-side parse cost only: the same rows as CSV and as binary COPY, bytes prepared beforehand."""
+    conn = await asyncpg.connect(url)
+    try:
+        binary, csv = io.BytesIO(), io.BytesIO()
+        await conn.copy_from_table("raw_ohlcv", output=binary, format="binary")
+        await conn.copy_from_table("raw_ohlcv", output=csv, format="csv")
+        results = []
+        for name, data, fmt in (("CSV", csv, "csv"), ("binary", binary, "binary")):
+            await conn.execute("CREATE TABLE copy_format_probe (LIKE raw_ohlcv)")
+            data.seek(0)
+            started = time.perf_counter()
+            await conn.copy_to_table("copy_format_probe", source=data, format=fmt)
+            results.append(Result(f"server-side COPY FROM, {name} (bytes ready)", rows, time.perf_counter() - started))
+            await conn.execute("DROP TABLE copy_format_probe")
+        return results
+    finally:
+        await conn.close()
+
+
+def bench_orm(url: str, frame: pl.DataFrame) -> Result:
+    engine = create_engine(sqlalchemy_url(url), poolclass=NullPool)
+    try:
+        SQLModel.metadata.create_all(engine, tables=[BenchCandle.__table__])  # type: ignore[attr-defined]
+        records = frame.with_columns(pl.lit("orm").alias("batch_id")).to_dicts()
+        started = time.perf_counter()
+        with Session(engine) as session:
+            for n, record in enumerate(records, start=1):
+                session.add(BenchCandle(**record))
+                if n % 10 == 0:
+                    session.commit()
+            session.commit()
+        return Result("ORM (SQLModel), commit every 10 rows", len(records), time.perf_counter() - started)
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def database() -> Iterator[str]:
+    """A scratch database on DATABASE_URL's server, or a server of our own (durable settings)."""
+    if server_url := os.environ.get("DATABASE_URL"):
+        name = f"cryptoflow_bench_{uuid.uuid4().hex[:8]}"
+        asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
+        try:
+            yield urlsplit(server_url)._replace(path=f"/{name}").geturl()
+        finally:
+            asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        return
+    with tempfile.TemporaryDirectory(prefix="cryptoflow-bench-") as tmp:
+        with start_postgres(Path(tmp) / "pgdata", settings=SERVER_SETTINGS) as server:
+            yield server.url
+
+
+async def _admin(url: str, sql: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def render(results: list[Result], loader: Result, copy: Result, orm: Result, copy_csv: Result) -> str:
+    width = max(len(r.name) for r in results)
+    lines = [f"{'benchmark':<{width}}  {'rows':>9}  {'seconds':>8}  {'rows/s':>10}  {'vs raw COPY':>11}"]
+    for r in results:
+        lines.append(
+            f"{r.name:<{width}}  {r.rows:>9}  {r.seconds:>8.2f}  {r.rows_per_s:>10.0f}  {r.rows_per_s / copy.rows_per_s:>11.2f}"
+        )
+    lines.append(f"(loader vs raw COPY of Polars CSV: {loader.rows_per_s / copy_csv.rows_per_s:.2f})")
+    lines.append(
+        f"loader_vs_copy={loader.rows_per_s / copy.rows_per_s:.2f} "
+        f"loader_vs_orm={loader.rows_per_s / orm.rows_per_s:.1f} "
+        f"loader_rows_per_s={loader.rows_per_s:.0f}"
+    )
+    return "\n".join(lines)
+
+
+def best(results: list[Result]) -> Result:
+    """The fastest of the repetitions: the machine may be shared; noise only ever slows a run down."""
+    return min(results, key=lambda r: r.seconds)
+
+
+async def reset(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("TRUNCATE ohlcv, batches, series")
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+
+
+async def main(args: argparse.Namespace) -> None:
+    frame = candles(args.rows)
+    batches = chunks(frame, args.batch_rows)
+    repeat = int(os.environ.get("BENCH_REPEAT", "2"))
+    print(
+        f"loader benchmark: {args.rows} OHLCV rows in batches of {args.batch_rows}; ORM on {args.orm_rows} rows; "
+        f"best of {repeat} runs"
+    )
+    with database() as url:
+        await asyncio.to_thread(migrate, url)
+        loads, reloads, copies = [], [], []
+        for n in range(repeat):
+            await reset(url)
+            loads.append(await bench_loader(url, batches, "loader (append path: COPY into ohlcv)", f"a{n}"))
+            reloads.append(await bench_loader(url, batches, "loader re-load (upsert path, no change)", f"b{n}"))
+            copies.append(await bench_raw_copy(url, batches, "binary"))
+        loader, reload, copy = best(loads), best(reloads), best(copies)
+        keyed = await bench_raw_copy(url, batches, "binary", with_key=True)
+        copy_csv = await bench_raw_copy(url, batches, "csv")
+        formats = await bench_copy_formats(url, args.rows)
+        orm = await asyncio.to_thread(bench_orm, url, frame.head(args.orm_rows))
+    print(render([loader, reload, copy, keyed, copy_csv, *formats, orm], loader, copy, orm, copy_csv))

@@ -1,0 +1,29 @@
+"""Which module checks which dataset, and the silver table it fills: adding a dataset is adding a line."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptoflow_contracts import Dataset
+from cryptoflow_contracts.silver import OHLCV, ORDER_BOOKS, TICKERS, TRADES, SilverTable
+
+from .ohlcv import check_ohlcv
+from .order_books import check_order_books
+from .quality import CheckedRows
+from .tickers import check_tickers
+from .trades import check_trades
+
+
+@dataclass(frozen=True)
+class DatasetTransform:
+    table: SilverTable
+    check: Callable[[bytes], CheckedRows]  # bronze NDJSON → checked rows
+
+
+TRANSFORMS: dict[Dataset, DatasetTransform] = {
+    Dataset.OHLCV: DatasetTransform(OHLCV, check_ohlcv),
+    Dataset.TICKER: DatasetTransform(TICKERS, check_tickers),
+    Dataset.ORDERBOOK: DatasetTransform(ORDER_BOOKS, check_order_books),
+    Dataset.TRADES: DatasetTransform(TRADES, check_trades),
+}

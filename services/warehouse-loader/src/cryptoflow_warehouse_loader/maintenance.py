@@ -1,0 +1,128 @@
+"""What the loader does between batches: refresh marts, evaluate alert rules, publish alerts,
+apply retention, report its run. One background task per replica, every
+WAREHOUSE_LOADER_MAINTENANCE_INTERVAL_S.
+
+A failed step is logged and counted in the run's errors, and the next tick tries again: the
+database may be restarting, and none of these steps may stop the loader from loading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+
+from cryptoflow_contracts import RunReport, Stream, runs_subject
+from cryptoflow_runtime import msg_id_headers
+from faststream.nats import NatsBroker
+
+from . import alerts, marts, partitions
+from .config import WarehouseLoaderSettings
+from .runs import RUNNING, RunTracker, record_report
+from .warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+RETENTION_EVERY_S = 3600.0
+
+
+class Maintenance:
+    def __init__(
+        self, settings: WarehouseLoaderSettings, warehouse: Warehouse, broker: NatsBroker, tracker: RunTracker
+    ) -> None:
+        self.settings = settings
+        self.warehouse = warehouse
+        self.broker = broker
+        self.tracker = tracker
+        self.rows_changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._last_retention = float("-inf")
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="warehouse-maintenance")
+
+    async def stop(self, status: str) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        try:
+            await self.report(status)
+        except Exception as exc:
+            # Shutdown goes on (the broker must still drain); the run stays "running" in
+            # service_runs and `cryptoflow runs` shows it as silent.
+            log.warning("final run report not recorded", extra={"error": repr(exc)})
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.maintenance_interval_s)
+            await self.tick()
+
+    async def tick(self) -> None:
+        for step in (self.refresh_and_alert, self.publish_alerts, self.retention):
+            try:
+                await step()
+            except Exception as exc:
+                log.warning(
+                    "maintenance step failed; next tick retries", extra={"step": step.__name__, "error": repr(exc)}
+                )
+                self.tracker.error(exc)
+        if self.tracker.due(self.settings.run_report_interval_s):
+            try:
+                await self.report(RUNNING)
+            except Exception as exc:
+                log.warning("run report failed; next tick retries", extra={"error": repr(exc)})
+
+    async def refresh_and_alert(self) -> None:
+        """Refresh marts and evaluate every rule if rows changed; staleness rules on every tick
+        (staleness is what happens when nothing is loaded)."""
+        changed = self.rows_changed.is_set()
+        self.rows_changed.clear()
+        async with self.warehouse.pool.acquire() as conn:
+            if changed:
+                try:
+                    await marts.refresh(conn)
+                except BaseException:
+                    self.rows_changed.set()  # not refreshed: try again next tick
+                    raise
+                self.tracker.count("mart_refreshes")
+            new = await alerts.evaluate(conn, self.settings.alert_rules, kinds=None if changed else {"staleness"})
+        if new:
+            self.tracker.count("alerts_raised", new)
+
+    async def publish_alerts(self) -> None:
+        async with self.warehouse.pool.acquire() as conn:
+            published = await alerts.publish_pending(conn, self.broker)
+        if published:
+            self.tracker.count("alerts_published", published)
+
+    async def retention(self) -> None:
+        days = self.settings.retention_days
+        if days is None or time.monotonic() - self._last_retention < RETENTION_EVERY_S:
+            return
+        cutoff = datetime.now(UTC) - timedelta(days=days)
+        async with self.warehouse.pool.acquire() as conn:
+            for table in self.settings.retention_table_list:
+                dropped = await partitions.drop_before(conn, table, cutoff)
+                if dropped:
+                    self.tracker.count("partitions_dropped", len(dropped))
+        self._last_retention = time.monotonic()
+
+    async def report(self, status: str) -> RunReport:
+        report = self.tracker.report(status)
+        async with self.warehouse.pool.acquire() as conn:
+            await record_report(conn, report)
+        await publish_report(self.broker, report)
+        return report
+
+
+async def publish_report(broker: NatsBroker, report: RunReport) -> None:
+    await broker.publish(
+        report.to_json(),
+        subject=runs_subject(report.service),
+        headers=msg_id_headers(report.event_id),
+        stream=Stream.RUNS.value,
+    )

@@ -1,0 +1,123 @@
+"""Series bookkeeping: per table·exchange·symbol·timeframe, the time range loaded and batch quality.
+
+Kept in each batch's transaction, set-based (one statement per step, arrays of the batch's few
+series). Locking the batch's series rows first (in key order, so two replicas cannot deadlock)
+makes the range check race-free: a batch entirely outside its series' known ranges cannot
+conflict with a stored row, and takes the append path (decision 0021).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+import polars as pl
+
+from .tables import TS, WarehouseTable
+
+SPAN_COLUMNS = ["exchange", "symbol", "timeframe"]
+
+
+@dataclass(frozen=True)
+class KnownRange:
+    first_ts: datetime | None
+    last_ts: datetime | None
+
+
+def spans(table: WarehouseTable, rows: pl.DataFrame) -> pl.DataFrame:
+    """One row per series in the batch: exchange, symbol, timeframe ('' if none), first/last ts, rows."""
+    series_exprs = [pl.col(c) if c in table.series_columns else pl.lit("").alias(c) for c in SPAN_COLUMNS]
+    return (
+        rows.select([*series_exprs, pl.col(TS)])
+        .group_by(SPAN_COLUMNS)
+        .agg(pl.col(TS).min().alias("first_ts"), pl.col(TS).max().alias("last_ts"), pl.len().alias("rows"))
+        .sort(SPAN_COLUMNS)
+    )
+
+
+def _key_arrays(batch_spans: pl.DataFrame) -> list[list[str]]:
+    return [batch_spans[c].to_list() for c in SPAN_COLUMNS]
+
+
+async def lock(
+    conn: asyncpg.Connection, table: WarehouseTable, batch_spans: pl.DataFrame, dataset: str
+) -> dict[tuple[str, str, str], KnownRange]:
+    """Create missing series rows, lock the batch's series rows; their ranges before this batch."""
+    keys = _key_arrays(batch_spans)
+    await conn.execute(
+        """
+        INSERT INTO series (table_name, exchange, symbol, timeframe, dataset)
+        SELECT $1, u.exchange, u.symbol, u.timeframe, $5
+        FROM unnest($2::text[], $3::text[], $4::text[]) AS u(exchange, symbol, timeframe)
+        ORDER BY u.exchange, u.symbol, u.timeframe
+        ON CONFLICT (table_name, exchange, symbol, timeframe) DO NOTHING
+        """,
+        table.name,
+        *keys,
+        dataset,
+    )
+    records = await conn.fetch(
+        """
+        SELECT s.exchange, s.symbol, s.timeframe, s.first_ts, s.last_ts
+        FROM series s
+        JOIN unnest($2::text[], $3::text[], $4::text[]) AS u(exchange, symbol, timeframe)
+          ON (s.exchange, s.symbol, s.timeframe) = (u.exchange, u.symbol, u.timeframe)
+        WHERE s.table_name = $1
+        ORDER BY s.exchange, s.symbol, s.timeframe
+        FOR UPDATE OF s
+        """,
+        table.name,
+        *keys,
+    )
+    return {(r["exchange"], r["symbol"], r["timeframe"]): KnownRange(r["first_ts"], r["last_ts"]) for r in records}
+
+
+def outside_known_ranges(batch_spans: pl.DataFrame, known: dict[tuple[str, str, str], KnownRange]) -> bool:
+    """True when no row of the batch can hit a stored key: every series' batch range lies wholly
+    before or after everything loaded for that series so far. (A loop over series, not rows.)"""
+    for span in batch_spans.iter_rows(named=True):
+        stored = known[(span["exchange"], span["symbol"], span["timeframe"])]
+        if stored.first_ts is None or stored.last_ts is None:
+            continue
+        if not (span["last_ts"] < stored.first_ts or span["first_ts"] > stored.last_ts):
+            return False
+    return True
+
+
+async def record(
+    conn: asyncpg.Connection,
+    table: WarehouseTable,
+    batch_spans: pl.DataFrame,
+    *,
+    batch_id: str,
+    dataset: str,
+    quality: float,
+) -> None:
+    await conn.execute(
+        """
+        UPDATE series s SET
+            first_ts = least(s.first_ts, u.first_ts),
+            last_ts = greatest(s.last_ts, u.last_ts),
+            rows_received = s.rows_received + u.rows,
+            batches = s.batches + 1,
+            quality_sum = s.quality_sum + $8,
+            min_quality = least(s.min_quality, $8),
+            last_quality = $8,
+            last_batch_id = $9,
+            last_loaded_at = now(),
+            dataset = $10
+        FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::bigint[])
+            AS u(exchange, symbol, timeframe, first_ts, last_ts, rows)
+        WHERE s.table_name = $1
+          AND (s.exchange, s.symbol, s.timeframe) = (u.exchange, u.symbol, u.timeframe)
+        """,
+        table.name,
+        *_key_arrays(batch_spans),
+        batch_spans["first_ts"].to_list(),
+        batch_spans["last_ts"].to_list(),
+        batch_spans["rows"].to_list(),
+        quality,
+        batch_id,
+        dataset,
+    )

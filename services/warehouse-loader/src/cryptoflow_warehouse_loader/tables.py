@@ -1,0 +1,96 @@
+"""Warehouse tables as the loader sees them, derived from the silver tables (contracts silver.py).
+
+Every silver table lands in a warehouse table of the same name with the silver columns plus
+bookkeeping (`batch_id`, `loaded_at`, `version`). What the loader needs to build its SQL — the
+conflict key, the columns whose change makes an update, the series a row belongs to — follows
+from silver.py by the rules below, so a new silver table needs a migration, not new loader code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptoflow_contracts import SILVER_TABLES
+from cryptoflow_contracts.silver import ColumnType, SilverTable
+
+# Columns the warehouse adds to every silver table.
+BATCH_ID = "batch_id"  # the silver batch (BatchReady event_id) that last changed the row
+LOADED_AT = "loaded_at"  # when that happened
+VERSION = "version"  # 1 on insert, +1 per update: tells inserts from updates in RETURNING
+
+# Lineage and change flags, not values: a newer batch carrying the same values is not a change.
+NOT_VALUES = frozenset({"source_event_id"})
+# A row with final = true is not overwritten by one with final = false (an in-progress candle
+# fetched earlier but loaded later must not replace the closed candle).
+FINAL = "final"
+SERIES_COLUMNS = ("exchange", "symbol", "timeframe")
+TS = "ts"
+
+PG_TYPES: dict[ColumnType, str] = {
+    ColumnType.TEXT: "text",
+    ColumnType.INT: "bigint",
+    ColumnType.FLOAT: "double precision",
+    ColumnType.BOOL: "boolean",
+    ColumnType.TIMESTAMP: "timestamptz",
+}
+
+
+@dataclass(frozen=True)
+class WarehouseTable:
+    silver: SilverTable
+
+    @property
+    def name(self) -> str:
+        return self.silver.name
+
+    @property
+    def silver_columns(self) -> list[str]:
+        return self.silver.column_names
+
+    @property
+    def load_columns(self) -> list[str]:
+        """What the loader writes: the silver columns and the batch id."""
+        return [*self.silver_columns, BATCH_ID]
+
+    @property
+    def load_column_types(self) -> list[tuple[str, ColumnType]]:
+        return [*self.silver.columns, (BATCH_ID, ColumnType.TEXT)]
+
+    @property
+    def conflict_key(self) -> tuple[str, ...]:
+        """The primary key: silver's natural key, plus `ts` when the key lacks it.
+
+        Tables are range-partitioned on `ts`, and PostgreSQL enforces uniqueness only per
+        partition unless the partition column is part of the key (decision 0021).
+        """
+        key = self.silver.key
+        return key if TS in key else (*key, TS)
+
+    @property
+    def value_columns(self) -> list[str]:
+        """Columns whose change turns a conflicting row into an update."""
+        return [c for c in self.silver_columns if c not in self.conflict_key and c not in NOT_VALUES]
+
+    @property
+    def update_columns(self) -> list[str]:
+        """Columns an update rewrites: values and lineage."""
+        return [c for c in self.silver_columns if c not in self.conflict_key]
+
+    @property
+    def has_final(self) -> bool:
+        return FINAL in self.silver_columns
+
+    @property
+    def series_columns(self) -> list[str]:
+        """The columns naming a series (exchange·symbol[·timeframe]) in this table."""
+        return [c for c in SERIES_COLUMNS if c in self.silver_columns]
+
+
+TABLES: dict[str, WarehouseTable] = {name: WarehouseTable(silver) for name, silver in SILVER_TABLES.items()}
+
+
+def warehouse_table(name: str) -> WarehouseTable:
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise KeyError(f"no warehouse table {name!r} (known: {', '.join(TABLES)})") from None

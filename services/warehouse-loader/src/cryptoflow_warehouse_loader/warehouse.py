@@ -1,0 +1,99 @@
+"""The loader's PostgreSQL: pool, migrations at start, and waiting out an outage.
+
+When a load fails and a fresh connection cannot be made either, the database is down (or
+restarting): the message is not nak'ed — that would spend its deliveries and dead-letter good
+batches during a long outage — but held (`in_progress` keeps JetStream from redelivering it)
+while we wait, and loaded once the database is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
+from cryptoflow_runtime import PoisonMessageError
+from cryptoflow_runtime.postgres import RETRYABLE_CONNECT_ERRORS, create_pool, redact
+
+from .config import WarehouseLoaderSettings
+from .migrations import migrate, require_head
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PROBE_TIMEOUT_S = 5.0
+MAX_WAIT_STEP_S = 5.0
+
+
+class Warehouse:
+    def __init__(self, settings: WarehouseLoaderSettings) -> None:
+        self.settings = settings
+        self._pool: asyncpg.Pool | None = None
+        self.applied_migrations: list[str] = []
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self._pool is not None, "pool not open"
+        return self._pool
+
+    async def open(self) -> None:
+        url = self.settings.database_url
+        log.info("connecting to warehouse", extra={"database": redact(url)})
+        self._pool = await create_pool(url, max_size=self.settings.pool_size)
+        if self.settings.migrate:
+            self.applied_migrations = await asyncio.to_thread(migrate, url)
+            log.info("warehouse schema at head", extra={"applied": self.applied_migrations})
+        else:
+            await asyncio.to_thread(require_head, url)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+    async def reachable(self) -> bool:
+        """Can a new connection be made and used right now? (Not from the pool: its connections
+        may be stale after a restart.)"""
+        try:
+            conn = await asyncpg.connect(self.settings.database_url, timeout=PROBE_TIMEOUT_S)
+        except (*RETRYABLE_CONNECT_ERRORS, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
+            return False
+        try:
+            await conn.fetchval("SELECT 1")
+            return True
+        except (*RETRYABLE_CONNECT_ERRORS, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
+            return False
+        finally:
+            await conn.close(timeout=PROBE_TIMEOUT_S)
+
+    async def wait_until_reachable(self, keepalive: Callable[[], Awaitable[None]]) -> None:
+        delay = 0.2
+        while not await self.reachable():
+            await keepalive()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_WAIT_STEP_S)
+        # Every pooled connection predates the outage: replace them rather than fail on each.
+        await self.pool.expire_connections()
+        log.info("warehouse reachable again")
+
+    async def run(
+        self,
+        operation: Callable[[asyncpg.Connection], Awaitable[T]],
+        keepalive: Callable[[], Awaitable[None]],
+    ) -> T:
+        """Run `operation` on a pooled connection; through an outage, wait and run it again.
+
+        An error while the database is reachable is the operation's own and is raised.
+        """
+        while True:
+            try:
+                async with self.pool.acquire() as conn:
+                    return await operation(conn)
+            except PoisonMessageError:
+                raise  # the operation's verdict on its input, not the database's health
+            except Exception as exc:
+                if await self.reachable():
+                    raise
+                log.warning("warehouse unreachable; holding the message until it is back", extra={"error": repr(exc)})
+                await self.wait_until_reachable(keepalive)

@@ -1,0 +1,111 @@
+"""The transformer's handler against a real nats-server: what it publishes, and when it refuses."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import nats
+import orjson
+import pytest
+from cryptoflow_contracts import Dataset, ObjectWritten, Stream, lake_subject
+from cryptoflow_runtime import ensure_streams
+from cryptoflow_runtime.lake import FileLake
+from cryptoflow_transformer.app import Derivation, handle
+from cryptoflow_transformer.batches import layer_key
+from cryptoflow_transformer.config import TransformerSettings
+from cryptoflow_transformer.state_store import KvStateStore
+from faststream.nats import NatsBroker
+from nats.js import JetStreamContext
+from prometheus_client import REGISTRY
+
+from .bronze import candle_pages, recorded_candles, write_bronze
+
+SETTINGS = TransformerSettings(
+    resample_to="5m,1h", indicators=True, anomalies=True, anomaly_window=20, anomaly_return_z=3.0
+)
+
+
+@dataclass
+class Bus:
+    js: JetStreamContext
+    broker: NatsBroker
+    sub: JetStreamContext.PullSubscription
+
+    async def deliver(self, written: ObjectWritten) -> nats.aio.msg.Msg:
+        await self.js.publish(lake_subject(written.dataset, written.exchange), written.to_json())
+        (msg,) = await self.sub.fetch(1, timeout=5)
+        return msg
+
+    async def messages(self, stream: Stream) -> list[tuple[str, dict[str, object]]]:
+        count = (await self.js.stream_info(stream.value)).state.messages
+        if not count:
+            return []
+        sub = await self.js.subscribe(
+            f"cryptoflow.{stream.value.lower()}.>", stream=stream.value, ordered_consumer=True
+        )
+        try:
+            msgs = [await sub.next_msg(timeout=5) for _ in range(count)]
+        finally:
+            await sub.unsubscribe()
+        return [(m.subject, orjson.loads(m.data)) for m in msgs]
+
+    async def acked(self) -> int:
+        for _ in range(50):
+            info = await self.js.consumer_info(Stream.LAKE.value, "transformer-test")
+            if info.ack_floor.stream_seq:
+                break
+            await asyncio.sleep(0.1)
+        return int(info.ack_floor.stream_seq or 0)
+
+
+@pytest.fixture
+async def bus(fresh_nats_url: str) -> AsyncIterator[Bus]:
+    nc = await nats.connect(fresh_nats_url)
+    js = nc.jetstream()
+    await ensure_streams(js)
+    sub = await js.pull_subscribe("cryptoflow.lake.>", durable="transformer-test", stream=Stream.LAKE.value)
+    broker = NatsBroker(fresh_nats_url)
+    await broker.connect()
+    yield Bus(js, broker, sub)
+    await broker.stop()
+    await nc.close()
+
+
+async def test_ohlcv_batch_announces_silver_resampled_indicators_and_anomalies(bus: Bus, lake: FileLake) -> None:
+    derivation = Derivation(SETTINGS.derived(), KvStateStore(await bus.js.create_key_value(bucket="series_state")))
+    frame = recorded_candles("XRPETH-1m.csv").head(600)
+    (written,) = await write_bronze(lake, candle_pages(frame, "XRP/ETH", "1m", [600]))
+    await handle(bus.broker, lake, SETTINGS, await bus.deliver(written), derivation)
+
+    assert await bus.acked() == 1
+    silver = await bus.messages(Stream.SILVER)
+    tables = sorted((d["table"], str(d["key"]).split("/")[-1].startswith("resampled-")) for _, d in silver)
+    assert tables == [("indicators", False), ("ohlcv", False), ("ohlcv", True)]
+    assert all(subject == "cryptoflow.silver.ohlcv.binance" for subject, _ in silver)
+    anomalies = await bus.messages(Stream.ANOMALIES)
+    assert anomalies and all(subject == "cryptoflow.anomalies.binance.XRP-ETH" for subject, _ in anomalies)
+    assert {d["kind"] for _, d in anomalies} <= {"return_zscore", "volume_spike"}
+    assert await bus.messages(Stream.DLQ) == []
+
+
+async def test_a_silver_key_holding_other_bytes_is_refused_and_dead_lettered(bus: Bus, lake: FileLake) -> None:
+    frame = recorded_candles("XRPETH-1m.csv").head(10)
+    (written,) = await write_bronze(lake, candle_pages(frame, "XRP/ETH", "1m", [10]))
+    silver_key = layer_key(written.key, "silver")
+    await lake.put(silver_key, b"written by an older transformer")
+    before = REGISTRY.get_sample_value("cryptoflow_lake_conflicts_total", {"layer": "silver"}) or 0.0
+
+    await handle(bus.broker, lake, SETTINGS, await bus.deliver(written), None)
+
+    assert await lake.get(silver_key) == b"written by an older transformer"
+    assert REGISTRY.get_sample_value("cryptoflow_lake_conflicts_total", {"layer": "silver"}) == before + 1
+    assert await bus.acked() == 1  # settled at once: retrying cannot help
+    assert await bus.messages(Stream.SILVER) == []
+    ((subject, letter),) = await bus.messages(Stream.DLQ)
+    assert subject == "cryptoflow.dlq.transformer.ohlcv"
+    assert letter["error_type"] == "ObjectConflictError"
+    assert letter["details"]["key"] == silver_key  # type: ignore[index]
+    assert letter["source_event_id"] == written.event_id
+    assert written.dataset is Dataset.OHLCV

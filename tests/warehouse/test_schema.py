@@ -1,0 +1,129 @@
+"""The migrated schema: matches the SQLModel metadata, round-trips down and up, adopts the walking
+skeleton's database with its rows, and `cryptoflow warehouse migrate` applies it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import asyncpg
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from cryptoflow_warehouse_loader.migrations import (
+    alembic_config,
+    current_revision,
+    head_revision,
+    migrate,
+    sqlalchemy_url,
+)
+from cryptoflow_warehouse_loader.schema import metadata
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
+
+PARTITION = re.compile(r"_\d{6}$")
+
+
+def schema_differences(url: str) -> list[object]:
+    def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+        # Monthly partitions are made by the loader; alembic_version is Alembic's own.
+        return not (type_ == "table" and (name == "alembic_version" or PARTITION.search(name or "")))
+
+    engine = create_engine(sqlalchemy_url(url), poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(
+                connection, opts={"include_name": include_name, "compare_type": True, "compare_server_default": True}
+            )
+            return list(compare_metadata(context, metadata))
+    finally:
+        engine.dispose()
+
+
+async def test_migrated_schema_matches_the_metadata(warehouse_url: str) -> None:
+    assert await asyncio.to_thread(schema_differences, warehouse_url) == []
+
+
+def downgrade(url: str, target: str) -> None:
+    engine = create_engine(sqlalchemy_url(url), poolclass=NullPool)
+    try:
+        with engine.begin() as connection:
+            command.downgrade(alembic_config(connection), target)
+    finally:
+        engine.dispose()
+
+
+async def test_downgrade_to_base_and_upgrade_again(warehouse_url: str) -> None:
+    await asyncio.to_thread(downgrade, warehouse_url, "base")
+    assert await asyncio.to_thread(current_revision, warehouse_url) is None
+    assert await asyncio.to_thread(migrate, warehouse_url) == ["0001", "0002", "0003", "0004", "0005"]
+    assert await asyncio.to_thread(schema_differences, warehouse_url) == []
+
+
+LEGACY = """
+CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());
+INSERT INTO schema_migrations (version, name) VALUES (1, 'ohlcv and batch ledger');
+CREATE TABLE ohlcv (
+    exchange text NOT NULL, symbol text NOT NULL, timeframe text NOT NULL, ts timestamptz NOT NULL,
+    open double precision NOT NULL, high double precision NOT NULL, low double precision NOT NULL,
+    close double precision NOT NULL, volume double precision NOT NULL, batch_id text NOT NULL,
+    loaded_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (exchange, symbol, timeframe, ts),
+    CHECK (open > 0 AND high > 0 AND low > 0 AND close > 0 AND volume >= 0), CHECK (high >= low)
+);
+CREATE INDEX ohlcv_ts_idx ON ohlcv (ts);
+CREATE TABLE batches (
+    batch_id text PRIMARY KEY, dataset text NOT NULL, target_table text NOT NULL, silver_key text NOT NULL,
+    source_key text NOT NULL, source_event_id text NOT NULL, rows integer NOT NULL, rows_inserted integer NOT NULL,
+    rows_updated integer NOT NULL, rows_unchanged integer NOT NULL, quality_score double precision,
+    loaded_at timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO ohlcv VALUES
+    ('binance', 'BTC/USDT', '1m', '2024-01-31T23:59:00Z', 1, 2, 0.5, 1.5, 10, 'BatchReady-old'),
+    ('binance', 'BTC/USDT', '1m', '2024-02-01T00:00:00Z', 1.5, 2, 1, 1.75, 11, 'BatchReady-old');
+INSERT INTO batches VALUES ('BatchReady-old', 'ohlcv', 'ohlcv', 'silver/x', 'bronze/x', 'ObjectWritten-x', 2, 2, 0, 0, 1.0);
+"""
+
+
+async def test_a_walking_skeleton_database_is_adopted_with_its_rows(fresh_database_url: str) -> None:
+    conn = await asyncpg.connect(fresh_database_url)
+    try:
+        await conn.execute(LEGACY)
+        assert await asyncio.to_thread(migrate, fresh_database_url) == ["0001", "0002", "0003", "0004", "0005"]
+        rows = await conn.fetch("SELECT ts, close, resampled, final, batch_id, version FROM ohlcv ORDER BY ts")
+        assert [tuple(r) for r in rows] == [
+            (datetime(2024, 1, 31, 23, 59, tzinfo=UTC), 1.5, False, True, "BatchReady-old", 1),
+            (datetime(2024, 2, 1, tzinfo=UTC), 1.75, False, True, "BatchReady-old", 1),
+        ]
+        # Partitioned now, one partition per month of the old rows.
+        assert await conn.fetchval("SELECT relkind::text FROM pg_class WHERE relname = 'ohlcv'") == "p"
+        assert await conn.fetchval("SELECT count(*) FROM pg_inherits WHERE inhparent = 'ohlcv'::regclass") == 2
+        assert await conn.fetchval("SELECT to_regclass('schema_migrations')") is None
+        assert await conn.fetchval("SELECT rows_inserted FROM batches WHERE batch_id = 'BatchReady-old'") == 2
+    finally:
+        await conn.close()
+    assert await asyncio.to_thread(schema_differences, fresh_database_url) == []
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cryptoflow_cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+async def test_cli_warehouse_migrate(fresh_database_url: str) -> None:
+    first = run_cli("warehouse", "migrate", "--database-url", fresh_database_url)
+    assert first.returncode == 0, first.stderr
+    assert f"applied 0001, 0002, 0003, 0004, 0005; now at {head_revision()}" in first.stdout
+    # DATABASE_URL works too; a second run has nothing to do.
+    second = run_cli("warehouse", "migrate", env={"DATABASE_URL": fresh_database_url})
+    assert second.returncode == 0, second.stderr
+    assert f"already at {head_revision()}" in second.stdout
