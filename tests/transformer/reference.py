@@ -90,9 +90,12 @@ def indicators(candles: Sequence[Candle]) -> list[dict[str, float | None]]:
     return rows
 
 
-def resample(candles: Sequence[Candle], step_ms: int) -> list[tuple[int, float, float, float, float, float, bool]]:
-    """(bucket, open, high, low, close, volume, final) over the candles that exist."""
-    newest = max(c[0] for c in candles)
+def resample(
+    candles: Sequence[Candle], step_ms: int, source_ms: int = 60_000
+) -> list[tuple[int, float, float, float, float, float, bool]]:
+    """(bucket, open, high, low, close, volume, final) over the candles that exist; final once the
+    newest candle has closed at or after the bucket's end."""
+    newest_close = max(c[0] for c in candles) + source_ms
     buckets: dict[int, list[Candle]] = {}
     for candle in sorted(candles):
         buckets.setdefault(candle[0] - candle[0] % step_ms, []).append(candle)
@@ -109,7 +112,7 @@ def resample(candles: Sequence[Candle], step_ms: int) -> list[tuple[int, float, 
                 min(m[3] for m in members),
                 members[-1][4],
                 volume,
-                start + step_ms <= newest,
+                start + step_ms <= newest_close,
             )
         )
     return out

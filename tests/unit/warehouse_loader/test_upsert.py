@@ -258,3 +258,23 @@ async def test_columns_added_to_silver_later_take_their_default(conn: asyncpg.Co
     old_file = silver_frame(ROWS).drop("resampled", "final")
     assert (await load_ohlcv(conn, old_file, batch("old", len(ROWS)))).inserted == len(ROWS)
     assert await conn.fetch("SELECT DISTINCT resampled, final FROM ohlcv") == [(False, True)]
+
+
+async def test_a_resampled_candle_never_replaces_the_exchanges_own(conn: asyncpg.Connection) -> None:
+    native = {**candle(0), "timeframe": "5m", "resampled": False}
+    resampled = {**native, "close": native["close"] + 1, "resampled": True}
+    await load_ohlcv(conn, silver_frame([native]), batch("native", 1))
+    result = await load_ohlcv(conn, silver_frame([resampled]), batch("resampled", 1))
+    assert (result.inserted, result.updated) == (0, 0)
+    stored = await conn.fetchrow("SELECT close, resampled, batch_id FROM ohlcv WHERE timeframe = '5m'")
+    assert stored is not None and (stored["close"], stored["resampled"]) == (native["close"], False)
+
+
+async def test_the_exchanges_own_candle_replaces_a_resampled_one(conn: asyncpg.Connection) -> None:
+    resampled = {**candle(0), "timeframe": "5m", "resampled": True}
+    native = {**resampled, "close": resampled["close"] + 1, "resampled": False}
+    await load_ohlcv(conn, silver_frame([resampled]), batch("resampled", 1))
+    result = await load_ohlcv(conn, silver_frame([native]), batch("native", 1))
+    assert result.updated == 1
+    stored = await conn.fetchrow("SELECT close, resampled FROM ohlcv WHERE timeframe = '5m'")
+    assert stored is not None and (stored["close"], stored["resampled"]) == (native["close"], False)

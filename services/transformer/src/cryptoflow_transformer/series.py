@@ -220,17 +220,18 @@ def anomalies(new: pl.DataFrame, rules: AnomalyRules) -> pl.DataFrame:
 
 
 def resample(
-    candles: pl.DataFrame, open_buckets: dict[str, Bucket], resample_to: dict[str, int]
+    candles: pl.DataFrame, open_buckets: dict[str, Bucket], resample_to: dict[str, int], source_ms: int = 60_000
 ) -> tuple[pl.DataFrame, dict[str, Bucket]]:
     """Candles of each target timeframe from these (finer) candles and the checkpoint's open buckets.
 
     Buckets are UTC epoch multiples of the target; open = first, high = max, low = min, close = last,
-    volume = Σ (oldest first) of the candles that exist. final: the bucket's end ≤ the newest candle's ts.
+    volume = Σ (oldest first) of the candles that exist. final: the bucket's end ≤ the newest candle's close
+    (ts + `source_ms`), i.e. no candle of the bucket can still arrive.
     Every bucket the candles touch is returned, and the checkpoint's open bucket too (now final, or grown).
     """
     frames = []
     buckets: dict[str, Bucket] = {}
-    newest = candles["ts_ms"].max()
+    newest_close = candles["ts_ms"].max() + source_ms  # type: ignore[operator]
     for timeframe, step in resample_to.items():
         rows = candles.select("ts_ms", "open", "high", "low", "close", "volume").with_columns(
             (pl.col("ts_ms") - pl.col("ts_ms") % step).alias("bucket")
@@ -270,7 +271,7 @@ def resample(
                 "low",
                 "close",
                 "volume",
-                (pl.col("bucket") + step <= newest).alias("final"),
+                (pl.col("bucket") + step <= newest_close).alias("final"),
             )
         )
         last = grouped.row(grouped.height - 1, named=True)

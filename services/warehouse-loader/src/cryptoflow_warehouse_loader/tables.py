@@ -23,6 +23,7 @@ NOT_VALUES = frozenset({"source_event_id"})
 # A row with final = true is not overwritten by one with final = false (an in-progress candle
 # fetched earlier but loaded later must not replace the closed candle).
 FINAL = "final"
+RESAMPLED = "resampled"
 SERIES_COLUMNS = ("exchange", "symbol", "timeframe")
 TS = "ts"
 
@@ -79,6 +80,10 @@ class WarehouseTable:
     @property
     def has_final(self) -> bool:
         return FINAL in self.silver_columns
+
+    @property
+    def has_resampled(self) -> bool:
+        return RESAMPLED in self.silver_columns
 
     @property
     def series_columns(self) -> list[str]:

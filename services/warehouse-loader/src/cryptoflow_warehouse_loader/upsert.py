@@ -25,7 +25,7 @@ from cryptoflow_contracts.silver import ColumnType
 
 from . import copy_binary, ledger, partitions, series
 from .sql import ident, idents
-from .tables import BATCH_ID, FINAL, LOADED_AT, TS, VERSION, WarehouseTable, warehouse_table
+from .tables import BATCH_ID, FINAL, LOADED_AT, RESAMPLED, TS, VERSION, WarehouseTable, warehouse_table
 
 POLARS_TYPES: dict[ColumnType, pl.DataType] = {
     ColumnType.TEXT: pl.String(),
@@ -115,6 +115,10 @@ def _upsert_sql(table_name: str) -> UpsertSql:
     )
     # A closed candle is never replaced by an in-progress one, whichever was loaded last.
     keep_final = f" AND NOT ({name}.{ident(FINAL)} AND NOT EXCLUDED.{ident(FINAL)})" if table.has_final else ""
+    # The exchange's own candle is never replaced by one resampled from a finer timeframe;
+    # a native candle arriving later does replace a resampled one.
+    if table.has_resampled:
+        keep_final += f" AND NOT (EXCLUDED.{ident(RESAMPLED)} AND NOT {name}.{ident(RESAMPLED)})"
     upsert = f"""
         WITH upserted AS (
             INSERT INTO {name} ({columns})

@@ -28,6 +28,11 @@ from .stackfile import StackInfo, stack_path, write_stack
 log = logging.getLogger("cryptoflow.up")
 
 PIPELINE = ("warehouse-loader", "transformer", "lake-writer", "extractor")
+DERIVED_DEFAULTS = {
+    "TRANSFORMER_RESAMPLE_TO": "5m,15m,1h,4h,1d",
+    "TRANSFORMER_INDICATORS": "true",
+    "TRANSFORMER_ANOMALIES": "true",
+}
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,10 @@ async def run_up(options: UpOptions) -> int:
             sim_url = await wait_for_file(url_file, sim, 30)
 
         shared_env = {"NATS_URL": nats.url, "DATABASE_URL": database_url, "LAKE_URL": lake_url}
+        # The local stack shows everything: resampled candles, indicators and anomaly events
+        # (the services default them off; a variable set by the user wins).
+        for name, value in DERIVED_DEFAULTS.items():
+            shared_env[name] = os.environ.get(name, value)
         if options.config is not None:
             shared_env["EXTRACTOR_CONFIG"] = str(options.config.resolve())
             if sim_url is not None:
