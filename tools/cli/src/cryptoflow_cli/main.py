@@ -35,6 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="messages per stream, consumer lag, lake objects, ohlcv rows")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
+    replay = sub.add_parser("replay", help="re-process a stage's input stream from a time or sequence")
+    replay.add_argument("--stage", required=True, choices=["lake-writer", "transformer", "warehouse-loader"])
+    replay.add_argument("--from", dest="start", required=True, help="ISO 8601 time (UTC) or stream sequence")
+    replay.add_argument("--to", dest="end", help="ISO 8601 time or stream sequence (inclusive); default: now")
+    replay.add_argument("--filter", help="exchange/symbol/dataset, * for any, e.g. binance/*/ohlcv")
+
+    rebuild = sub.add_parser("rebuild", help="rebuild silver and the warehouse from the lake's bronze objects")
+    rebuild.add_argument("--from-lake", action="store_true", required=True, help="read bronze objects only")
+    rebuild.add_argument("--filter", help="exchange/symbol/dataset, * for any")
+
     warehouse = sub.add_parser("warehouse", help="warehouse schema")
     warehouse_sub = warehouse.add_subparsers(dest="warehouse_command", required=True)
     migrate = warehouse_sub.add_parser("migrate", help="apply pending migrations (reads DATABASE_URL)")
@@ -77,6 +87,14 @@ def main(argv: list[str] | None = None) -> None:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(1)
         print(render(report, args.json))
+    if args.command in ("replay", "rebuild"):
+        from .replay import run_rebuild, run_replay
+        from .stackfile import stack_env
+
+        stack_env(home)  # connect to the running local stack unless the environment says otherwise
+        if args.command == "replay":
+            sys.exit(run_replay(args.stage, args.start, args.end, args.filter))
+        sys.exit(run_rebuild(args.filter))
     if args.command == "warehouse":
         from .warehouse import database_url
         from .warehouse import main as warehouse_main

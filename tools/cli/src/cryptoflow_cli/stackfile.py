@@ -39,3 +39,20 @@ def read_stack(home: Path) -> StackInfo:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: is `cryptoflow up` running with CRYPTOFLOW_HOME={home}?")
     return StackInfo.model_validate_json(path.read_text())
+
+
+def stack_env(home: Path) -> None:
+    """Fill NATS_URL, DATABASE_URL, LAKE_URL (and S3_ENDPOINT_URL) from a running stack's
+    stack.json, for any of them the environment does not set already."""
+    path = stack_path(home)
+    if not path.exists():
+        return
+    info = read_stack(home)
+    for name, value in (
+        ("NATS_URL", info.nats_url),
+        ("DATABASE_URL", info.database_url),
+        ("LAKE_URL", info.lake_url),
+        ("S3_ENDPOINT_URL", info.s3_endpoint_url),
+    ):
+        if value and name not in os.environ:
+            os.environ[name] = value
