@@ -6,7 +6,7 @@ BOOTSTRAP := .bootstrap
 UV := $(BOOTSTRAP)/bin/uv
 SYNCED := .venv/.synced
 
-.PHONY: up test lint typecheck pytest status schemas clean bench
+.PHONY: up test lint typecheck pytest status schemas clean bench asyncapi
 
 $(UV):
 	$(PYTHON) -m venv $(BOOTSTRAP)
@@ -34,6 +34,10 @@ pytest: $(SYNCED)
 	$(UV) run --no-sync pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# The AsyncAPI document of every subject; `make asyncapi ARGS=--check` verifies it is current.
+asyncapi: $(SYNCED)
+	$(UV) run --no-sync python -m cryptoflow_cli.asyncapi $(ARGS)
 
 schemas: $(SYNCED)
 	$(UV) run --no-sync cryptoflow-schemas docs/schemas

@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--from-lake", action="store_true", required=True, help="read bronze objects only")
     rebuild.add_argument("--filter", help="exchange/symbol/dataset, * for any")
 
+    asyncapi = sub.add_parser("asyncapi", help="write (or --check) docs/asyncapi/cryptoflow.yaml")
+    asyncapi.add_argument("--check", action="store_true", help="fail when the committed document is stale")
+    asyncapi.add_argument("--output", help="where to write it")
+
     warehouse = sub.add_parser("warehouse", help="warehouse schema")
     warehouse_sub = warehouse.add_subparsers(dest="warehouse_command", required=True)
     migrate = warehouse_sub.add_parser("migrate", help="apply pending migrations (reads DATABASE_URL)")
@@ -87,6 +91,11 @@ def main(argv: list[str] | None = None) -> None:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(1)
         print(render(report, args.json))
+    if args.command == "asyncapi":
+        from .asyncapi import main as asyncapi_main
+
+        forwarded = (["--check"] if args.check else []) + (["--output", args.output] if args.output else [])
+        sys.exit(asyncapi_main(forwarded))
     if args.command in ("replay", "rebuild"):
         from .replay import run_rebuild, run_replay
         from .stackfile import stack_env
