@@ -197,10 +197,10 @@ async def replay(
     subject = where.subject(stream)
     await js.add_consumer(stream.value, consumer_config(name, subject, start))
     handled = 0
+    sub = await js.pull_subscribe_bind(durable=name, stream=stream.value)
     try:
         total = (await js.consumer_info(stream.value, name)).num_pending or 0
         progress = Progress(total, out)
-        sub = await js.pull_subscribe_bind(durable=name, stream=stream.value)
         done = False
         while not done:
             try:
@@ -226,6 +226,8 @@ async def replay(
             progress.show(handled)
         progress.show(handled, final=True)
     finally:
+        # Unsubscribe first: a pull subscription left open makes the broker's drain wait its timeout.
+        await sub.unsubscribe()
         await js.delete_consumer(stream.value, name)
         await close()
         await service.broker.stop()
