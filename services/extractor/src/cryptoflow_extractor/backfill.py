@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TextIO
@@ -16,6 +15,7 @@ from typing import TextIO
 import nats
 from cryptoflow_contracts import timeframe_ms
 from cryptoflow_runtime import ConfigError, ensure_kv, ensure_streams
+from cryptoflow_runtime.progress import Progress
 
 from .app import load_markets, make_session, poll_forever
 from .checkpoints import CheckpointStore
@@ -43,26 +43,6 @@ class BackfillRequest:
     @property
     def checkpoint_prefix(self) -> str:
         return f"backfill.{self.start_ms}.{self.end_ms}."
-
-
-class Progress:
-    """A one-line progress bar on a terminal, plain lines otherwise."""
-
-    def __init__(self, total: int, out: TextIO) -> None:
-        self.total = max(total, 1)
-        self.out = out
-        self.started = time.monotonic()
-
-    def show(self, done: int, final: bool = False) -> None:
-        share = min(done / self.total, 1.0)
-        rate = done / max(time.monotonic() - self.started, 1e-9)
-        bar = "#" * int(share * 30)
-        line = f"[{bar:<30}] {share:6.1%} {done}/{self.total} candles {rate:,.0f}/s"
-        if self.out.isatty():
-            self.out.write("\r" + line + ("\n" if final else ""))
-        else:
-            self.out.write(line + "\n")
-        self.out.flush()
 
 
 async def run_backfill(settings: ExtractorSettings, request: BackfillRequest, out: TextIO = sys.stderr) -> int:
@@ -101,7 +81,7 @@ async def run_backfill(settings: ExtractorSettings, request: BackfillRequest, ou
         ]
         tf_ms = timeframe_ms(request.timeframe)
         per_symbol = (request.end_ms - request.start_ms) // tf_ms + 1
-        progress = Progress(per_symbol * len(jobs), out)
+        progress = Progress(per_symbol * len(jobs), out, "candles")
 
         async def covered() -> int:
             done = 0

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import TextIO
 from cryptoflow_contracts import Dataset, ObjectWritten, Stream
 from cryptoflow_runtime import Service, load_settings, open_lake
 from cryptoflow_runtime.lake import sha256_hex
+from cryptoflow_runtime.progress import Progress
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
@@ -85,22 +85,6 @@ class Position:
             return bool(meta.sequence.stream <= self.seq)
         assert self.time is not None
         return bool(meta.timestamp <= self.time)
-
-
-class Progress:
-    def __init__(self, total: int, out: TextIO) -> None:
-        self.total = max(total, 1)
-        self.out = out
-        self.started = time.monotonic()
-
-    def show(self, done: int, final: bool = False) -> None:
-        share = min(done / self.total, 1.0)
-        line = f"[{'#' * int(share * 30):<30}] {share:6.1%} {done}/{self.total} messages"
-        if self.out.isatty():
-            self.out.write("\r" + line + ("\n" if final else ""))
-        elif final or done % 100 == 0:
-            self.out.write(line + "\n")
-        self.out.flush()
 
 
 Handler = Callable[[list[Msg]], Awaitable[None]]
@@ -200,7 +184,7 @@ async def replay(
     sub = await js.pull_subscribe_bind(durable=name, stream=stream.value)
     try:
         total = (await js.consumer_info(stream.value, name)).num_pending or 0
-        progress = Progress(total, out)
+        progress = Progress(total, out, "messages")
         done = False
         while not done:
             try:
@@ -257,7 +241,7 @@ async def rebuild_from_lake(where: ReplayFilter, out: TextIO = sys.stderr) -> tu
             for k in await lake.list(prefix)
             if where.admits_key(k) and (where.exchange == "*" or f"/exchange={where.exchange}/" in k)
         ]
-        progress = Progress(len(keys), out)
+        progress = Progress(len(keys), out, "bronze objects")
         for key in keys:
             data = await lake.get(key)
             snapshots = read_object(data)
