@@ -213,6 +213,41 @@ async def seed(conn: asyncpg.Connection) -> None:
         "loaded_at": now,
     }
     await insert_rows(conn, "batches", [batch])
+    # A second exchange for the spread mart, one known gap and one fired alert.
+    gate = [{**c, "exchange": "gate", "close": c["close"] + 10} for c in candles if c["symbol"] == "BTC/USDT"]
+    await insert_rows(conn, "ohlcv", gate)
+    # The loader keeps one `series` row per exchange·symbol·timeframe; the marts start from it.
+    newest = max(c["ts"] for c in candles)
+    series = [
+        {"table_name": "ohlcv", "exchange": ex, "symbol": sym, "timeframe": "1m", "dataset": "ohlcv", "last_ts": newest}
+        for ex, sym in (("binance", "BTC/USDT"), ("binance", "ETH/USDT"), ("gate", "BTC/USDT"))
+    ]
+    await insert_rows(conn, "series", series)
+    await conn.execute("REFRESH MATERIALIZED VIEW cross_exchange_spread")
+    gap = {
+        "exchange": "binance",
+        "symbol": "BTC/USDT",
+        "dataset": "ohlcv",
+        "timeframe": "1m",
+        "gap_start": now - timedelta(minutes=30),
+        "gap_end": now - timedelta(minutes=25),
+        "missing": 6,
+        "detected_at": now,
+        "event_id": "KnownGap-1",
+    }
+    await insert_rows(conn, "known_gaps", [gap])
+    alert = {
+        "rule": "btc-move",
+        "kind": "price_move",
+        "symbol": "BTC/USDT",
+        "exchanges": "binance",
+        "observed_at": now,
+        "value": 5.0,
+        "threshold": 3.0,
+        "message": "BTC/USDT moved 5% in 1h",
+        "triggered_at": now,
+    }
+    await insert_rows(conn, "alerts", [alert])
 
 
 async def test_every_sql_panel_and_variable_runs_as_the_read_only_role(fresh_database_url: str) -> None:
