@@ -39,7 +39,9 @@ class Job(Protocol):
     async def catch_up(self) -> int: ...
 
 
-async def poll_forever(job: Job, interval_s: float, dataset: str, exchange: str, stop_when_done: bool = False) -> None:
+async def poll_forever(
+    job: Job, interval_s: float, dataset: str, exchange: str, stop_when_done: bool = False, max_backoff_s: float = 60.0
+) -> None:
     delay = 1.0
     while True:
         try:
@@ -61,7 +63,7 @@ async def poll_forever(job: Job, interval_s: float, dataset: str, exchange: str,
             level = logging.INFO if isinstance(exc, BadPageError) else logging.WARNING
             log.log(level, "poll failed, retrying", extra={"job": job.name, "error": repr(exc), "retry_in_s": delay})
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 60.0)
+            delay = min(delay * 2, max_backoff_s)
 
 
 def make_session(
@@ -144,7 +146,10 @@ class Extractor:
         datasets = spec.datasets
 
         def run(job: Job, interval_s: float, dataset: str) -> None:
-            self.tasks.append(asyncio.create_task(poll_forever(job, interval_s, dataset, exchange_id)))
+            backoff = self.settings.max_poll_backoff_s
+            self.tasks.append(
+                asyncio.create_task(poll_forever(job, interval_s, dataset, exchange_id, max_backoff_s=backoff))
+            )
 
         for symbol in spec.symbols:
             if (ohlcv := datasets.ohlcv) is not None:

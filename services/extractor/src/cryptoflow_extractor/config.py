@@ -69,6 +69,7 @@ class ExtractorSettings(ServiceSettings):
     max_attempts: int = Field(default=6, ge=1, description="Attempts per request before the poll fails")
     breaker_threshold: int = Field(default=5, ge=1, description="Consecutive failures that open the circuit")
     breaker_cooldown_s: float = Field(default=30.0, gt=0, description="Open-circuit cool-down")
+    max_poll_backoff_s: float = Field(default=60.0, gt=0, description="Longest wait before re-polling a failing job")
 
     _split_lists = field_validator("symbols", "timeframes", "datasets", mode="before")(_split)
 
