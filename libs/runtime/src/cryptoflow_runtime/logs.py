@@ -70,7 +70,8 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # FastStream logs every message at INFO in its own format; ours says what matters.
-    logging.getLogger("faststream").setLevel(logging.WARNING)
+    # FastStream logs every message at INFO ("Received", "Processed"); ours say what matters.
+    # At DEBUG they are useful, so they follow the root level then.
+    logging.getLogger("faststream").setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING)
     logging.getLogger("aiobotocore").setLevel(logging.WARNING)
     logging.getLogger("botocore").setLevel(logging.WARNING)

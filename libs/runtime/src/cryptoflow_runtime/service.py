@@ -39,7 +39,9 @@ class Service:
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
             graceful_timeout=30.0,
-            logger=logging.getLogger(f"cryptoflow.{name}.broker"),
+            # Under "faststream": its per-message "Received"/"Processed" lines stay at WARNING
+            # unless LOG_LEVEL=DEBUG asks for them (configure_logging).
+            logger=logging.getLogger(f"faststream.cryptoflow.{name}"),
             middlewares=(
                 NatsTelemetryMiddleware(tracer_provider=tracer_provider),
                 NatsPrometheusMiddleware(registry=REGISTRY, app_name=name, metrics_prefix="cryptoflow_faststream"),
