@@ -32,6 +32,7 @@ def run_script(name: str) -> Callable[[argparse.Namespace], None]:
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "loader": run_loader,
     "backfill": run_script("backfill.py"),
+    "keys": run_script("keys.py"),
 }
 
 
