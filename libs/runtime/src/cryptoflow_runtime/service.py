@@ -6,12 +6,14 @@ import asyncio
 import logging
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from faststream import FastStream
-from faststream.nats import NatsBroker
+from faststream.middlewares import AckPolicy
+from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from nats.js import JetStreamContext
+from nats.js.api import AckPolicy as JsAckPolicy
 from prometheus_client import REGISTRY
 
 from .health import HealthServer
@@ -51,6 +53,46 @@ class Service:
         self.health = HealthServer(name, settings.http_host, settings.http_port, ready=self.is_connected)
         self.app.on_startup(self._start)
         self.app.on_shutdown(self.health.stop)
+
+    def durable_subscriber(
+        self,
+        subject: str,
+        stream: str,
+        durable: str,
+        *,
+        ack_wait_s: float,
+        max_deliver: int,
+        title: str,
+        description: str,
+        batch_size: int = 1,
+        batch: bool = False,
+        fetch_timeout_s: float = 1.0,
+        max_ack_pending: int | None = None,
+    ) -> Callable[[Callable[..., Awaitable[None]]], Any]:
+        """A durable pull subscriber settled by the handler itself (decision 0002).
+
+        The server's `max_deliver` is one above ours, so the last delivery still reaches the
+        handler, which dead-letters it instead of the server dropping it silently.
+        """
+        config = ConsumerConfig(
+            durable_name=durable,
+            ack_policy=JsAckPolicy.EXPLICIT,
+            ack_wait=ack_wait_s,
+            max_deliver=max_deliver + 1,
+        )
+        if max_ack_pending is not None:
+            config.max_ack_pending = max_ack_pending
+        subscriber: Callable[[Callable[..., Awaitable[None]]], Any] = self.broker.subscriber(
+            subject,
+            stream=JStream(name=stream, declare=False),
+            durable=durable,
+            pull_sub=PullSub(batch_size=batch_size, timeout=fetch_timeout_s, batch=batch),
+            ack_policy=AckPolicy.MANUAL,
+            config=config,
+            title=title,
+            description=description,
+        )
+        return subscriber
 
     def watch_consumer(self, stream: str, durable: str, interval_s: float = 5.0) -> None:
         """Export the durable consumer's lag (pending, unacked, redelivered) as gauges."""

@@ -29,12 +29,9 @@ from cryptoflow_runtime import (
 from cryptoflow_runtime.lake import sha256_hex
 from cryptoflow_runtime.metrics import BATCH_SIZE, HANDLER_SECONDS, MESSAGES_PROCESSED
 from faststream import Context
-from faststream.middlewares import AckPolicy
-from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
+from faststream.nats import NatsBroker
 from faststream.nats.message import NatsBatchMessage
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy as JsAckPolicy
-from nats.js.api import DeliverPolicy
 from prometheus_client import Counter
 from pydantic import ValidationError
 
@@ -53,20 +50,16 @@ async def build(settings: LakeWriterSettings) -> Service:
     service.watch_consumer(Stream.RAW.value, settings.durable)
     lake = service.use_lake(settings)
 
-    @service.broker.subscriber(
+    @service.durable_subscriber(
         STREAM_SUBJECTS[Stream.RAW],
-        stream=JStream(name=Stream.RAW.value, declare=False),
-        durable=settings.durable,
-        pull_sub=PullSub(batch_size=settings.batch_size, timeout=settings.batch_timeout_s, batch=True),
-        ack_policy=AckPolicy.MANUAL,
-        config=ConsumerConfig(
-            durable_name=settings.durable,
-            ack_policy=JsAckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_wait=settings.ack_wait_s,
-            max_deliver=settings.max_deliver + 1,
-            max_ack_pending=settings.batch_size * 4,
-        ),
+        Stream.RAW.value,
+        settings.durable,
+        ack_wait_s=settings.ack_wait_s,
+        max_deliver=settings.max_deliver,
+        batch_size=settings.batch_size,
+        batch=True,
+        fetch_timeout_s=settings.batch_timeout_s,
+        max_ack_pending=settings.batch_size * 4,
         title="lake-writer/raw",
         description="RawSnapshot batches, stored as bronze objects",
     )

@@ -35,11 +35,9 @@ from cryptoflow_runtime import (
 )
 from cryptoflow_runtime.metrics import HANDLER_SECONDS, MESSAGES_PROCESSED
 from faststream import Context
-from faststream.middlewares import AckPolicy
-from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
+from faststream.nats import NatsBroker
 from faststream.nats.message import NatsMessage
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy as JsAckPolicy
 from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 
@@ -99,18 +97,13 @@ async def build(settings: TransformerSettings) -> Service:
     derivation = DerivationHandle(service, settings)
     service.app.on_startup(derivation.open)
 
-    @service.broker.subscriber(
+    @service.durable_subscriber(
         STREAM_SUBJECTS[Stream.LAKE],
-        stream=JStream(name=Stream.LAKE.value, declare=False),
-        durable=settings.durable,
-        pull_sub=PullSub(batch_size=settings.concurrency, timeout=1.0),
-        ack_policy=AckPolicy.MANUAL,
-        config=ConsumerConfig(
-            durable_name=settings.durable,
-            ack_policy=JsAckPolicy.EXPLICIT,
-            ack_wait=settings.ack_wait_s,
-            max_deliver=settings.max_deliver + 1,
-        ),
+        Stream.LAKE.value,
+        settings.durable,
+        ack_wait_s=settings.ack_wait_s,
+        max_deliver=settings.max_deliver,
+        batch_size=settings.concurrency,
         title="transformer/lake",
         description="ObjectWritten events; each bronze object becomes a silver batch",
     )

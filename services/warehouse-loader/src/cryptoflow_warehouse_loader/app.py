@@ -39,11 +39,8 @@ from cryptoflow_runtime import Lake, PoisonMessageError, Service, msg_id_headers
 from cryptoflow_runtime.lake import sha256_hex
 from cryptoflow_runtime.metrics import HANDLER_SECONDS, MESSAGES_PROCESSED
 from faststream import Context
-from faststream.middlewares import AckPolicy
-from faststream.nats import ConsumerConfig, JStream, PullSub
 from faststream.nats.message import NatsMessage
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy as JsAckPolicy
 from prometheus_client import Counter
 from pydantic import ValidationError
 
@@ -75,15 +72,6 @@ BATCH_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 EventT = TypeVar("EventT", bound=Event)
 
 
-def _consumer(settings: WarehouseLoaderSettings, durable: str) -> ConsumerConfig:
-    return ConsumerConfig(
-        durable_name=durable,
-        ack_policy=JsAckPolicy.EXPLICIT,
-        ack_wait=settings.ack_wait_s,
-        max_deliver=settings.max_deliver + 1,
-    )
-
-
 async def build(settings: WarehouseLoaderSettings) -> Service:
     service = Service(NAME, settings)
     service.watch_consumer(Stream.SILVER.value, settings.durable)
@@ -107,58 +95,54 @@ async def build(settings: WarehouseLoaderSettings) -> Service:
 
     # Every consumer takes one message at a time per replica: batches touching the same keys
     # never race for row locks, and a held message (database down) holds nothing else.
-    @service.broker.subscriber(
+    @service.durable_subscriber(
         STREAM_SUBJECTS[Stream.SILVER],
-        stream=JStream(name=Stream.SILVER.value, declare=False),
+        Stream.SILVER.value,
+        settings.durable,
+        ack_wait_s=settings.ack_wait_s,
+        max_deliver=settings.max_deliver,
         title="warehouse-loader/silver",
         description="BatchReady events; each silver batch is upserted into its table",
-        durable=settings.durable,
-        pull_sub=PullSub(batch_size=1, timeout=1.0),
-        ack_policy=AckPolicy.MANUAL,
-        config=_consumer(settings, settings.durable),
     )
     async def on_batch(body: Any, message: Annotated[NatsMessage, Context("message")]) -> None:
         changed = await handle(service, lake.lake, warehouse, settings, message.raw_message, tracker)
         if changed:
             maintenance.rows_changed.set()
 
-    @service.broker.subscriber(
+    @service.durable_subscriber(
         STREAM_SUBJECTS[Stream.GAPS],
-        stream=JStream(name=Stream.GAPS.value, declare=False),
+        Stream.GAPS.value,
+        f"{settings.durable}-gaps",
+        ack_wait_s=settings.ack_wait_s,
+        max_deliver=settings.max_deliver,
         title="warehouse-loader/gaps",
         description="KnownGap events; each is kept in known_gaps",
-        durable=f"{settings.durable}-gaps",
-        pull_sub=PullSub(batch_size=1, timeout=1.0),
-        ack_policy=AckPolicy.MANUAL,
-        config=_consumer(settings, f"{settings.durable}-gaps"),
     )
     async def on_gap(body: Any, message: Annotated[NatsMessage, Context("message")]) -> None:
         await handle_event(
             service, warehouse, settings, tracker, message.raw_message, KnownGap, "gaps", lambda c, g: record_gap(c, g)
         )
 
-    @service.broker.subscriber(
+    @service.durable_subscriber(
         STREAM_SUBJECTS[Stream.RUNS],
-        stream=JStream(name=Stream.RUNS.value, declare=False),
+        Stream.RUNS.value,
+        f"{settings.durable}-runs",
+        ack_wait_s=settings.ack_wait_s,
+        max_deliver=settings.max_deliver,
         title="warehouse-loader/runs",
         description="RunReport events of every service; the latest per run is kept in service_runs",
-        durable=f"{settings.durable}-runs",
-        pull_sub=PullSub(batch_size=1, timeout=1.0),
-        ack_policy=AckPolicy.MANUAL,
-        config=_consumer(settings, f"{settings.durable}-runs"),
     )
     async def on_run_report(body: Any, message: Annotated[NatsMessage, Context("message")]) -> None:
         await handle_event(service, warehouse, settings, tracker, message.raw_message, RunReport, "runs", record_report)
 
-    @service.broker.subscriber(
+    @service.durable_subscriber(
         f"cryptoflow.dlq.{Stage.TRANSFORMER.value}.>",
-        stream=JStream(name=Stream.DLQ.value, declare=False),
+        Stream.DLQ.value,
+        f"{settings.durable}-quarantine",
+        ack_wait_s=settings.ack_wait_s,
+        max_deliver=settings.max_deliver,
         title="warehouse-loader/quarantine",
         description="The transformer's DeadLetters; rows of their quarantine objects are kept in quarantine",
-        durable=f"{settings.durable}-quarantine",
-        pull_sub=PullSub(batch_size=1, timeout=1.0),
-        ack_policy=AckPolicy.MANUAL,
-        config=_consumer(settings, f"{settings.durable}-quarantine"),
     )
     async def on_dead_letter(body: Any, message: Annotated[NatsMessage, Context("message")]) -> None:
         async def store(conn: asyncpg.Connection, letter: DeadLetter) -> int:
