@@ -153,21 +153,30 @@ RAW_TABLE_SQL = """
     CREATE TABLE raw_ohlcv (
         exchange text, symbol text, timeframe text, ts timestamptz, open double precision,
         high double precision, low double precision, close double precision, volume double precision,
-        resampled boolean, final boolean, source_event_id text, batch_id text
+        resampled boolean, final boolean, source_event_id text, series_id bigint, batch_id text
     )
 """
+RAW_KEYS = {"primary key": "(series_id, ts)", "text primary key": "(exchange, symbol, timeframe, ts)"}
 
 
-async def bench_raw_copy(url: str, batches: list[pl.DataFrame], fmt: str, *, with_key: bool = False) -> Result:
+def with_series_ids(batches: list[pl.DataFrame]) -> list[pl.DataFrame]:
+    """The batches with the series id the loader adds (one per symbol here), made before timing:
+    raw COPY gets the loader's exact rows without doing the loader's work."""
+    return [
+        b.with_columns(pl.col("symbol").str.extract(r"SYM(\d+)").cast(pl.Int64).alias("series_id")) for b in batches
+    ]
+
+
+async def bench_raw_copy(url: str, batches: list[pl.DataFrame], fmt: str, *, key: str | None = None) -> Result:
     """The same rows, per batch, into a bare table: binary streamed exactly as the loader sends it
-    (`upsert.copy_rows`), or CSV from Polars for reference. `with_key` gives the bare table the
-    loader's primary key, to show what the index alone costs."""
+    (`upsert.copy_rows`), or CSV from Polars for reference. `key` (of RAW_KEYS) gives the bare table
+    a primary key, to show what the index alone costs."""
     conn = await asyncpg.connect(url)
     try:
         await conn.execute("DROP TABLE IF EXISTS raw_ohlcv")
         await conn.execute(RAW_TABLE_SQL)
-        if with_key:
-            await conn.execute("ALTER TABLE raw_ohlcv ADD PRIMARY KEY (exchange, symbol, timeframe, ts)")
+        if key:
+            await conn.execute(f"ALTER TABLE raw_ohlcv ADD PRIMARY KEY {RAW_KEYS[key]}")
         await conn.execute("CHECKPOINT")
         started = time.perf_counter()
         for n, frame in enumerate(batches):
@@ -177,7 +186,7 @@ async def bench_raw_copy(url: str, batches: list[pl.DataFrame], fmt: str, *, wit
                 data = to_csv(frame, f"raw-{n}")
                 await conn.copy_to_table("raw_ohlcv", source=io.BytesIO(data), columns=OHLCV.load_columns, format=fmt)
         seconds = time.perf_counter() - started
-        table = "table with the loader's primary key" if with_key else "unindexed table"
+        table = f"table with only the {key} {RAW_KEYS[key]}" if key else "unindexed table"
         return Result(f"raw COPY ({fmt}) into {table}", sum(f.height for f in batches), seconds)
     finally:
         await conn.close()
@@ -277,6 +286,7 @@ async def reset(url: str) -> None:
 async def main(args: argparse.Namespace) -> None:
     frame = candles(args.rows)
     batches = chunks(frame, args.batch_rows)
+    raw_batches = with_series_ids(batches)
     repeat = int(os.environ.get("BENCH_REPEAT", "2"))
     print(
         f"loader benchmark: {args.rows} OHLCV rows in batches of {args.batch_rows}; ORM on {args.orm_rows} rows; "
@@ -289,10 +299,10 @@ async def main(args: argparse.Namespace) -> None:
             await reset(url)
             loads.append(await bench_loader(url, batches, "loader (append path: COPY into ohlcv)", f"a{n}"))
             reloads.append(await bench_loader(url, batches, "loader re-load (upsert path, no change)", f"b{n}"))
-            copies.append(await bench_raw_copy(url, batches, "binary"))
+            copies.append(await bench_raw_copy(url, raw_batches, "binary"))
         loader, reload, copy = best(loads), best(reloads), best(copies)
-        keyed = await bench_raw_copy(url, batches, "binary", with_key=True)
-        copy_csv = await bench_raw_copy(url, batches, "csv")
+        keyed = [await bench_raw_copy(url, raw_batches, "binary", key=key) for key in RAW_KEYS]
+        copy_csv = await bench_raw_copy(url, raw_batches, "csv")
         formats = await bench_copy_formats(url, args.rows)
         orm = await asyncio.to_thread(bench_orm, url, frame.head(args.orm_rows))
-    print(render([loader, reload, copy, keyed, copy_csv, *formats, orm], loader, copy, orm, copy_csv))
+    print(render([loader, reload, copy, *keyed, copy_csv, *formats, orm], loader, copy, orm, copy_csv))

@@ -157,7 +157,7 @@ FILLER = {"text": "x", "bigint": 1, "integer": 1, "double precision": 1.0, "bool
 
 async def insert_rows(conn: asyncpg.Connection, table: str, rows: list[dict[str, Any]]) -> None:
     columns = await conn.fetch(
-        "SELECT column_name, data_type, is_nullable, column_default FROM information_schema.columns"
+        "SELECT column_name, data_type, is_nullable, column_default, is_identity FROM information_schema.columns"
         " WHERE table_schema = 'public' AND table_name = $1",
         table,
     )
@@ -168,7 +168,7 @@ async def insert_rows(conn: asyncpg.Connection, table: str, rows: list[dict[str,
     fill = {
         c["column_name"]: FILLER.get(c["data_type"], datetime.now(UTC))
         for c in columns
-        if c["is_nullable"] == "NO" and c["column_default"] is None
+        if c["is_nullable"] == "NO" and c["column_default"] is None and c["is_identity"] == "NO"
     }
     names = [c["column_name"] for c in columns if c["column_name"] in rows[0] or c["column_name"] in fill]
     records = [tuple(row.get(name, fill.get(name)) for name in names) for row in rows]
@@ -197,6 +197,16 @@ async def seed(conn: asyncpg.Connection) -> None:
                     "loaded_at": now,
                 }
             )
+    # The loader keeps one `series` row per exchange·symbol·timeframe; the marts start from it, and
+    # every candle carries its series' id.
+    newest = max(c["ts"] for c in candles)
+    series = [
+        {"table_name": "ohlcv", "exchange": ex, "symbol": sym, "timeframe": "1m", "dataset": "ohlcv", "last_ts": newest}
+        for ex, sym in (("binance", "BTC/USDT"), ("binance", "ETH/USDT"), ("gate", "BTC/USDT"))
+    ]
+    await insert_rows(conn, "series", series)
+    ids = {(r["exchange"], r["symbol"]): r["series_id"] for r in await conn.fetch("SELECT * FROM series")}
+    candles = [{**c, "series_id": ids[(c["exchange"], c["symbol"])]} for c in candles]
     await insert_rows(conn, "ohlcv", candles)
     batch = {
         "batch_id": "batch-1",
@@ -214,15 +224,12 @@ async def seed(conn: asyncpg.Connection) -> None:
     }
     await insert_rows(conn, "batches", [batch])
     # A second exchange for the spread mart, one known gap and one fired alert.
-    gate = [{**c, "exchange": "gate", "close": c["close"] + 10} for c in candles if c["symbol"] == "BTC/USDT"]
-    await insert_rows(conn, "ohlcv", gate)
-    # The loader keeps one `series` row per exchange·symbol·timeframe; the marts start from it.
-    newest = max(c["ts"] for c in candles)
-    series = [
-        {"table_name": "ohlcv", "exchange": ex, "symbol": sym, "timeframe": "1m", "dataset": "ohlcv", "last_ts": newest}
-        for ex, sym in (("binance", "BTC/USDT"), ("binance", "ETH/USDT"), ("gate", "BTC/USDT"))
+    gate = [
+        {**c, "exchange": "gate", "close": c["close"] + 10, "series_id": ids[("gate", c["symbol"])]}
+        for c in candles
+        if c["symbol"] == "BTC/USDT"
     ]
-    await insert_rows(conn, "series", series)
+    await insert_rows(conn, "ohlcv", gate)
     await conn.execute("REFRESH MATERIALIZED VIEW cross_exchange_spread")
     gap = {
         "exchange": "binance",

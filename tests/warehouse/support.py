@@ -110,7 +110,7 @@ def sample(table: str, n: int, *, symbol: str = "BTC/USDT", exchange: str = "bin
 
 
 def key_columns(table: str) -> list[str]:
-    return list(TABLES[table].conflict_key)
+    return list(TABLES[table].natural_key)
 
 
 def parquet(frame: pl.DataFrame, table: str) -> bytes:

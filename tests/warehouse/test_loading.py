@@ -42,6 +42,10 @@ async def test_load_reload_update_and_reject(loader_stack: LoaderStack, table: s
         got = stored[key]
         assert {c: got[c] for c in row} == row
         assert (got["batch_id"], got["version"]) == (first.event_id, 1)
+    # Every row carries its series' id, the head of the primary key.
+    series_ids = await stack.fetch("SELECT series_id FROM series WHERE table_name = $1 AND symbol = $2", table, symbol)
+    assert len(series_ids) == 1
+    assert {got["series_id"] for got in stored.values()} == {series_ids[0]["series_id"]}
     entry = await ledger(stack, first.event_id)
     assert entry is not None
     assert (entry["rows_inserted"], entry["rows_updated"], entry["rows_unchanged"]) == (N, 0, 0)

@@ -14,6 +14,7 @@ import asyncpg
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from cryptoflow_contracts import BatchReady
 from cryptoflow_warehouse_loader.migrations import (
     alembic_config,
     current_revision,
@@ -22,10 +23,15 @@ from cryptoflow_warehouse_loader.migrations import (
     sqlalchemy_url,
 )
 from cryptoflow_warehouse_loader.schema import metadata
+from cryptoflow_warehouse_loader.tables import TABLES
+from cryptoflow_warehouse_loader.upsert import load_batch
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
+from .support import DATASET, sample
+
 PARTITION = re.compile(r"_\d{6}$")
+REVISIONS = ["0001", "0002", "0003", "0004", "0005", "0006"]
 
 
 def schema_differences(url: str) -> list[object]:
@@ -60,7 +66,68 @@ def downgrade(url: str, target: str) -> None:
 async def test_downgrade_to_base_and_upgrade_again(warehouse_url: str) -> None:
     await asyncio.to_thread(downgrade, warehouse_url, "base")
     assert await asyncio.to_thread(current_revision, warehouse_url) is None
-    assert await asyncio.to_thread(migrate, warehouse_url) == ["0001", "0002", "0003", "0004", "0005"]
+    assert await asyncio.to_thread(migrate, warehouse_url) == REVISIONS
+    assert await asyncio.to_thread(schema_differences, warehouse_url) == []
+
+
+def upgrade(url: str, target: str) -> None:
+    engine = create_engine(sqlalchemy_url(url), poolclass=NullPool)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(alembic_config(connection), target)
+    finally:
+        engine.dispose()
+
+
+async def test_series_ids_replace_the_text_keys_and_back_with_the_rows(warehouse_url: str) -> None:
+    """0006 on a loaded warehouse: rows keep their values and get their series' id as key head;
+    a downgrade restores the natural keys with the same rows."""
+    conn = await asyncpg.connect(warehouse_url)
+    try:
+        for table, dataset in DATASET.items():
+            for symbol in ("BTC/USDT", "ETH/USDT"):
+                rows = sample(table, 30, symbol=symbol)
+                event = BatchReady(
+                    dataset=dataset, table=table, exchange="binance", lake_url="file:///x",
+                    key=f"silver/{table}/{symbol}.parquet", sha256="0" * 64, rows=rows.height, quarantined_rows=0,
+                    min_ts=None, max_ts=None, source_key="bronze/x", source_event_id="ObjectWritten-x",
+                    quality_score=1.0,
+                )  # fmt: skip
+                await load_batch(conn, TABLES[table], rows, event)
+        checksum = "SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM (SELECT {columns} FROM {table}) t"
+
+        async def checksums() -> dict[str, str]:
+            return {
+                table: await conn.fetchval(
+                    checksum.format(table=table, columns=", ".join(TABLES[table].silver_columns))
+                )
+                for table in TABLES
+            }
+
+        before = await checksums()
+        await asyncio.to_thread(downgrade, warehouse_url, "0005")
+        assert await checksums() == before
+        for table in TABLES:
+            key = await conn.fetchval(
+                "SELECT array_agg(a.attname::text ORDER BY k.n) FROM pg_index i "
+                "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) "
+                "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+                "WHERE i.indrelid = $1::regclass AND i.indisprimary",
+                table,
+            )
+            assert key == list(TABLES[table].natural_key)
+        await asyncio.to_thread(upgrade, warehouse_url, "head")
+        assert await checksums() == before
+        for table in TABLES:
+            # Each row's series_id is its own series' id: one id per series, ids never shared.
+            mismatched = await conn.fetchval(
+                f"SELECT count(*) FROM {table} t LEFT JOIN series s ON s.series_id = t.series_id "
+                f"WHERE s.table_name IS DISTINCT FROM '{table}' OR (s.exchange, s.symbol) <> (t.exchange, t.symbol)"
+            )
+            assert mismatched == 0
+            assert await conn.fetchval(f"SELECT count(DISTINCT series_id) FROM {table}") == 2
+    finally:
+        await conn.close()
     assert await asyncio.to_thread(schema_differences, warehouse_url) == []
 
 
@@ -92,7 +159,7 @@ async def test_a_walking_skeleton_database_is_adopted_with_its_rows(fresh_databa
     conn = await asyncpg.connect(fresh_database_url)
     try:
         await conn.execute(LEGACY)
-        assert await asyncio.to_thread(migrate, fresh_database_url) == ["0001", "0002", "0003", "0004", "0005"]
+        assert await asyncio.to_thread(migrate, fresh_database_url) == REVISIONS
         rows = await conn.fetch("SELECT ts, close, resampled, final, batch_id, version FROM ohlcv ORDER BY ts")
         assert [tuple(r) for r in rows] == [
             (datetime(2024, 1, 31, 23, 59, tzinfo=UTC), 1.5, False, True, "BatchReady-old", 1),
@@ -103,6 +170,11 @@ async def test_a_walking_skeleton_database_is_adopted_with_its_rows(fresh_databa
         assert await conn.fetchval("SELECT count(*) FROM pg_inherits WHERE inhparent = 'ohlcv'::regclass") == 2
         assert await conn.fetchval("SELECT to_regclass('schema_migrations')") is None
         assert await conn.fetchval("SELECT rows_inserted FROM batches WHERE batch_id = 'BatchReady-old'") == 2
+        # The old rows' series exists with their range (so a batch overlapping them upserts) and id.
+        series = await conn.fetchrow("SELECT * FROM series WHERE table_name = 'ohlcv'")
+        assert (series["exchange"], series["symbol"], series["timeframe"]) == ("binance", "BTC/USDT", "1m")
+        assert (series["first_ts"], series["last_ts"], series["rows_received"]) == (rows[0]["ts"], rows[1]["ts"], 2)
+        assert await conn.fetchval("SELECT array_agg(DISTINCT series_id) FROM ohlcv") == [series["series_id"]]
     finally:
         await conn.close()
     assert await asyncio.to_thread(schema_differences, fresh_database_url) == []
@@ -122,7 +194,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 async def test_cli_warehouse_migrate(fresh_database_url: str) -> None:
     first = run_cli("warehouse", "migrate", "--database-url", fresh_database_url)
     assert first.returncode == 0, first.stderr
-    assert f"applied 0001, 0002, 0003, 0004, 0005; now at {head_revision()}" in first.stdout
+    assert f"applied {', '.join(REVISIONS)}; now at {head_revision()}" in first.stdout
     # DATABASE_URL works too; a second run has nothing to do.
     second = run_cli("warehouse", "migrate", env={"DATABASE_URL": fresh_database_url})
     assert second.returncode == 0, second.stderr

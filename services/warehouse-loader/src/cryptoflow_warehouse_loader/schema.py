@@ -31,7 +31,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeEngine
 from sqlmodel import SQLModel
 
-from .tables import BATCH_ID, LOADED_AT, TABLES, TS, VERSION, WarehouseTable
+from .tables import BATCH_ID, LOADED_AT, SERIES_ID, TABLES, TS, VERSION, WarehouseTable
 
 metadata = SQLModel.metadata
 
@@ -51,7 +51,7 @@ NOT_NULL: dict[str, set[str]] = {
 
 
 def _column(table: WarehouseTable, name: str, kind: ColumnType) -> Column[object]:
-    required = name in table.conflict_key or name == "source_event_id" or name in NOT_NULL.get(table.name, set())
+    required = name in table.natural_key or name == "source_event_id" or name in NOT_NULL.get(table.name, set())
     return Column(name, SA_TYPES[kind], nullable=not required)
 
 
@@ -63,6 +63,7 @@ def _silver_table(table: WarehouseTable) -> Table:
         Column(BATCH_ID, Text, nullable=False),
         Column(LOADED_AT, DateTime(timezone=True), nullable=False, server_default=text("now()")),
         Column(VERSION, Integer, nullable=False, server_default=text("1")),
+        Column(SERIES_ID, BigInteger, nullable=False),
         PrimaryKeyConstraint(*table.conflict_key, name=f"{table.name}_pkey"),
         Index(f"{table.name}_ts_brin", TS, postgresql_using="brin"),
         postgresql_partition_by=f"RANGE ({TS})",
@@ -116,7 +117,9 @@ series = Table(
     Column("last_quality", Float),
     Column("last_batch_id", Text),
     Column("last_loaded_at", DateTime(timezone=True)),
+    Column(SERIES_ID, BigInteger, Identity(always=True), nullable=False),
     PrimaryKeyConstraint("table_name", "exchange", "symbol", "timeframe", name="series_pkey"),
+    UniqueConstraint(SERIES_ID, name="series_series_id_key"),
 )
 
 known_gaps = Table(

@@ -1,9 +1,10 @@
-"""Series bookkeeping: per table·exchange·symbol·timeframe, the time range loaded and batch quality.
+"""Series bookkeeping: per table·exchange·symbol·timeframe, its id, the time range loaded and batch quality.
 
 Kept in each batch's transaction, set-based (one statement per step, arrays of the batch's few
 series). Locking the batch's series rows first (in key order, so two replicas cannot deadlock)
 makes the range check race-free: a batch entirely outside its series' known ranges cannot
-conflict with a stored row, and takes the append path (decision 0021).
+conflict with a stored row, and takes the append path (decision 0021). The same lock hands out
+the series' ids, which every row carries as the head of its table's primary key (decision 0026).
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from datetime import datetime
 import asyncpg
 import polars as pl
 
-from .tables import TS, WarehouseTable
+from .tables import SERIES_ID, TS, WarehouseTable
 
 SPAN_COLUMNS = ["exchange", "symbol", "timeframe"]
 
 
 @dataclass(frozen=True)
 class KnownRange:
+    series_id: int
     first_ts: datetime | None
     last_ts: datetime | None
 
@@ -59,7 +61,7 @@ async def lock(
     )
     records = await conn.fetch(
         """
-        SELECT s.exchange, s.symbol, s.timeframe, s.first_ts, s.last_ts
+        SELECT s.series_id, s.exchange, s.symbol, s.timeframe, s.first_ts, s.last_ts
         FROM series s
         JOIN unnest($2::text[], $3::text[], $4::text[]) AS u(exchange, symbol, timeframe)
           ON (s.exchange, s.symbol, s.timeframe) = (u.exchange, u.symbol, u.timeframe)
@@ -70,7 +72,28 @@ async def lock(
         table.name,
         *keys,
     )
-    return {(r["exchange"], r["symbol"], r["timeframe"]): KnownRange(r["first_ts"], r["last_ts"]) for r in records}
+    return {
+        (r["exchange"], r["symbol"], r["timeframe"]): KnownRange(r["series_id"], r["first_ts"], r["last_ts"])
+        for r in records
+    }
+
+
+def with_series_ids(
+    table: WarehouseTable, rows: pl.DataFrame, known: dict[tuple[str, str, str], KnownRange]
+) -> pl.DataFrame:
+    """The rows with their `series_id` column, in the same order (a join on the batch's few series)."""
+    ids = pl.DataFrame(
+        {
+            **{c: [key[n] for key in known] for n, c in enumerate(SPAN_COLUMNS) if c in table.series_columns},
+            SERIES_ID: [stored.series_id for stored in known.values()],
+        },
+        schema_overrides={SERIES_ID: pl.Int64},
+    )
+    joined = rows.join(ids, on=table.series_columns, how="left", maintain_order="left")
+    missing = joined[SERIES_ID].null_count()
+    if missing:
+        raise LookupError(f"{missing} {table.name} row(s) of series the lock did not return")
+    return joined
 
 
 def outside_known_ranges(batch_spans: pl.DataFrame, known: dict[tuple[str, str, str], KnownRange]) -> bool:

@@ -1,7 +1,7 @@
 """Warehouse tables as the loader sees them, derived from the silver tables (contracts silver.py).
 
 Every silver table lands in a warehouse table of the same name with the silver columns plus
-bookkeeping (`batch_id`, `loaded_at`, `version`). What the loader needs to build its SQL — the
+`series_id` (the row's series in `series`) and bookkeeping (`batch_id`, `loaded_at`, `version`). What the loader needs to build its SQL — the
 conflict key, the columns whose change makes an update, the series a row belongs to — follows
 from silver.py by the rules below, so a new silver table needs a migration, not new loader code.
 """
@@ -14,6 +14,7 @@ from cryptoflow_contracts import SILVER_TABLES
 from cryptoflow_contracts.silver import ColumnType, SilverTable
 
 # Columns the warehouse adds to every silver table.
+SERIES_ID = "series_id"  # series.series_id of the row's table·exchange·symbol·timeframe: the key's head
 BATCH_ID = "batch_id"  # the silver batch (BatchReady event_id) that last changed the row
 LOADED_AT = "loaded_at"  # when that happened
 VERSION = "version"  # 1 on insert, +1 per update: tells inserts from updates in RETURNING
@@ -50,16 +51,16 @@ class WarehouseTable:
 
     @property
     def load_columns(self) -> list[str]:
-        """What the loader writes: the silver columns and the batch id."""
-        return [*self.silver_columns, BATCH_ID]
+        """What the loader writes: the silver columns, the series id and the batch id."""
+        return [name for name, _ in self.load_column_types]
 
     @property
     def load_column_types(self) -> list[tuple[str, ColumnType]]:
-        return [*self.silver.columns, (BATCH_ID, ColumnType.TEXT)]
+        return [*self.silver.columns, (SERIES_ID, ColumnType.INT), (BATCH_ID, ColumnType.TEXT)]
 
     @property
-    def conflict_key(self) -> tuple[str, ...]:
-        """The primary key: silver's natural key, plus `ts` when the key lacks it.
+    def natural_key(self) -> tuple[str, ...]:
+        """Silver's natural key, plus `ts` when the key lacks it.
 
         Tables are range-partitioned on `ts`, and PostgreSQL enforces uniqueness only per
         partition unless the partition column is part of the key (decision 0021).
@@ -68,14 +69,23 @@ class WarehouseTable:
         return key if TS in key else (*key, TS)
 
     @property
+    def conflict_key(self) -> tuple[str, ...]:
+        """The primary key: the natural key with its series columns replaced by `series_id`.
+
+        One series id stands for exchange·symbol[·timeframe], so the key is as unique as the
+        natural one and half as costly to maintain on insert (decision 0026).
+        """
+        return (SERIES_ID, *(c for c in self.natural_key if c not in SERIES_COLUMNS))
+
+    @property
     def value_columns(self) -> list[str]:
         """Columns whose change turns a conflicting row into an update."""
-        return [c for c in self.silver_columns if c not in self.conflict_key and c not in NOT_VALUES]
+        return [c for c in self.update_columns if c not in NOT_VALUES]
 
     @property
     def update_columns(self) -> list[str]:
-        """Columns an update rewrites: values and lineage."""
-        return [c for c in self.silver_columns if c not in self.conflict_key]
+        """Columns an update rewrites: values and lineage (never the key or the series' names)."""
+        return [c for c in self.silver_columns if c not in self.natural_key]
 
     @property
     def has_final(self) -> bool:

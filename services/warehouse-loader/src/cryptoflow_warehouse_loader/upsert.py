@@ -70,7 +70,7 @@ def prepare(table: WarehouseTable, frame: pl.DataFrame) -> pl.DataFrame:
         )
     except pl.exceptions.PolarsError as exc:
         raise BatchShapeError(f"{table.name} batch has a column of the wrong type: {exc}") from exc
-    key = list(table.conflict_key)
+    key = list(table.natural_key)
     # A stable sort keeps a key's rows in frame order, so "last" still means last in the batch;
     # after it, duplicates are neighbours, and the (costlier) unique runs only if there are any.
     ordered = typed.sort(key, maintain_order=True)
@@ -83,7 +83,8 @@ def prepare(table: WarehouseTable, frame: pl.DataFrame) -> pl.DataFrame:
 async def copy_rows(
     conn: asyncpg.Connection, target: str, table: WarehouseTable, rows: pl.DataFrame, batch_id: str
 ) -> None:
-    """COPY the rows (and the batch id) into `target` as binary, encoding while sending."""
+    """COPY the rows (with their series ids, and the batch id) into `target` as binary, encoding
+    while sending."""
     await conn.copy_to_table(
         target,
         source=copy_binary.stream(rows.with_columns(pl.lit(batch_id).alias(BATCH_ID)), table.load_column_types),
@@ -160,6 +161,7 @@ async def load_batch(
         if rows.height:
             batch_spans = series.spans(table, rows)
             known = await series.lock(conn, table, batch_spans, batch.dataset.value)
+            rows = series.with_series_ids(table, rows, known)
             if series.outside_known_ranges(batch_spans, known):
                 path = APPEND
                 await copy_rows(conn, table.name, table, rows, batch.event_id)
