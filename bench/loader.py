@@ -5,13 +5,17 @@ PostgreSQL with durable settings (fsync and synchronous_commit on) — started h
 cryptoflow_cli.servers.start_postgres, or a scratch database on DATABASE_URL's server.
 
 * loader: `upsert.load_batch` exactly as the service calls it, per silver batch of BATCH_ROWS
-  (default 100k) rows: Polars → CSV, partitions, ledger claim, series locks, COPY, series and
-  ledger updates, one transaction per batch; into the real partitioned, primary-keyed table.
+  (default 100k) rows: dedup/sort, partitions, ledger claim, series locks and ids, binary COPY,
+  series and ledger updates, one transaction per batch; into the real partitioned, primary-keyed,
+  constrained `ohlcv_data` (decision 0026).
 * loader re-load: the same rows again as new batches (every row conflicts, none changed): the
   temp-table + INSERT … ON CONFLICT path.
-* raw COPY: the same rows, same batches, encoded and streamed exactly as the loader does
-  (binary COPY, `upsert.copy_rows`), into an unindexed, unpartitioned table without constraints —
-  the ceiling, and the denominator of loader_vs_copy. CSV from Polars is shown for reference.
+* raw COPY: the same rows as the loader receives them (silver columns, plus the batch id every
+  loaded row carries, in the loader's BatchReady-id format), same batches, encoded and streamed
+  exactly as the loader does (`copy_binary.stream`), into an unindexed, unpartitioned table
+  without constraints — the ceiling, and the denominator of loader_vs_copy. For reference: the
+  same into tables with only a primary key (the loader's, and the old natural text key), and CSV
+  from Polars.
 * ORM: SQLModel objects added one by one, commit every 10 rows, on ORM_ROWS (default 20k) of
   the rows (a million would take an hour); reported as rows/s like the others.
 * binary COPY (server side only): the raw table's rows as binary COPY vs CSV, to see whether
@@ -30,7 +34,7 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,9 +45,11 @@ import asyncpg
 import polars as pl
 from cryptoflow_cli.servers import start_postgres
 from cryptoflow_contracts import BatchReady, Dataset
+from cryptoflow_contracts.silver import ColumnType
+from cryptoflow_warehouse_loader import copy_binary
 from cryptoflow_warehouse_loader.migrations import migrate, sqlalchemy_url
-from cryptoflow_warehouse_loader.tables import TABLES
-from cryptoflow_warehouse_loader.upsert import CSV_DATETIME_FORMAT, copy_rows, load_batch
+from cryptoflow_warehouse_loader.tables import PG_TYPES, TABLES
+from cryptoflow_warehouse_loader.upsert import CSV_DATETIME_FORMAT, load_batch
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 from sqlmodel import Field, Session, SQLModel
@@ -107,12 +113,10 @@ def candles(rows: int) -> pl.DataFrame:
     )
 
 
-def to_csv(frame: pl.DataFrame, batch_id: str) -> bytes:
-    """The loader's columns as CSV from Polars (floats in shortest round-trip form), for reference."""
+def to_csv(frame: pl.DataFrame, columns: list[str]) -> bytes:
+    """The columns as CSV from Polars (floats in shortest round-trip form), for reference."""
     buffer = io.BytesIO()
-    frame.with_columns(pl.lit(batch_id).alias("batch_id")).select(OHLCV.load_columns).write_csv(
-        buffer, include_header=False, datetime_format=CSV_DATETIME_FORMAT
-    )
+    frame.select(columns).write_csv(buffer, include_header=False, datetime_format=CSV_DATETIME_FORMAT)
     return buffer.getvalue()
 
 
@@ -149,42 +153,44 @@ async def bench_loader(url: str, batches: list[pl.DataFrame], label: str, prefix
         await conn.close()
 
 
-RAW_TABLE_SQL = """
-    CREATE TABLE raw_ohlcv (
-        exchange text, symbol text, timeframe text, ts timestamptz, open double precision,
-        high double precision, low double precision, close double precision, volume double precision,
-        resampled boolean, final boolean, source_event_id text, series_id bigint, batch_id text
-    )
-"""
+# What the loader receives: the silver columns, and the batch id every loaded row carries.
+RAW_COLUMNS: list[tuple[str, ColumnType]] = [*OHLCV.silver.columns, ("batch_id", ColumnType.TEXT)]
+SERIES_ID = ("series_id", ColumnType.INT)
+# Reference tables with a primary key and nothing else: what the index alone costs.
 RAW_KEYS = {"primary key": "(series_id, ts)", "text primary key": "(exchange, symbol, timeframe, ts)"}
 
 
 def with_series_ids(batches: list[pl.DataFrame]) -> list[pl.DataFrame]:
-    """The batches with the series id the loader adds (one per symbol here), made before timing:
-    raw COPY gets the loader's exact rows without doing the loader's work."""
+    """The batches with a series id (one per symbol here), made before timing, for the reference
+    table keyed on it."""
     return [
         b.with_columns(pl.col("symbol").str.extract(r"SYM(\d+)").cast(pl.Int64).alias("series_id")) for b in batches
     ]
 
 
 async def bench_raw_copy(url: str, batches: list[pl.DataFrame], fmt: str, *, key: str | None = None) -> Result:
-    """The same rows, per batch, into a bare table: binary streamed exactly as the loader sends it
-    (`upsert.copy_rows`), or CSV from Polars for reference. `key` (of RAW_KEYS) gives the bare table
-    a primary key, to show what the index alone costs."""
+    """The same rows, per batch, into a bare table: binary encoded and streamed exactly as the
+    loader does (`copy_binary.stream`), or CSV from Polars for reference. Without `key`: the
+    silver rows as they arrive, into a table without index or constraint — the limit. With `key`
+    (of RAW_KEYS): a table with only that primary key (plus series_id when it is in the key)."""
+    columns = [*RAW_COLUMNS, SERIES_ID] if key and "series_id" in RAW_KEYS[key] else RAW_COLUMNS
+    names = [name for name, _ in columns]
     conn = await asyncpg.connect(url)
     try:
         await conn.execute("DROP TABLE IF EXISTS raw_ohlcv")
-        await conn.execute(RAW_TABLE_SQL)
+        await conn.execute(f"CREATE TABLE raw_ohlcv ({', '.join(f'{n} {PG_TYPES[k]}' for n, k in columns)})")
         if key:
             await conn.execute(f"ALTER TABLE raw_ohlcv ADD PRIMARY KEY {RAW_KEYS[key]}")
         await conn.execute("CHECKPOINT")
         started = time.perf_counter()
         for n, frame in enumerate(batches):
+            # The batch id a loaded row carries, in the loader's format (a BatchReady event id).
+            rows = frame.with_columns(pl.lit(batch_event(f"raw-{n}", frame.height).event_id).alias("batch_id"))
             if fmt == "binary":
-                await copy_rows(conn, "raw_ohlcv", OHLCV, frame, f"raw-{n}")
+                source: AsyncIterator[bytes] | io.BytesIO = copy_binary.stream(rows, columns)
             else:
-                data = to_csv(frame, f"raw-{n}")
-                await conn.copy_to_table("raw_ohlcv", source=io.BytesIO(data), columns=OHLCV.load_columns, format=fmt)
+                source = io.BytesIO(to_csv(rows, names))
+            await conn.copy_to_table("raw_ohlcv", source=source, columns=names, format=fmt)
         seconds = time.perf_counter() - started
         table = f"table with only the {key} {RAW_KEYS[key]}" if key else "unindexed table"
         return Result(f"raw COPY ({fmt}) into {table}", sum(f.height for f in batches), seconds)
@@ -277,7 +283,7 @@ def best(results: list[Result]) -> Result:
 async def reset(url: str) -> None:
     conn = await asyncpg.connect(url)
     try:
-        await conn.execute("TRUNCATE ohlcv, batches, series")
+        await conn.execute("TRUNCATE ohlcv_data, batches, series")
         await conn.execute("CHECKPOINT")
     finally:
         await conn.close()
@@ -299,10 +305,10 @@ async def main(args: argparse.Namespace) -> None:
             await reset(url)
             loads.append(await bench_loader(url, batches, "loader (append path: COPY into ohlcv)", f"a{n}"))
             reloads.append(await bench_loader(url, batches, "loader re-load (upsert path, no change)", f"b{n}"))
-            copies.append(await bench_raw_copy(url, raw_batches, "binary"))
+            copies.append(await bench_raw_copy(url, batches, "binary"))
         loader, reload, copy = best(loads), best(reloads), best(copies)
         keyed = [await bench_raw_copy(url, raw_batches, "binary", key=key) for key in RAW_KEYS]
-        copy_csv = await bench_raw_copy(url, raw_batches, "csv")
+        copy_csv = await bench_raw_copy(url, batches, "csv")
         formats = await bench_copy_formats(url, args.rows)
         orm = await asyncio.to_thread(bench_orm, url, frame.head(args.orm_rows))
     print(render([loader, reload, copy, *keyed, copy_csv, *formats, orm], loader, copy, orm, copy_csv))

@@ -197,17 +197,6 @@ async def seed(conn: asyncpg.Connection) -> None:
                     "loaded_at": now,
                 }
             )
-    # The loader keeps one `series` row per exchange·symbol·timeframe; the marts start from it, and
-    # every candle carries its series' id.
-    newest = max(c["ts"] for c in candles)
-    series = [
-        {"table_name": "ohlcv", "exchange": ex, "symbol": sym, "timeframe": "1m", "dataset": "ohlcv", "last_ts": newest}
-        for ex, sym in (("binance", "BTC/USDT"), ("binance", "ETH/USDT"), ("gate", "BTC/USDT"))
-    ]
-    await insert_rows(conn, "series", series)
-    ids = {(r["exchange"], r["symbol"]): r["series_id"] for r in await conn.fetch("SELECT * FROM series")}
-    candles = [{**c, "series_id": ids[(c["exchange"], c["symbol"])]} for c in candles]
-    await insert_rows(conn, "ohlcv", candles)
     batch = {
         "batch_id": "batch-1",
         "dataset": "ohlcv",
@@ -223,13 +212,25 @@ async def seed(conn: asyncpg.Connection) -> None:
         "loaded_at": now,
     }
     await insert_rows(conn, "batches", [batch])
+    # The loader keeps one `series` row per exchange·symbol·timeframe; the marts start from it, and
+    # every candle carries its series' id.
+    newest = max(c["ts"] for c in candles)
+    series = [
+        {"table_name": "ohlcv", "exchange": ex, "symbol": sym, "timeframe": "1m", "dataset": "ohlcv", "last_ts": newest}
+        for ex, sym in (("binance", "BTC/USDT"), ("binance", "ETH/USDT"), ("gate", "BTC/USDT"))
+    ]
+    await insert_rows(conn, "series", series)
+    ids = {(r["exchange"], r["symbol"]): r["series_id"] for r in await conn.fetch("SELECT * FROM series")}
+    batch_no = await conn.fetchval("SELECT batch_no FROM batches WHERE batch_id = 'batch-1'")
+    candles = [{**c, "series_id": ids[(c["exchange"], c["symbol"])], "batch_no": batch_no} for c in candles]
+    await insert_rows(conn, "ohlcv_data", candles)
     # A second exchange for the spread mart, one known gap and one fired alert.
     gate = [
         {**c, "exchange": "gate", "close": c["close"] + 10, "series_id": ids[("gate", c["symbol"])]}
         for c in candles
         if c["symbol"] == "BTC/USDT"
     ]
-    await insert_rows(conn, "ohlcv", gate)
+    await insert_rows(conn, "ohlcv_data", gate)
     await conn.execute("REFRESH MATERIALIZED VIEW cross_exchange_spread")
     gap = {
         "exchange": "binance",
@@ -284,7 +285,7 @@ async def test_every_sql_panel_and_variable_runs_as_the_read_only_role(fresh_dat
             assert len(sql_queries()) >= 8
             # Read-only: no writes, even to the tables it reads.
             with pytest.raises((asyncpg.InsufficientPrivilegeError, asyncpg.ReadOnlySQLTransactionError)):
-                await reader.execute("DELETE FROM ohlcv")
+                await reader.execute("DELETE FROM ohlcv_data")
         finally:
             await reader.close()
     finally:

@@ -38,7 +38,7 @@ async def wipe_warehouse(pipe: Pipeline) -> None:
 
     conn = await asyncpg.connect(pipe.database_url)
     try:
-        await conn.execute("TRUNCATE ohlcv, batches")
+        await conn.execute("TRUNCATE ohlcv_data, batches")
     finally:
         await conn.close()
     assert await pipe.ohlcv_count() == 0

@@ -24,23 +24,24 @@ async def partition_names(conn: asyncpg.Connection, table: str) -> list[str]:
 
 async def test_partitions_on_demand_and_retention(warehouse: asyncpg.Connection) -> None:
     for name, table in TABLES.items():
-        assert await partition_names(warehouse, name) == []
+        stored = table.storage
+        assert await partition_names(warehouse, stored) == []
         # 2024-03-01 + 0, 50 000 and 100 000 minutes: March, April and May.
         rows = pl.concat([sample(name, 2, symbol="PART/USDT", start=start) for start in (0, 50_000, 100_000)])
         event = batch(f"{name}-parts", rows.height, 1.0).model_copy(update={"table": name, "dataset": DATASET[name]})
         await load_batch(warehouse, table, rows, event)
-        assert await partition_names(warehouse, name) == [f"{name}_202403", f"{name}_202404", f"{name}_202405"]
+        assert await partition_names(warehouse, stored) == [f"{stored}_202403", f"{stored}_202404", f"{stored}_202405"]
 
     # A cutoff inside May keeps May (not over yet) and drops March and April with their rows.
-    dropped = await partitions.drop_before(warehouse, "trades", datetime(2024, 5, 15, tzinfo=UTC))
-    assert dropped == ["trades_202403", "trades_202404"]
-    assert await partition_names(warehouse, "trades") == ["trades_202405"]
+    dropped = await partitions.drop_before(warehouse, "trades_data", datetime(2024, 5, 15, tzinfo=UTC))
+    assert dropped == ["trades_data_202403", "trades_data_202404"]
+    assert await partition_names(warehouse, "trades_data") == ["trades_data_202405"]
     assert await warehouse.fetchval("SELECT count(*) FROM trades") == 2
-    assert await partitions.drop_before(warehouse, "trades", datetime(2024, 5, 15, tzinfo=UTC)) == []
+    assert await partitions.drop_before(warehouse, "trades_data", datetime(2024, 5, 15, tzinfo=UTC)) == []
     assert await warehouse.fetchval("SELECT count(*) FROM ohlcv") == 6  # other tables untouched
 
 
 async def test_existing_partitions_are_not_recreated(warehouse: asyncpg.Connection) -> None:
     first = datetime(2024, 1, 10, tzinfo=UTC)
-    assert await partitions.ensure_months(warehouse, "ohlcv", first, datetime(2024, 2, 2, tzinfo=UTC)) == 2
-    assert await partitions.ensure_months(warehouse, "ohlcv", first, first) == 0
+    assert await partitions.ensure_months(warehouse, "ohlcv_data", first, datetime(2024, 2, 2, tzinfo=UTC)) == 2
+    assert await partitions.ensure_months(warehouse, "ohlcv_data", first, first) == 0

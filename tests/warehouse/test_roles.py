@@ -76,11 +76,12 @@ async def test_loader_role_loads_every_table_and_no_more(as_loader: asyncpg.Conn
         assert (await load_batch(as_loader, table, rows, again)).unchanged == 5
     await marts.refresh(as_loader)
     for forbidden in (
-        "DELETE FROM ohlcv",
-        "TRUNCATE ohlcv",
-        "DROP TABLE trades",
+        "DELETE FROM ohlcv_data",
+        "TRUNCATE ohlcv_data",
+        "DROP TABLE trades_data",
+        "DROP VIEW trades",
         "CREATE TABLE sneaky (x int)",
-        "ALTER TABLE ohlcv ADD COLUMN x int",
+        "ALTER TABLE ohlcv_data ADD COLUMN x int",
         "REFRESH MATERIALIZED VIEW market_overview",
     ):
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
@@ -92,6 +93,7 @@ async def test_reader_role_reads_everything_and_writes_nothing(
 ) -> None:
     for relation in (
         "ohlcv",
+        "ohlcv_data",
         "trades",
         "batches",
         "series",
@@ -107,7 +109,8 @@ async def test_reader_role_reads_everything_and_writes_nothing(
         "INSERT INTO alerts (rule, kind, symbol, exchanges, observed_at, value, threshold, message) VALUES ('r', 'k', 's', 'e', now(), 1, 1, 'm')",
         "UPDATE batches SET rows = 0",
         "SELECT cryptoflow_refresh_marts()",
-        "SELECT cryptoflow_ensure_month_partitions('ohlcv', now(), now())",
+        "SELECT cryptoflow_ensure_month_partitions('ohlcv_data', now(), now())",
+        "DELETE FROM ohlcv_data",
     ):
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await as_reader.execute(forbidden)

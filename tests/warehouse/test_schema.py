@@ -31,7 +31,7 @@ from sqlalchemy.pool import NullPool
 from .support import DATASET, sample
 
 PARTITION = re.compile(r"_\d{6}$")
-REVISIONS = ["0001", "0002", "0003", "0004", "0005", "0006"]
+REVISIONS = ["0001", "0002", "0003", "0004", "0005", "0006", "0007"]
 
 
 def schema_differences(url: str) -> list[object]:
@@ -166,8 +166,8 @@ async def test_a_walking_skeleton_database_is_adopted_with_its_rows(fresh_databa
             (datetime(2024, 2, 1, tzinfo=UTC), 1.75, False, True, "BatchReady-old", 1),
         ]
         # Partitioned now, one partition per month of the old rows.
-        assert await conn.fetchval("SELECT relkind::text FROM pg_class WHERE relname = 'ohlcv'") == "p"
-        assert await conn.fetchval("SELECT count(*) FROM pg_inherits WHERE inhparent = 'ohlcv'::regclass") == 2
+        assert await conn.fetchval("SELECT relkind::text FROM pg_class WHERE relname = 'ohlcv_data'") == "p"
+        assert await conn.fetchval("SELECT count(*) FROM pg_inherits WHERE inhparent = 'ohlcv_data'::regclass") == 2
         assert await conn.fetchval("SELECT to_regclass('schema_migrations')") is None
         assert await conn.fetchval("SELECT rows_inserted FROM batches WHERE batch_id = 'BatchReady-old'") == 2
         # The old rows' series exists with their range (so a batch overlapping them upserts) and id.
@@ -199,3 +199,25 @@ async def test_cli_warehouse_migrate(fresh_database_url: str) -> None:
     second = run_cli("warehouse", "migrate", env={"DATABASE_URL": fresh_database_url})
     assert second.returncode == 0, second.stderr
     assert f"already at {head_revision()}" in second.stdout
+
+
+async def test_every_silver_table_reads_as_a_view_of_its_silver_columns(warehouse: asyncpg.Connection) -> None:
+    """Readers query `<name>` with silver's columns in silver's order; a silver column added
+    without recreating the view fails here."""
+    for name, table in TABLES.items():
+        columns = await warehouse.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = $1 ORDER BY ordinal_position", name
+        )
+        assert [c["column_name"] for c in columns] == [
+            *table.silver_columns,
+            "series_id",
+            "batch_id",
+            "loaded_at",
+            "version",
+        ]
+        assert await warehouse.fetchval("SELECT relkind::text FROM pg_class WHERE relname = $1", name) == "v"
+        stored = await warehouse.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = $1", table.storage
+        )
+        assert not {"exchange", "symbol", "timeframe", "batch_id"} & {c["column_name"] for c in stored}
+        assert {"series_id", "batch_no"} <= {c["column_name"] for c in stored}

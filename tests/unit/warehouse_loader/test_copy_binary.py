@@ -11,7 +11,7 @@ import asyncpg
 import polars as pl
 import pytest
 from cryptoflow_contracts.silver import ColumnType
-from cryptoflow_warehouse_loader.copy_binary import HEADER, TRAILER, encode
+from cryptoflow_warehouse_loader.copy_binary import HEADER, TRAILER, encode, stream
 
 COLUMNS = [
     ("name", ColumnType.TEXT),
@@ -77,3 +77,23 @@ async def test_empty_frame_is_header_and_trailer(conn: asyncpg.Connection) -> No
     assert data == HEADER + TRAILER
     await conn.copy_to_table("t", source=io.BytesIO(data), format="binary")
     assert await conn.fetchval("SELECT count(*) FROM t") == 0
+
+
+# rows → data chunks, for chunks of 2, 8, 32, then 40 rows (ends at 2, 10, 42, 82, 122, 162).
+CHUNKS = {0: 0, 1: 1, 2: 1, 3: 2, 10: 2, 11: 3, 42: 3, 43: 4, 150: 6}
+
+
+@pytest.mark.parametrize("rows", list(CHUNKS))
+async def test_streamed_chunks_grow_and_carry_every_row_once(conn: asyncpg.Connection, rows: int) -> None:
+    frame = pl.concat([FRAME] * 25).head(rows).drop("id").with_row_index("id").cast({"id": pl.Int64})
+    columns = [("id", ColumnType.INT), *COLUMNS]
+    chunks = [chunk async for chunk in stream(frame, columns, chunk_rows=40, first_rows=2)]
+    assert chunks[0] == HEADER and chunks[-1] == TRAILER
+    assert len(chunks) - 2 == CHUNKS[rows]
+    await conn.copy_to_table("t", source=iter_bytes(chunks), format="binary")
+    assert [r["id"] for r in await conn.fetch("SELECT id FROM t ORDER BY id")] == list(range(rows))
+
+
+async def iter_bytes(chunks: list[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk

@@ -21,7 +21,17 @@ from cryptoflow_warehouse_loader.migrations import (
     migrate,
 )
 
-ALL_REVISIONS = ["0001", "0002", "0003", "0004", "0005", "0006"]
+ALL_REVISIONS = ["0001", "0002", "0003", "0004", "0005", "0006", "0007"]
+
+
+async def views(url: str) -> set[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        return {
+            row["viewname"] for row in await conn.fetch("SELECT viewname FROM pg_views WHERE schemaname = 'public'")
+        }
+    finally:
+        await conn.close()
 
 
 async def tables(url: str) -> set[str]:
@@ -42,9 +52,10 @@ def test_revisions_form_one_line_ending_at_head() -> None:
 
 async def test_first_migrate_applies_everything(fresh_database_url: str) -> None:
     assert await asyncio.to_thread(migrate, fresh_database_url) == ALL_REVISIONS
-    assert {"alembic_version", "ohlcv", "tickers", "order_books", "trades", "indicators", "batches"} <= await tables(
-        fresh_database_url
-    )
+    stored = {"ohlcv_data", "tickers_data", "order_books_data", "trades_data", "indicators_data"}
+    assert {"alembic_version", "batches", "series", *stored} <= await tables(fresh_database_url)
+    # Readers see every silver table under its own name, as a view with the series' names.
+    assert {"ohlcv", "tickers", "order_books", "trades", "indicators"} <= await views(fresh_database_url)
     assert await asyncio.to_thread(current_revision, fresh_database_url) == head_revision()
 
 

@@ -278,3 +278,19 @@ async def test_the_exchanges_own_candle_replaces_a_resampled_one(conn: asyncpg.C
     assert result.updated == 1
     stored = await conn.fetchrow("SELECT close, resampled FROM ohlcv WHERE timeframe = '5m'")
     assert stored is not None and (stored["close"], stored["resampled"]) == (native["close"], False)
+
+
+async def test_rows_of_interleaved_series_get_their_own_series_id_and_range(conn: asyncpg.Connection) -> None:
+    symbols = ["SOL/USDT", "BTC/USDT", "ETH/USDT"]
+    rows = [candle(minute, symbol=symbols[minute % 3]) for minute in range(30)][::-1]  # shuffled series, reversed time
+    rows += [{**candle(5, symbol="BTC/USDT"), "timeframe": "5m"}]
+    await load_ohlcv(conn, silver_frame(rows), batch("mixed", len(rows)))
+    series = {
+        (r["symbol"], r["timeframe"]): r for r in await conn.fetch("SELECT * FROM series WHERE table_name = 'ohlcv'")
+    }
+    assert len(series) == 4 and len({s["series_id"] for s in series.values()}) == 4
+    for (symbol, timeframe), entry in series.items():
+        mine = [r["ts"] for r in rows if (r["symbol"], r["timeframe"]) == (symbol, timeframe)]
+        assert (entry["first_ts"], entry["last_ts"], entry["rows_received"]) == (min(mine), max(mine), len(mine))
+        stored = await conn.fetch("SELECT ts FROM ohlcv_data WHERE series_id = $1 ORDER BY ts", entry["series_id"])
+        assert [r["ts"] for r in stored] == sorted(mine)

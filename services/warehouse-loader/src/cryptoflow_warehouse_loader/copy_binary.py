@@ -103,13 +103,24 @@ def encode(frame: pl.DataFrame, columns: list[tuple[str, ColumnType]]) -> bytes:
     return HEADER + encode_rows(frame, columns) + TRAILER
 
 
+def _chunk_bounds(rows: int, first_rows: int, chunk_rows: int) -> list[tuple[int, int]]:
+    bounds, offset, size = [], 0, first_rows
+    while offset < rows:
+        bounds.append((offset, min(size, rows - offset)))
+        offset += size
+        size = min(size * 4, chunk_rows)
+    return bounds
+
+
 async def stream(
-    frame: pl.DataFrame, columns: list[tuple[str, ColumnType]], chunk_rows: int = 20_000
+    frame: pl.DataFrame, columns: list[tuple[str, ColumnType]], chunk_rows: int = 20_000, first_rows: int = 1_000
 ) -> AsyncIterator[bytes]:
     """The same stream in chunks, each encoded in a thread while the previous one is on its way:
-    PostgreSQL parses and inserts chunk n while we build chunk n + 1."""
+    PostgreSQL parses and inserts chunk n while we build chunk n + 1. Chunks start small and grow
+    (×4 up to `chunk_rows`), so PostgreSQL starts inserting after a few milliseconds, not after a
+    whole large chunk was encoded."""
     yield HEADER
-    slices = [frame.slice(offset, chunk_rows) for offset in range(0, frame.height, chunk_rows)]
+    slices = [frame.slice(offset, length) for offset, length in _chunk_bounds(frame.height, first_rows, chunk_rows)]
     pending = asyncio.create_task(asyncio.to_thread(encode_rows, slices[0], columns)) if slices else None
     for n in range(len(slices)):
         assert pending is not None

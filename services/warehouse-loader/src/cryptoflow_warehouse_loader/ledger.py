@@ -21,16 +21,19 @@ class BatchSpan:
     max_ts: datetime | None
 
 
-async def claim(conn: asyncpg.Connection, table: str, batch: BatchReady, span: BatchSpan, run_id: str | None) -> bool:
-    """Insert the ledger row; False when the batch was loaded before (nothing else to do)."""
-    claimed = await conn.fetchval(
+async def claim(
+    conn: asyncpg.Connection, table: str, batch: BatchReady, span: BatchSpan, run_id: str | None
+) -> int | None:
+    """Insert the ledger row; its batch_no (what loaded rows store), or None when the batch was
+    loaded before (nothing else to do)."""
+    batch_no: int | None = await conn.fetchval(
         """
         INSERT INTO batches (batch_id, dataset, target_table, silver_key, source_key, source_event_id,
                              rows, rows_inserted, rows_updated, rows_unchanged, quality_score,
                              exchange, lake_url, silver_sha256, min_ts, max_ts, quarantined_rows, run_id)
         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0, 0, $8, $9, $10, $11, $12, $13, $14, $15)
         ON CONFLICT (batch_id) DO NOTHING
-        RETURNING batch_id
+        RETURNING batch_no
         """,
         batch.event_id,
         batch.dataset.value,
@@ -48,7 +51,7 @@ async def claim(conn: asyncpg.Connection, table: str, batch: BatchReady, span: B
         batch.quarantined_rows,
         run_id,
     )
-    return claimed is not None
+    return batch_no
 
 
 async def finish(

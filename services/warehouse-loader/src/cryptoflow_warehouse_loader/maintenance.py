@@ -20,6 +20,7 @@ from faststream.nats import NatsBroker
 from . import alerts, marts, partitions
 from .config import WarehouseLoaderSettings
 from .runs import RUNNING, RunTracker, record_report
+from .tables import warehouse_table
 from .warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ class Maintenance:
         cutoff = datetime.now(UTC) - timedelta(days=days)
         async with self.warehouse.pool.acquire() as conn:
             for table in self.settings.retention_table_list:
-                dropped = await partitions.drop_before(conn, table, cutoff)
+                dropped = await partitions.drop_before(conn, warehouse_table(table).storage, cutoff)
                 if dropped:
                     self.tracker.count("partitions_dropped", len(dropped))
         self._last_retention = time.monotonic()

@@ -31,7 +31,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeEngine
 from sqlmodel import SQLModel
 
-from .tables import BATCH_ID, LOADED_AT, SERIES_ID, TABLES, TS, VERSION, WarehouseTable
+from .tables import BATCH_NO, LOADED_AT, SERIES_ID, TABLES, TS, VERSION, WarehouseTable
 
 metadata = SQLModel.metadata
 
@@ -57,15 +57,15 @@ def _column(table: WarehouseTable, name: str, kind: ColumnType) -> Column[object
 
 def _silver_table(table: WarehouseTable) -> Table:
     return Table(
-        table.name,
+        table.storage,
         metadata,
-        *[_column(table, name, kind) for name, kind in table.silver.columns],
-        Column(BATCH_ID, Text, nullable=False),
+        *[_column(table, name, kind) for name, kind in table.stored_silver_columns],
+        Column(BATCH_NO, BigInteger, nullable=False),
         Column(LOADED_AT, DateTime(timezone=True), nullable=False, server_default=text("now()")),
         Column(VERSION, Integer, nullable=False, server_default=text("1")),
         Column(SERIES_ID, BigInteger, nullable=False),
-        PrimaryKeyConstraint(*table.conflict_key, name=f"{table.name}_pkey"),
-        Index(f"{table.name}_ts_brin", TS, postgresql_using="brin"),
+        PrimaryKeyConstraint(*table.conflict_key, name=f"{table.storage}_pkey"),
+        Index(f"{table.storage}_ts_brin", TS, postgresql_using="brin"),
         postgresql_partition_by=f"RANGE ({TS})",
     )
 
@@ -96,6 +96,8 @@ batches = Table(
     Column("load_path", Text),
     Column("run_id", Text),
     Column("duration_ms", Float),
+    Column(BATCH_NO, BigInteger, Identity(always=True), nullable=False),
+    UniqueConstraint(BATCH_NO, name="batches_batch_no_key"),
     Index("batches_loaded_at_idx", "loaded_at"),
     Index("batches_run_idx", "run_id"),
 )

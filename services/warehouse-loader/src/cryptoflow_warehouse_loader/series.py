@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from .tables import SERIES_ID, TS, WarehouseTable
@@ -27,15 +29,38 @@ class KnownRange:
     last_ts: datetime | None
 
 
-def spans(table: WarehouseTable, rows: pl.DataFrame) -> pl.DataFrame:
-    """One row per series in the batch: exchange, symbol, timeframe ('' if none), first/last ts, rows."""
-    series_exprs = [pl.col(c) if c in table.series_columns else pl.lit("").alias(c) for c in SPAN_COLUMNS]
-    return (
-        rows.select([*series_exprs, pl.col(TS)])
-        .group_by(SPAN_COLUMNS)
-        .agg(pl.col(TS).min().alias("first_ts"), pl.col(TS).max().alias("last_ts"), pl.len().alias("rows"))
-        .sort(SPAN_COLUMNS)
+@dataclass(frozen=True)
+class BatchSeries:
+    """The series of a batch: `spans` has one row per series (exchange, symbol, timeframe ('' if
+    none), first_ts, last_ts, rows) in key order; `run` gives each row its span's index."""
+
+    spans: pl.DataFrame
+    run: npt.NDArray[np.int64]
+
+
+def of_rows(table: WarehouseTable, rows: pl.DataFrame) -> BatchSeries:
+    """The batch's series, from rows sorted by their natural key (upsert.prepare does that).
+
+    Sorted rows hold each series in one contiguous run, so the runs are found by comparing each
+    row with the one before: no hashing of the name columns, which costs more per batch.
+    """
+    names = table.series_columns
+    starts = pl.any_horizontal(pl.col(c).ne_missing(pl.col(c).shift(1)) for c in names)
+    run = rows.select((starts.cum_sum() - 1).cast(pl.Int64).alias("run"))["run"]
+    spans = (
+        rows.select(*names, pl.col(TS), run)
+        .group_by("run", maintain_order=True)
+        .agg(
+            *(pl.col(c).first() for c in names),
+            pl.col(TS).min().alias("first_ts"),
+            pl.col(TS).max().alias("last_ts"),
+            pl.len().alias("rows"),
+        )
+        .select(
+            *(pl.col(c) if c in names else pl.lit("").alias(c) for c in SPAN_COLUMNS), "first_ts", "last_ts", "rows"
+        )
     )
+    return BatchSeries(spans, run.to_numpy())
 
 
 def _key_arrays(batch_spans: pl.DataFrame) -> list[list[str]]:
@@ -79,21 +104,12 @@ async def lock(
 
 
 def with_series_ids(
-    table: WarehouseTable, rows: pl.DataFrame, known: dict[tuple[str, str, str], KnownRange]
+    rows: pl.DataFrame, batch_series: BatchSeries, known: dict[tuple[str, str, str], KnownRange]
 ) -> pl.DataFrame:
-    """The rows with their `series_id` column, in the same order (a join on the batch's few series)."""
-    ids = pl.DataFrame(
-        {
-            **{c: [key[n] for key in known] for n, c in enumerate(SPAN_COLUMNS) if c in table.series_columns},
-            SERIES_ID: [stored.series_id for stored in known.values()],
-        },
-        schema_overrides={SERIES_ID: pl.Int64},
-    )
-    joined = rows.join(ids, on=table.series_columns, how="left", maintain_order="left")
-    missing = joined[SERIES_ID].null_count()
-    if missing:
-        raise LookupError(f"{missing} {table.name} row(s) of series the lock did not return")
-    return joined
+    """The rows with their `series_id` column."""
+    keys = batch_series.spans.select(SPAN_COLUMNS).iter_rows()
+    ids = np.array([known[key].series_id for key in keys], dtype=np.int64)
+    return rows.with_columns(pl.Series(SERIES_ID, ids[batch_series.run]))
 
 
 def outside_known_ranges(batch_spans: pl.DataFrame, known: dict[tuple[str, str, str], KnownRange]) -> bool:

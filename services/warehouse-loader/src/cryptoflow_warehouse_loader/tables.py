@@ -1,7 +1,9 @@
 """Warehouse tables as the loader sees them, derived from the silver tables (contracts silver.py).
 
-Every silver table lands in a warehouse table of the same name with the silver columns plus
-`series_id` (the row's series in `series`) and bookkeeping (`batch_id`, `loaded_at`, `version`). What the loader needs to build its SQL — the
+Every silver table lands in a warehouse table `<name>_data` with the silver columns, except the
+series' names (exchange, symbol, timeframe), plus `series_id` (the row's series in `series`)
+and bookkeeping (`batch_no`, `loaded_at`, `version`). Readers use the view `<name>`, which joins
+the names and the batch id back (decision 0026). What the loader needs to build its SQL — the
 conflict key, the columns whose change makes an update, the series a row belongs to — follows
 from silver.py by the rules below, so a new silver table needs a migration, not new loader code.
 """
@@ -15,7 +17,8 @@ from cryptoflow_contracts.silver import ColumnType, SilverTable
 
 # Columns the warehouse adds to every silver table.
 SERIES_ID = "series_id"  # series.series_id of the row's table·exchange·symbol·timeframe: the key's head
-BATCH_ID = "batch_id"  # the silver batch (BatchReady event_id) that last changed the row
+BATCH_ID = "batch_id"  # the silver batch (BatchReady event_id) that last changed the row: in the view
+BATCH_NO = "batch_no"  # ...stored as that batch's batches.batch_no
 LOADED_AT = "loaded_at"  # when that happened
 VERSION = "version"  # 1 on insert, +1 per update: tells inserts from updates in RETURNING
 
@@ -50,13 +53,23 @@ class WarehouseTable:
         return self.silver.column_names
 
     @property
+    def storage(self) -> str:
+        """The table the rows are stored in; `name` is the view readers use."""
+        return f"{self.name}_data"
+
+    @property
+    def stored_silver_columns(self) -> list[tuple[str, ColumnType]]:
+        """The silver columns the storage table has: all but the series' names."""
+        return [(c, kind) for c, kind in self.silver.columns if c not in SERIES_COLUMNS]
+
+    @property
     def load_columns(self) -> list[str]:
-        """What the loader writes: the silver columns, the series id and the batch id."""
+        """What the loader writes: the stored silver columns, the series id and the batch number."""
         return [name for name, _ in self.load_column_types]
 
     @property
     def load_column_types(self) -> list[tuple[str, ColumnType]]:
-        return [*self.silver.columns, (SERIES_ID, ColumnType.INT), (BATCH_ID, ColumnType.TEXT)]
+        return [*self.stored_silver_columns, (SERIES_ID, ColumnType.INT), (BATCH_NO, ColumnType.INT)]
 
     @property
     def natural_key(self) -> tuple[str, ...]:
@@ -70,12 +83,15 @@ class WarehouseTable:
 
     @property
     def conflict_key(self) -> tuple[str, ...]:
-        """The primary key: the natural key with its series columns replaced by `series_id`.
+        """The primary key: the natural key with its series columns replaced by `series_id`, `ts` next.
 
         One series id stands for exchange·symbol[·timeframe], so the key is as unique as the
-        natural one and half as costly to maintain on insert (decision 0026).
+        natural one and half as costly to maintain on insert (decision 0026). `ts` right after it
+        makes every per-series time range one index range scan, and new rows land at the end of
+        their series (trade ids are text: their order is not time order).
         """
-        return (SERIES_ID, *(c for c in self.natural_key if c not in SERIES_COLUMNS))
+        rest = (c for c in self.natural_key if c not in SERIES_COLUMNS and c != TS)
+        return (SERIES_ID, TS, *rest)
 
     @property
     def value_columns(self) -> list[str]:
@@ -85,7 +101,7 @@ class WarehouseTable:
     @property
     def update_columns(self) -> list[str]:
         """Columns an update rewrites: values and lineage (never the key or the series' names)."""
-        return [c for c in self.silver_columns if c not in self.natural_key]
+        return [c for c in self.silver_columns if c not in self.natural_key and c not in SERIES_COLUMNS]
 
     @property
     def has_final(self) -> bool:

@@ -25,7 +25,7 @@ from cryptoflow_contracts.silver import ColumnType
 
 from . import copy_binary, ledger, partitions, series
 from .sql import ident, idents
-from .tables import BATCH_ID, FINAL, LOADED_AT, RESAMPLED, TS, VERSION, WarehouseTable, warehouse_table
+from .tables import BATCH_NO, FINAL, LOADED_AT, RESAMPLED, TS, VERSION, WarehouseTable, warehouse_table
 
 POLARS_TYPES: dict[ColumnType, pl.DataType] = {
     ColumnType.TEXT: pl.String(),
@@ -81,13 +81,15 @@ def prepare(table: WarehouseTable, frame: pl.DataFrame) -> pl.DataFrame:
 
 
 async def copy_rows(
-    conn: asyncpg.Connection, target: str, table: WarehouseTable, rows: pl.DataFrame, batch_id: str
+    conn: asyncpg.Connection, target: str, table: WarehouseTable, rows: pl.DataFrame, batch_no: int
 ) -> None:
-    """COPY the rows (with their series ids, and the batch id) into `target` as binary, encoding
-    while sending."""
+    """COPY the rows (with their series ids, and the batch's number) into `target` as binary,
+    encoding while sending."""
     await conn.copy_to_table(
         target,
-        source=copy_binary.stream(rows.with_columns(pl.lit(batch_id).alias(BATCH_ID)), table.load_column_types),
+        source=copy_binary.stream(
+            rows.with_columns(pl.lit(batch_no, pl.Int64).alias(BATCH_NO)), table.load_column_types
+        ),
         columns=table.load_columns,
         format="binary",
     )
@@ -107,10 +109,10 @@ def upsert_sql(table: WarehouseTable) -> UpsertSql:
 @cache
 def _upsert_sql(table_name: str) -> UpsertSql:
     table = warehouse_table(table_name)
-    name = ident(table.name)
+    name = ident(table.storage)
     incoming = f"incoming_{table.name}"
     columns = idents(table.load_columns)
-    sets = ", ".join(f"{ident(c)} = EXCLUDED.{ident(c)}" for c in [*table.update_columns, BATCH_ID])
+    sets = ", ".join(f"{ident(c)} = EXCLUDED.{ident(c)}" for c in [*table.update_columns, BATCH_NO])
     changed = (
         f"({idents(table.value_columns, f'{name}.')}) IS DISTINCT FROM ({idents(table.value_columns, 'EXCLUDED.')})"
     )
@@ -152,25 +154,27 @@ async def load_batch(
     else:
         span = ledger.BatchSpan(rows.height, rows[TS].min(), rows[TS].max())  # type: ignore[arg-type]
         assert span.min_ts is not None and span.max_ts is not None
-        await partitions.ensure_months(conn, table.name, span.min_ts, span.max_ts)
+        await partitions.ensure_months(conn, table.storage, span.min_ts, span.max_ts)
     async with conn.transaction():
-        if not await ledger.claim(conn, table.name, batch, span, run_id):
+        batch_no = await ledger.claim(conn, table.name, batch, span, run_id)
+        if batch_no is None:
             return LoadResult(0, 0, 0, already_loaded=True)
         inserted = updated = 0
         path = NONE
         if rows.height:
-            batch_spans = series.spans(table, rows)
+            batch_series = series.of_rows(table, rows)
+            batch_spans = batch_series.spans
             known = await series.lock(conn, table, batch_spans, batch.dataset.value)
-            rows = series.with_series_ids(table, rows, known)
+            rows = series.with_series_ids(rows, batch_series, known)
             if series.outside_known_ranges(batch_spans, known):
                 path = APPEND
-                await copy_rows(conn, table.name, table, rows, batch.event_id)
+                await copy_rows(conn, table.storage, table, rows, batch_no)
                 inserted = rows.height
             else:
                 path = UPSERT
                 sql = upsert_sql(table)
                 await conn.execute(sql.create_incoming)
-                await copy_rows(conn, sql.incoming, table, rows, batch.event_id)
+                await copy_rows(conn, sql.incoming, table, rows, batch_no)
                 counts = await conn.fetchrow(sql.upsert)
                 assert counts is not None
                 inserted, updated = int(counts["inserted"]), int(counts["updated"])

@@ -51,8 +51,8 @@ async def collect_status(home: Path) -> dict[str, Any]:
         await lake.close()
     conn = await asyncpg.connect(info.database_url, timeout=5)
     try:
-        exists = await conn.fetchval("SELECT to_regclass('public.ohlcv') IS NOT NULL")
-        report["warehouse"]["ohlcv_rows"] = await conn.fetchval("SELECT count(*) FROM ohlcv") if exists else 0
+        exists = await conn.fetchval("SELECT to_regclass('public.ohlcv_data') IS NOT NULL")
+        report["warehouse"]["ohlcv_rows"] = await conn.fetchval("SELECT count(*) FROM ohlcv_data") if exists else 0
     finally:
         await conn.close()
     return report

@@ -3,7 +3,7 @@
 * series gets `series_id` (identity, unique): one integer per table·exchange·symbol·timeframe.
 * ohlcv, tickers, order_books, trades, indicators get `series_id` (NOT NULL, filled from series;
   series rows are created for rows that predate them, e.g. the skeleton's ohlcv) and their primary
-  key becomes (series_id, the natural key's other columns). exchange, symbol and timeframe stay as
+  key becomes (series_id, ts, the natural key's other columns). exchange, symbol and timeframe stay as
   columns: readers filter on them as before. No foreign key to series: COPY would check it row by
   row; the loader takes ids from series under the series lock, and nothing else writes rows.
 * The marts read ohlcv through the new key: ohlcv_series_base carries series_id and
@@ -27,7 +27,7 @@ _TABLES = {
     "ohlcv": (("exchange", "symbol", "timeframe"), ("ts",)),
     "tickers": (("exchange", "symbol"), ("ts",)),
     "order_books": (("exchange", "symbol"), ("ts", "side", "level")),
-    "trades": (("exchange", "symbol"), ("trade_id", "ts")),
+    "trades": (("exchange", "symbol"), ("ts", "trade_id")),
     "indicators": (("exchange", "symbol", "timeframe"), ("ts",)),
 }
 
@@ -181,10 +181,20 @@ def _key_to_series_id(table: str, series_columns: tuple[str, ...], rest: tuple[s
     """
 
 
-def _series_id_to_key(table: str, series_columns: tuple[str, ...], rest: tuple[str, ...]) -> str:
+# The primary keys of 0002, for downgrade.
+_NATURAL_KEYS = {
+    "ohlcv": "exchange, symbol, timeframe, ts",
+    "tickers": "exchange, symbol, ts",
+    "order_books": "exchange, symbol, ts, side, level",
+    "trades": "exchange, symbol, trade_id, ts",
+    "indicators": "exchange, symbol, timeframe, ts",
+}
+
+
+def _series_id_to_key(table: str) -> str:
     return f"""
     ALTER TABLE {table} DROP CONSTRAINT {table}_pkey;
-    ALTER TABLE {table} ADD CONSTRAINT {table}_pkey PRIMARY KEY ({", ".join((*series_columns, *rest))});
+    ALTER TABLE {table} ADD CONSTRAINT {table}_pkey PRIMARY KEY ({_NATURAL_KEYS[table]});
     ALTER TABLE {table} DROP COLUMN series_id;
     """
 
@@ -215,7 +225,7 @@ def downgrade() -> None:
         LIMIT 1;
     END;
     """
-        + "".join(_series_id_to_key(table, *columns) for table, columns in _TABLES.items())
+        + "".join(_series_id_to_key(table) for table in _TABLES)
         + "ALTER TABLE series DROP COLUMN series_id;"
         + _OLD_MARTS
     )
