@@ -221,3 +221,19 @@ async def test_every_silver_table_reads_as_a_view_of_its_silver_columns(warehous
         )
         assert not {"exchange", "symbol", "timeframe", "batch_id"} & {c["column_name"] for c in stored}
         assert {"series_id", "batch_no"} <= {c["column_name"] for c in stored}
+
+
+async def test_reading_a_view_without_names_or_batch_id_reads_only_the_stored_table(
+    warehouse: asyncpg.Connection,
+) -> None:
+    """The views' joins are on unique keys and LEFT: PostgreSQL drops them when unused, and a name
+    filter turns into a series lookup driving the primary key."""
+    plan = "\n".join(r[0] for r in await warehouse.fetch("EXPLAIN SELECT ts, close FROM ohlcv WHERE series_id = 1"))
+    assert "series" not in plan.replace("series_id", "") and "batches" not in plan, plan
+    plan = "\n".join(
+        r[0]
+        for r in await warehouse.fetch(
+            "EXPLAIN SELECT ts, close FROM ohlcv WHERE exchange = 'binance' AND symbol = 'BTC/USDT' AND timeframe = '1m'"
+        )
+    )
+    assert "batches" not in plan, plan
