@@ -7,8 +7,13 @@ from datetime import UTC, datetime
 import asyncpg
 import polars as pl
 from cryptoflow_warehouse_loader import partitions
+from cryptoflow_warehouse_loader.config import WarehouseLoaderSettings
+from cryptoflow_warehouse_loader.maintenance import Maintenance
+from cryptoflow_warehouse_loader.runs import RunTracker
 from cryptoflow_warehouse_loader.tables import TABLES
 from cryptoflow_warehouse_loader.upsert import load_batch
+from cryptoflow_warehouse_loader.warehouse import Warehouse
+from faststream.nats import NatsBroker
 
 from .support import DATASET, sample
 from .test_marts import batch
@@ -45,3 +50,33 @@ async def test_existing_partitions_are_not_recreated(warehouse: asyncpg.Connecti
     first = datetime(2024, 1, 10, tzinfo=UTC)
     assert await partitions.ensure_months(warehouse, "ohlcv_data", first, datetime(2024, 2, 2, tzinfo=UTC)) == 2
     assert await partitions.ensure_months(warehouse, "ohlcv_data", first, first) == 0
+
+
+async def test_the_loaders_retention_drops_old_months_of_the_tables_it_names(warehouse_url: str) -> None:
+    """WAREHOUSE_LOADER_RETENTION_* name the tables readers know (`trades`); the months dropped are
+    those of the table the rows are stored in."""
+    conn = await asyncpg.connect(warehouse_url)
+    try:
+        for name in ("trades", "ohlcv"):
+            rows = pl.concat([sample(name, 2, symbol="KEEP/USDT", start=start) for start in (0, 50_000, 100_000)])
+            event = batch(f"{name}-old", rows.height, 1.0).model_copy(update={"table": name, "dataset": DATASET[name]})
+            await load_batch(conn, TABLES[name], rows, event)
+    finally:
+        await conn.close()
+    # 2024-05-01 is more than `days` ago for any days < today - 2024-05-01: March and April go.
+    days = (datetime.now(UTC) - datetime(2024, 5, 1, tzinfo=UTC)).days - 1
+    settings = WarehouseLoaderSettings(
+        database_url=warehouse_url, lake_url="file:///unused", retention_days=days, retention_tables="trades"
+    )
+    warehouse = Warehouse(settings)
+    await warehouse.open()
+    tracker = RunTracker("warehouse-loader")
+    try:
+        await Maintenance(settings, warehouse, NatsBroker(), tracker).retention()
+        async with warehouse.pool.acquire() as conn:
+            assert await partition_names(conn, "trades_data") == ["trades_data_202405"]
+            assert await conn.fetchval("SELECT count(*) FROM trades") == 2
+            assert len(await partition_names(conn, "ohlcv_data")) == 3  # not named: untouched
+    finally:
+        await warehouse.close()
+    assert (tracker.errors, tracker.counts["partitions_dropped"]) == (0, 2)
