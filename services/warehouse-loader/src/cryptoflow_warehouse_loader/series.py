@@ -23,7 +23,7 @@ SPAN_COLUMNS = ["exchange", "symbol", "timeframe"]
 
 
 @dataclass(frozen=True)
-class KnownRange:
+class StoredSeries:
     series_id: int
     first_ts: datetime | None
     last_ts: datetime | None
@@ -69,8 +69,8 @@ def _key_arrays(batch_spans: pl.DataFrame) -> list[list[str]]:
 
 async def lock(
     conn: asyncpg.Connection, table: WarehouseTable, batch_spans: pl.DataFrame, dataset: str
-) -> dict[tuple[str, str, str], KnownRange]:
-    """Create missing series rows, lock the batch's series rows; their ranges before this batch."""
+) -> dict[tuple[str, str, str], StoredSeries]:
+    """Create missing series rows, lock the batch's series rows; their ids, and ranges before this batch."""
     keys = _key_arrays(batch_spans)
     await conn.execute(
         """
@@ -98,13 +98,13 @@ async def lock(
         *keys,
     )
     return {
-        (r["exchange"], r["symbol"], r["timeframe"]): KnownRange(r["series_id"], r["first_ts"], r["last_ts"])
+        (r["exchange"], r["symbol"], r["timeframe"]): StoredSeries(r["series_id"], r["first_ts"], r["last_ts"])
         for r in records
     }
 
 
 def with_series_ids(
-    rows: pl.DataFrame, batch_series: BatchSeries, known: dict[tuple[str, str, str], KnownRange]
+    rows: pl.DataFrame, batch_series: BatchSeries, known: dict[tuple[str, str, str], StoredSeries]
 ) -> pl.DataFrame:
     """The rows with their `series_id` column."""
     keys = batch_series.spans.select(SPAN_COLUMNS).iter_rows()
@@ -112,7 +112,7 @@ def with_series_ids(
     return rows.with_columns(pl.Series(SERIES_ID, ids[batch_series.run]))
 
 
-def outside_known_ranges(batch_spans: pl.DataFrame, known: dict[tuple[str, str, str], KnownRange]) -> bool:
+def outside_known_ranges(batch_spans: pl.DataFrame, known: dict[tuple[str, str, str], StoredSeries]) -> bool:
     """True when no row of the batch can hit a stored key: every series' batch range lies wholly
     before or after everything loaded for that series so far. (A loop over series, not rows.)"""
     for span in batch_spans.iter_rows(named=True):
