@@ -2,7 +2,8 @@
 
 1M OHLCV-shaped rows (20 series × 50,000 minutes) inserted from an unlogged staging table into a
 table with no index, the natural text key, the same key with `ts` first, and an integer series
-id + `ts`. It isolates the index cost that bounds the loader against raw COPY (issue 5).
+id + `ts`. It isolates the index cost that bounded the loader against raw COPY, and chose the
+warehouse's key (decision 0026).
 
     uv run python bench/keys.py [--rows 1000000]
 """
