@@ -1,9 +1,11 @@
 """Load one silver batch into its warehouse table: COPY, upsert, ledger and series, one transaction.
 
-Two paths, chosen per batch under the series locks (decision 0021):
+The rows go into the table's storage (`<name>_data`), with their series' ids and the batch's
+number in place of names and batch id (decision 0026). Two paths, chosen per batch under the
+series locks (decision 0021):
 
 * append: no row of the batch can hit a stored key (its series' ranges do not overlap what is
-  loaded), so the CSV is COPied straight into the table — the usual case, new candles;
+  loaded), so the rows are COPied (binary) straight into the table — the usual case, new candles;
 * upsert: COPY into a temp table, then one
   `INSERT … SELECT … ON CONFLICT (key) DO UPDATE … WHERE (values) IS DISTINCT FROM (new values)`.
   Unchanged rows are not rewritten; `version` (1 on insert, +1 per update) tells inserts from
