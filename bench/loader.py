@@ -21,7 +21,7 @@ cryptoflow_cli.servers.start_postgres, or a scratch database on DATABASE_URL's s
 * binary COPY (server side only): the raw table's rows as binary COPY vs CSV, to see whether
   binary would help PostgreSQL's parsing.
 
-Each of loader, re-load and raw COPY runs BENCH_REPEAT (2) times on a truncated table, and the
+Each of loader, re-load and raw COPY runs BENCH_REPEAT (3) times, interleaved, on a truncated table, and the
 fastest run counts. Prints a table and, last, `loader_vs_copy=<ratio> loader_vs_orm=<ratio> loader_rows_per_s=<n>`.
 """
 
@@ -293,7 +293,7 @@ async def main(args: argparse.Namespace) -> None:
     frame = candles(args.rows)
     batches = chunks(frame, args.batch_rows)
     raw_batches = with_series_ids(batches)
-    repeat = int(os.environ.get("BENCH_REPEAT", "2"))
+    repeat = int(os.environ.get("BENCH_REPEAT", "3"))
     print(
         f"loader benchmark: {args.rows} OHLCV rows in batches of {args.batch_rows}; ORM on {args.orm_rows} rows; "
         f"best of {repeat} runs"
