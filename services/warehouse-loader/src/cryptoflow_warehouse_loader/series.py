@@ -17,9 +17,10 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from .tables import SERIES_ID, TS, WarehouseTable
+from .tables import SERIES_COLUMNS, SERIES_ID, TS, WarehouseTable
 
-SPAN_COLUMNS = ["exchange", "symbol", "timeframe"]
+# A span names its series with all three; tables without a timeframe have '' there, as in `series`.
+SPAN_COLUMNS = list(SERIES_COLUMNS)
 
 
 @dataclass(frozen=True)

@@ -28,18 +28,7 @@ branch_labels = None
 depends_on = None
 
 
-def upgrade() -> None:
-    run_sql("""
-    CREATE FUNCTION cryptoflow_timeframe_interval(timeframe text) RETURNS interval
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    RETURN substring(timeframe FROM '^([0-9]+)[mhdwM]$')::integer * CASE right(timeframe, 1)
-        WHEN 'm' THEN interval '1 minute'
-        WHEN 'h' THEN interval '1 hour'
-        WHEN 'd' THEN interval '1 day'
-        WHEN 'w' THEN interval '7 days'
-        WHEN 'M' THEN interval '1 month'
-    END;
-
+CLOSE_AT = """
     -- Close of the latest candle at or before `at`: one backward primary-key probe.
     CREATE FUNCTION cryptoflow_close_at(p_exchange text, p_symbol text, p_timeframe text, p_at timestamptz)
     RETURNS double precision
@@ -50,7 +39,10 @@ def upgrade() -> None:
         ORDER BY o.ts DESC
         LIMIT 1;
     END;
+"""
 
+# The ohlcv marts as this revision made them (0006's downgrade restores them and CLOSE_AT from here).
+MARTS = """
     CREATE VIEW ohlcv_series_base AS
     SELECT DISTINCT ON (s.exchange, s.symbol) s.exchange, s.symbol, s.timeframe, s.last_ts
     FROM series s
@@ -103,6 +95,26 @@ def upgrade() -> None:
     ) x
     WHERE x.price_a IS NOT NULL AND x.price_b IS NOT NULL;
     CREATE UNIQUE INDEX cross_exchange_spread_key ON cross_exchange_spread (symbol, exchange_a, exchange_b);
+"""
+
+
+def upgrade() -> None:
+    run_sql(
+        """
+    CREATE FUNCTION cryptoflow_timeframe_interval(timeframe text) RETURNS interval
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    RETURN substring(timeframe FROM '^([0-9]+)[mhdwM]$')::integer * CASE right(timeframe, 1)
+        WHEN 'm' THEN interval '1 minute'
+        WHEN 'h' THEN interval '1 hour'
+        WHEN 'd' THEN interval '1 day'
+        WHEN 'w' THEN interval '7 days'
+        WHEN 'M' THEN interval '1 month'
+    END;
+
+    """
+        + CLOSE_AT
+        + MARTS
+        + """
 
     CREATE VIEW data_freshness AS
     SELECT s.table_name, s.dataset, s.exchange, s.symbol, s.timeframe, s.first_ts, s.last_ts,
@@ -128,7 +140,8 @@ def upgrade() -> None:
         REFRESH MATERIALIZED VIEW CONCURRENTLY cross_exchange_spread;
     END
     $$;
-    """)
+    """
+    )
 
 
 def downgrade() -> None:

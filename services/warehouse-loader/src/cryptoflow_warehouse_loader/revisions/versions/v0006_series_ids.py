@@ -16,6 +16,8 @@ Revises: 0005
 from __future__ import annotations
 
 from cryptoflow_warehouse_loader.revisions.ddl import run_sql
+from cryptoflow_warehouse_loader.revisions.versions.v0004_marts import CLOSE_AT as CLOSE_AT_0004
+from cryptoflow_warehouse_loader.revisions.versions.v0004_marts import MARTS as MARTS_0004
 
 revision = "0006"
 down_revision = "0005"
@@ -103,61 +105,13 @@ _MARTS = """
 """
 
 # The marts of 0004 as they were, for downgrade.
-_OLD_MARTS = """
-    CREATE VIEW ohlcv_series_base AS
-    SELECT DISTINCT ON (s.exchange, s.symbol) s.exchange, s.symbol, s.timeframe, s.last_ts
-    FROM series s
-    WHERE s.table_name = 'ohlcv' AND s.last_ts IS NOT NULL
-      AND cryptoflow_timeframe_interval(s.timeframe) IS NOT NULL
-    ORDER BY s.exchange, s.symbol, cryptoflow_timeframe_interval(s.timeframe), s.timeframe;
-
-    CREATE MATERIALIZED VIEW market_overview AS
-    SELECT b.exchange, b.symbol, b.timeframe, b.last_ts AS as_of,
-           p.last_price, p.price_24h_ago, (p.last_price / p.price_24h_ago - 1) * 100 AS change_24h_pct,
-           w.volume_24h, w.high_24h, w.low_24h, w.candles_24h
-    FROM ohlcv_series_base b
-    CROSS JOIN LATERAL (
-        SELECT cryptoflow_close_at(b.exchange, b.symbol, b.timeframe, b.last_ts) AS last_price,
-               cryptoflow_close_at(b.exchange, b.symbol, b.timeframe, b.last_ts - interval '24 hours') AS price_24h_ago
-    ) p
-    CROSS JOIN LATERAL (
-        SELECT sum(o.volume) AS volume_24h, max(o.high) AS high_24h, min(o.low) AS low_24h, count(*) AS candles_24h
-        FROM ohlcv o
-        WHERE o.exchange = b.exchange AND o.symbol = b.symbol AND o.timeframe = b.timeframe
-          AND o.ts > b.last_ts - interval '24 hours' AND o.ts <= b.last_ts
-    ) w;
-    CREATE UNIQUE INDEX market_overview_key ON market_overview (exchange, symbol);
-
-    CREATE MATERIALIZED VIEW performance AS
-    SELECT b.exchange, b.symbol, b.timeframe, b.last_ts AS as_of, p.last_price,
-           (p.last_price / cryptoflow_close_at(b.exchange, b.symbol, b.timeframe, b.last_ts - interval '1 hour') - 1) * 100
-               AS return_1h_pct,
-           (p.last_price / cryptoflow_close_at(b.exchange, b.symbol, b.timeframe, b.last_ts - interval '24 hours') - 1) * 100
-               AS return_24h_pct,
-           (p.last_price / cryptoflow_close_at(b.exchange, b.symbol, b.timeframe, b.last_ts - interval '7 days') - 1) * 100
-               AS return_7d_pct,
-           (p.last_price / cryptoflow_close_at(b.exchange, b.symbol, b.timeframe, b.last_ts - interval '30 days') - 1) * 100
-               AS return_30d_pct
-    FROM ohlcv_series_base b
-    CROSS JOIN LATERAL (SELECT cryptoflow_close_at(b.exchange, b.symbol, b.timeframe, b.last_ts) AS last_price) p;
-    CREATE UNIQUE INDEX performance_key ON performance (exchange, symbol);
-
-    CREATE MATERIALIZED VIEW cross_exchange_spread AS
-    SELECT x.symbol, x.exchange_a, x.exchange_b, x.as_of, x.price_a, x.price_b,
-           abs(x.price_a - x.price_b) / least(x.price_a, x.price_b) * 100 AS spread_pct
-    FROM (
-        SELECT a.symbol, a.exchange AS exchange_a, b.exchange AS exchange_b, least(a.last_ts, b.last_ts) AS as_of,
-               cryptoflow_close_at(a.exchange, a.symbol, a.timeframe, least(a.last_ts, b.last_ts)) AS price_a,
-               cryptoflow_close_at(b.exchange, b.symbol, b.timeframe, least(a.last_ts, b.last_ts)) AS price_b
-        FROM ohlcv_series_base a
-        JOIN ohlcv_series_base b ON b.symbol = a.symbol AND a.exchange < b.exchange
-    ) x
-    WHERE x.price_a IS NOT NULL AND x.price_b IS NOT NULL;
-    CREATE UNIQUE INDEX cross_exchange_spread_key ON cross_exchange_spread (symbol, exchange_a, exchange_b);
-
+_OLD_MARTS = (
+    MARTS_0004
+    + """
     GRANT SELECT ON ohlcv_series_base, market_overview, performance, cross_exchange_spread
     TO cryptoflow_loader, cryptoflow_reader;
 """
+)
 
 
 def _key_to_series_id(table: str, series_columns: tuple[str, ...], rest: tuple[str, ...]) -> str:
@@ -214,17 +168,7 @@ def downgrade() -> None:
     run_sql(
         _DROP_MARTS
         + "DROP FUNCTION cryptoflow_close_at(bigint, timestamptz);"
-        + """
-    CREATE FUNCTION cryptoflow_close_at(p_exchange text, p_symbol text, p_timeframe text, p_at timestamptz)
-    RETURNS double precision
-    LANGUAGE sql STABLE PARALLEL SAFE
-    BEGIN ATOMIC
-        SELECT o.close FROM ohlcv o
-        WHERE o.exchange = p_exchange AND o.symbol = p_symbol AND o.timeframe = p_timeframe AND o.ts <= p_at
-        ORDER BY o.ts DESC
-        LIMIT 1;
-    END;
-    """
+        + CLOSE_AT_0004
         + "".join(_series_id_to_key(table) for table in _TABLES)
         + "ALTER TABLE series DROP COLUMN series_id;"
         + _OLD_MARTS
