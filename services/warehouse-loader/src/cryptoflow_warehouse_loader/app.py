@@ -119,9 +119,7 @@ async def build(settings: WarehouseLoaderSettings) -> Service:
         description="KnownGap events; each is kept in known_gaps",
     )
     async def on_gap(body: Any, message: Annotated[NatsMessage, Context("message")]) -> None:
-        await handle_event(
-            service, warehouse, settings, tracker, message.raw_message, KnownGap, "gaps", lambda c, g: record_gap(c, g)
-        )
+        await handle_event(service, warehouse, settings, tracker, message.raw_message, KnownGap, "gaps", record_gap)
 
     @service.durable_subscriber(
         STREAM_SUBJECTS[Stream.RUNS],
