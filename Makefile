@@ -6,7 +6,7 @@ BOOTSTRAP := .bootstrap
 UV := $(BOOTSTRAP)/bin/uv
 SYNCED := .venv/.synced
 
-.PHONY: up test lint typecheck pytest status schemas clean bench asyncapi
+.PHONY: up test lint typecheck pytest status schemas clean bench asyncapi settings-reference
 
 $(UV):
 	$(PYTHON) -m venv $(BOOTSTRAP)
@@ -38,6 +38,10 @@ test: lint typecheck pytest
 # The AsyncAPI document of every subject; `make asyncapi ARGS=--check` verifies it is current.
 asyncapi: $(SYNCED)
 	$(UV) run --no-sync python -m cryptoflow_cli.asyncapi $(ARGS)
+
+# docs/settings.md: every service's environment variables; `make settings-reference ARGS=--check`.
+settings-reference: $(SYNCED)
+	$(UV) run --no-sync python -m cryptoflow_cli.settings_reference $(ARGS)
 
 schemas: $(SYNCED)
 	$(UV) run --no-sync cryptoflow-schemas docs/schemas

@@ -33,6 +33,9 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "loader": run_loader,
     "backfill": run_script("backfill.py"),
     "keys": run_script("keys.py"),
+    "e2e": run_script("e2e.py"),
+    "replay": run_script("replay.py"),
+    "transformer": run_script("transformer.py"),
 }
 
 

@@ -1,6 +1,7 @@
 """Follow cryptoflow's silver batches from outside the platform: a runnable example consumer.
 
-Subscribes to `cryptoflow.silver.ohlcv.>` (stream SILVER) with an *ordered* consumer — ephemeral,
+Subscribes to `cryptoflow.silver.ohlcv.>` (stream SILVER; `--subject
+cryptoflow.silver.ohlcv.binance.BTC-USDT` follows one table of one market) with an *ordered* consumer — ephemeral,
 server-side state nobody has to clean up, messages in stream order — starting at `--since`
 (JetStream's DeliverPolicy.BY_START_TIME: the time each event was stored), and prints every
 BatchReady. With `--rows N` it also reads the batch's Parquet file from the lake (file:// or

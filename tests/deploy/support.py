@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptoflow_cli.stages import stages
+from cryptoflow_runtime import DatabaseSettings, LakeSettings, StageSpec
 from pydantic_settings import BaseSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,58 +71,30 @@ class ServiceInfo:
     name: str  # stage name, the `service` label of its metrics
     command: str  # console entry point
     prefix: str  # settings env prefix
-    settings: str  # "module:Class"
+    settings: type[BaseSettings]
     lake: bool
     database: bool
     stream: str | None = None  # the JetStream stream its durable consumer reads (None: the extractor polls)
 
     def settings_class(self) -> type[BaseSettings]:
-        module, _, cls = self.settings.partition(":")
-        imported = __import__(module, fromlist=[cls])
-        settings: type[BaseSettings] = getattr(imported, cls)
-        return settings
+        return self.settings
+
+    @classmethod
+    def of(cls, spec: StageSpec) -> ServiceInfo:
+        return cls(
+            spec.name,
+            f"cryptoflow-{spec.name}",
+            spec.env_prefix.removesuffix("_"),
+            spec.settings,
+            issubclass(spec.settings, LakeSettings),
+            issubclass(spec.settings, DatabaseSettings),
+            spec.input.value if spec.input else None,
+        )
 
 
-SERVICES = {
-    info.name: info
-    for info in (
-        ServiceInfo(
-            "extractor",
-            "cryptoflow-extractor",
-            "EXTRACTOR",
-            "cryptoflow_extractor.config:ExtractorSettings",
-            False,
-            False,
-        ),
-        ServiceInfo(
-            "lake-writer",
-            "cryptoflow-lake-writer",
-            "LAKE_WRITER",
-            "cryptoflow_lake_writer.config:LakeWriterSettings",
-            True,
-            False,
-            "RAW",
-        ),
-        ServiceInfo(
-            "transformer",
-            "cryptoflow-transformer",
-            "TRANSFORMER",
-            "cryptoflow_transformer.config:TransformerSettings",
-            True,
-            False,
-            "LAKE",
-        ),
-        ServiceInfo(
-            "warehouse-loader",
-            "cryptoflow-warehouse-loader",
-            "WAREHOUSE_LOADER",
-            "cryptoflow_warehouse_loader.config:WarehouseLoaderSettings",
-            True,
-            True,
-            "SILVER",
-        ),
-    )
-}
+# Every registered stage: compose, the chart and Prometheus are checked against the registry, so a
+# stage added there and missing from a deployment fails here, naming it.
+SERVICES = {spec.name: ServiceInfo.of(spec) for spec in stages()}
 SERVICE_BY_COMMAND = {info.command: info for info in SERVICES.values()}
 # Read by botocore, not by the settings classes: allowed wherever the lake is used.
 AWS_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_SESSION_TOKEN"}

@@ -109,7 +109,15 @@ async def test_cryptoflow_up_runs_everything_stops_cleanly_and_resumes(tmp_path:
         assert report["warehouse"]["ohlcv_rows"] >= first_rows
         assert report["streams"]["RAW"]["messages"] > 0
         assert report["lake"]["bronze"] > 0 and report["lake"]["silver"] > 0
-        assert set(report["consumers"]) == {"lake-writer", "transformer", "warehouse-loader"}
+        # Every durable consumer of every registered stage, the loader's side consumers included.
+        assert set(report["consumers"]) == {
+            "lake-writer",
+            "transformer",
+            "warehouse-loader",
+            "warehouse-loader-gaps",
+            "warehouse-loader-runs",
+            "warehouse-loader-quarantine",
+        }
     finally:
         stop_up(proc, log)
 

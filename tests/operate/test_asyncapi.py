@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from cryptoflow_cli.asyncapi import CHANNELS, PARAMETERS, generate, render
+from cryptoflow_cli.asyncapi import event_of, generate, parameters, render
 from cryptoflow_contracts import ALL_EVENTS, STREAM_SUBJECTS, Stream
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,21 +39,21 @@ def test_check_passes_on_the_committed_file_and_fails_on_a_stale_one(tmp_path: P
 
 def test_every_stream_is_a_channel_with_its_event_and_documented_parameters() -> None:
     document = yaml.safe_load(COMMITTED.read_text())
-    assert sorted(c.stream for c in CHANNELS) == sorted(Stream), "every Stream needs an entry in CHANNELS"
+    # The channels come from the events' own routing: every stream carries exactly one event.
+    assert sorted(event.STREAM for event in ALL_EVENTS) == sorted(Stream), "a stream without its event"
     channels = document["channels"]
-    for channel in CHANNELS:
-        address = channel.address()
+    for stream in Stream:
+        event = event_of(stream)
+        address = event.SUBJECT
         # The pattern, its {parameters} as wildcards, is in the stream's namespace.
         wildcard = ".".join("*" if part.startswith("{") else part for part in address.split("."))
-        assert wildcard.startswith(STREAM_SUBJECTS[channel.stream].removesuffix(">")), address
-        documented = channels[channel.stream.value]
+        assert wildcard.startswith(STREAM_SUBJECTS[stream].removesuffix(">")), address
+        documented = channels[stream.value]
         assert documented["address"] == address
-        assert set(documented.get("parameters", {})) <= set(PARAMETERS)
-        assert all(f"{{{name}}}" in address for name in documented.get("parameters", {}))
+        assert set(documented.get("parameters", {})) == {p[1:-1] for p in address.split(".") if p.startswith("{")}
+        assert set(documented.get("parameters", {})) <= set(parameters())
         message = resolve(document, documented["messages"]["Message"]["$ref"])
-        assert message["payload"] == {"$ref": f"#/components/schemas/{channel.event.__name__}"}
-    streamed = {channel.event.__name__ for channel in CHANNELS}
-    assert streamed == {event.__name__ for event in ALL_EVENTS}, "an event without a stream, or the reverse"
+        assert message["payload"] == {"$ref": f"#/components/schemas/{event.__name__}"}
 
 
 def test_every_service_subscription_names_the_event_it_receives() -> None:

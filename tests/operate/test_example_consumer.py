@@ -15,7 +15,7 @@ from pathlib import Path
 import nats
 import polars as pl
 import pytest
-from cryptoflow_contracts import BatchReady, Dataset, Stream, silver_subject
+from cryptoflow_contracts import BatchReady, Dataset, Stream
 from cryptoflow_runtime import ensure_streams, msg_id_headers
 from nats.js import JetStreamContext
 
@@ -48,9 +48,11 @@ def silver_file(lake: Path, key: str, first_ts: int) -> bytes:
     return buffer.getvalue()
 
 
-async def publish(js: JetStreamContext, lake: Path, n: int, dataset: Dataset = Dataset.OHLCV) -> BatchReady:
+async def publish(
+    js: JetStreamContext, lake: Path, n: int, dataset: Dataset = Dataset.OHLCV, market: str = "BTC-USDT"
+) -> BatchReady:
     first_ts = 1_704_067_200_000 + n * 180_000
-    key = f"silver/{dataset.value}/exchange=binance/symbol=BTC-USDT/date=2024-01-01/{first_ts}-{n:04d}.parquet"
+    key = f"silver/{dataset.value}/exchange=binance/symbol={market}/date=2024-01-01/{first_ts}-{n:04d}.parquet"
     silver_file(lake, key, first_ts)
     batch = BatchReady(
         dataset=dataset,
@@ -67,9 +69,7 @@ async def publish(js: JetStreamContext, lake: Path, n: int, dataset: Dataset = D
         source_event_id=f"ObjectWritten-{n}",
         quality_score=1.0,
     )
-    await js.publish(
-        silver_subject(dataset, "binance"), batch.to_json(), headers=msg_id_headers(batch.event_id), stream="SILVER"
-    )
+    await js.publish(batch.subject(), batch.to_json(), headers=msg_id_headers(batch.event_id), stream="SILVER")
     return batch
 
 
@@ -102,7 +102,7 @@ async def test_since_replays_exactly_the_events_stored_after_it(
     assert [line["batch"]["event_id"] for line in lines] == [b.event_id for b in after]
     assert not {b.event_id for b in before} & {line["batch"]["event_id"] for line in lines}
     for line, batch in zip(lines, after, strict=True):
-        assert line["subject"] == "cryptoflow.silver.ohlcv.binance"
+        assert line["subject"] == "cryptoflow.silver.ohlcv.binance.BTC-USDT"
         assert BatchReady.model_validate(line["batch"]) == batch
         assert parse(line["stored_at"]) >= since
         # --rows: the batch's Parquet, read from the file:// lake named in the event.
@@ -156,9 +156,7 @@ async def test_rows_are_read_from_an_s3_lake_too(
         await lake.close()
     s3_batch = batch.model_copy(update={"lake_url": f"s3://{s3_bucket}", "event_id": "BatchReady-s3"})
     await js.purge_stream(Stream.SILVER.value)
-    await js.publish(
-        silver_subject(Dataset.OHLCV, "binance"), s3_batch.to_json(), headers=msg_id_headers("BatchReady-s3")
-    )
+    await js.publish(s3_batch.subject(), s3_batch.to_json(), headers=msg_id_headers("BatchReady-s3"))
 
     done = await asyncio.to_thread(
         run_example,
@@ -175,3 +173,23 @@ async def test_rows_are_read_from_an_s3_lake_too(
     [line] = [json.loads(line) for line in done.stdout.splitlines()]
     assert line["batch"]["lake_url"] == f"s3://{s3_bucket}"
     assert [row["close"] for row in line["rows"]] == [42_000.0, 42_001.0, 42_002.0]
+
+
+async def test_a_consumer_of_one_market_receives_only_that_markets_batches(
+    fresh_nats_url: str, js: JetStreamContext, tmp_path: Path
+) -> None:
+    lake = tmp_path / "lake"
+    btc = [await publish(js, lake, n, market="BTC-USDT") for n in range(2)]
+    eth = [await publish(js, lake, n, market="ETH-USDT") for n in range(2, 4)]
+    trades = await publish(js, lake, 4, Dataset.TRADES, market="BTC-USDT")
+    assert (await js.stream_info(Stream.SILVER.value)).state.messages == 5
+
+    subject = "cryptoflow.silver.ohlcv.binance.BTC-USDT"
+    done = await asyncio.to_thread(
+        run_example, fresh_nats_url, "--subject", subject, "--from-start", "--format", "json"
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["batch"]["event_id"] for line in lines] == [b.event_id for b in btc]
+    assert {line["subject"] for line in lines} == {subject}
+    assert not {b.event_id for b in [*eth, trades]} & {line["batch"]["event_id"] for line in lines}

@@ -43,8 +43,8 @@ MINUTE = 60_000
 CANDLES = 10
 
 RAW = "cryptoflow.raw.ohlcv.binance.BTC-USDT"
-LAKE = "cryptoflow.lake.ohlcv.binance"
-SILVER = "cryptoflow.silver.ohlcv.binance"
+LAKE = "cryptoflow.lake.ohlcv.binance.BTC-USDT"
+SILVER = "cryptoflow.silver.ohlcv.binance.BTC-USDT"
 WAREHOUSE = "cryptoflow.warehouse.ohlcv"
 
 

@@ -9,14 +9,15 @@ from dataclasses import dataclass
 import nats
 import orjson
 import pytest
-from cryptoflow_contracts import Dataset, ObjectWritten, Stream, lake_subject
-from cryptoflow_runtime import ensure_streams
+from cryptoflow_contracts import Dataset, ObjectWritten, Stream
+from cryptoflow_runtime import deliver_each, ensure_streams
 from cryptoflow_runtime.lake import FileLake
-from cryptoflow_transformer.app import Derivation, handle
+from cryptoflow_transformer.app import NAME, Derivation, consumer, transform
 from cryptoflow_transformer.batches import layer_key
 from cryptoflow_transformer.config import TransformerSettings
 from cryptoflow_transformer.state_store import KvStateStore
 from faststream.nats import NatsBroker
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from prometheus_client import REGISTRY
 
@@ -27,6 +28,17 @@ SETTINGS = TransformerSettings(
 )
 
 
+async def handle(
+    broker: NatsBroker, lake: FileLake, settings: TransformerSettings, msg: Msg, derivation: Derivation | None
+) -> None:
+    """The transformer's handler on its consume path, as the service runs it."""
+
+    async def on_object(written: ObjectWritten) -> None:
+        await transform(broker, lake, written, derivation)
+
+    await deliver_each(broker, consumer(settings), on_object, [msg], NAME)
+
+
 @dataclass
 class Bus:
     js: JetStreamContext
@@ -34,7 +46,7 @@ class Bus:
     sub: JetStreamContext.PullSubscription
 
     async def deliver(self, written: ObjectWritten) -> nats.aio.msg.Msg:
-        await self.js.publish(lake_subject(written.dataset, written.exchange), written.to_json())
+        await self.js.publish(written.subject(), written.to_json())
         (msg,) = await self.sub.fetch(1, timeout=5)
         return msg
 
@@ -83,7 +95,11 @@ async def test_ohlcv_batch_announces_silver_resampled_indicators_and_anomalies(b
     silver = await bus.messages(Stream.SILVER)
     tables = sorted((d["table"], str(d["key"]).split("/")[-1].startswith("resampled-")) for _, d in silver)
     assert tables == [("indicators", False), ("ohlcv", False), ("ohlcv", True)]
-    assert all(subject == "cryptoflow.silver.ohlcv.binance" for subject, _ in silver)
+    # The table leads the subject, then exchange and market: one table of one market is one subject.
+    assert sorted({subject for subject, _ in silver}) == [
+        "cryptoflow.silver.indicators.binance.XRP-ETH",
+        "cryptoflow.silver.ohlcv.binance.XRP-ETH",
+    ]
     anomalies = await bus.messages(Stream.ANOMALIES)
     assert anomalies and all(subject == "cryptoflow.anomalies.binance.XRP-ETH" for subject, _ in anomalies)
     assert {d["kind"] for _, d in anomalies} <= {"return_zscore", "volume_spike"}

@@ -14,12 +14,12 @@ import asyncpg
 import nats
 import orjson
 import polars as pl
-from cryptoflow_contracts import SILVER_TABLES, BatchReady, Dataset, Stream, silver_subject
+from cryptoflow_contracts import SILVER_TABLES, BatchReady, Dataset, Stream
 from cryptoflow_contracts.silver import SCHEMA_VERSION_METADATA_KEY, SILVER_SCHEMA_VERSION
 from cryptoflow_runtime import ensure_streams
 from cryptoflow_runtime.lake import FileLake, sha256_hex
+from cryptoflow_runtime.silver_types import POLARS_TYPES
 from cryptoflow_warehouse_loader.tables import TABLES
-from cryptoflow_warehouse_loader.upsert import POLARS_TYPES
 from e2e.harness import Pipeline
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
@@ -127,7 +127,8 @@ async def put_batch(
 ) -> BatchReady:
     """Write a silver Parquet to the lake and describe it as the transformer would."""
     data = parquet(frame, table)
-    key = f"silver/{table}/exchange={exchange}/{name}.parquet"
+    symbol = frame["symbol"][0].replace("/", "-") if "symbol" in frame.columns and frame.height else "BTC-USDT"
+    key = f"silver/{table}/exchange={exchange}/symbol={symbol}/{name}.parquet"
     await lake.put(key, data)
     ts = frame["ts"].dt.epoch("ms")
     return BatchReady(
@@ -170,7 +171,7 @@ class LoaderStack:
 
     async def publish_batch(self, batch: BatchReady, msg_id: str | None = None) -> int:
         return await self.publish(
-            silver_subject(batch.dataset, batch.exchange),
+            batch.subject(),
             batch.to_json(),
             msg_id or batch.event_id,
             Stream.SILVER.value,

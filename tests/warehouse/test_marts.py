@@ -67,7 +67,7 @@ def batch(name: str, rows: int, quality: float) -> BatchReady:
         table="ohlcv",
         exchange=name.split("-")[0],
         lake_url="file:///lake",
-        key=f"silver/ohlcv/{name}.parquet",
+        key=f"silver/ohlcv/exchange={name.split('-')[0]}/symbol=BTC-USDT/{name}.parquet",
         sha256="0" * 64,
         rows=rows,
         quarantined_rows=0,

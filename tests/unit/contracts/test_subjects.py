@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from cryptoflow_contracts import (
+    SILVER_TABLES,
     STREAM_SUBJECTS,
     Dataset,
     Stage,
@@ -56,9 +57,9 @@ def test_exchange_token_rejected_in_every_subject(bad_exchange: str) -> None:
     with pytest.raises(ValueError):
         raw_subject(Dataset.OHLCV, bad_exchange, "BTC/USDT")
     with pytest.raises(ValueError):
-        lake_subject(Dataset.OHLCV, bad_exchange)
+        lake_subject(Dataset.OHLCV, bad_exchange, "BTC/USDT")
     with pytest.raises(ValueError):
-        silver_subject(Dataset.OHLCV, bad_exchange)
+        silver_subject("ohlcv", bad_exchange, "BTC/USDT")
 
 
 @pytest.mark.parametrize("bad_symbol", ["BTC.X/USDT", "BTC/*", "BTC/>"])
@@ -71,11 +72,12 @@ def all_subjects() -> list[tuple[Stream, str]]:
     subjects: list[tuple[Stream, str]] = []
     for dataset in Dataset:
         subjects.append((Stream.RAW, raw_subject(dataset, "binance", "BTC/USDT")))
-        subjects.append((Stream.LAKE, lake_subject(dataset, "binance")))
-        subjects.append((Stream.SILVER, silver_subject(dataset, "binance")))
+        subjects.append((Stream.LAKE, lake_subject(dataset, "binance", "BTC/USDT")))
         subjects.append((Stream.WAREHOUSE, warehouse_subject(dataset)))
         for stage in Stage:
             subjects.append((Stream.DLQ, dlq_subject(stage, dataset)))
+    for table in SILVER_TABLES:
+        subjects.append((Stream.SILVER, silver_subject(table, "binance", "BTC/USDT")))
     for stage in Stage:
         subjects.append((Stream.DLQ, dlq_subject(stage, None)))
     return subjects
@@ -98,8 +100,8 @@ def test_every_stream_has_a_subject_namespace() -> None:
 
 def test_subject_layouts() -> None:
     assert raw_subject(Dataset.OHLCV, "binance", "BTC/USDT") == "cryptoflow.raw.ohlcv.binance.BTC-USDT"
-    assert lake_subject(Dataset.OHLCV, "binance") == "cryptoflow.lake.ohlcv.binance"
-    assert silver_subject(Dataset.TRADES, "binance") == "cryptoflow.silver.trades.binance"
+    assert lake_subject(Dataset.OHLCV, "binance", "BTC/USDT") == "cryptoflow.lake.ohlcv.binance.BTC-USDT"
+    assert silver_subject("indicators", "binance", "BTC/USDT") == "cryptoflow.silver.indicators.binance.BTC-USDT"
     assert warehouse_subject(Dataset.OHLCV) == "cryptoflow.warehouse.ohlcv"
     assert dlq_subject(Stage.LAKE_WRITER, Dataset.OHLCV) == "cryptoflow.dlq.lake-writer.ohlcv"
     assert dlq_subject(Stage.EXTRACTOR, None) == "cryptoflow.dlq.extractor.unknown"

@@ -6,14 +6,21 @@ from typing import Any
 
 import pytest
 from cryptoflow_contracts import TIMEFRAME_MS
-from cryptoflow_extractor.ohlcv import closed_candles
+from cryptoflow_extractor.ohlcv import Candle, candles_of, closed_candles
+from cryptoflow_extractor.session import Page
+from cryptoflow_extractor.validation import validate_ohlcv
 
 MINUTE = 60_000
 T0 = 1_717_243_200_000  # 2024-06-01T12:00:00Z
 
 
-def page(start: int, n: int, step: int = MINUTE) -> list[list[Any]]:
+def rows(start: int, n: int, step: int = MINUTE) -> list[list[Any]]:
     return [[start + i * step, 1.0, 2.0, 0.5, 1.5, 10.0 + i] for i in range(n)]
+
+
+def page(start: int, n: int, step: int = MINUTE) -> list[Candle]:
+    raw = rows(start, n, step)
+    return candles_of(Page(raw, validate_ohlcv(raw)))
 
 
 def test_forming_candle_is_dropped() -> None:
@@ -38,7 +45,7 @@ def test_uses_the_timeframe_length(timeframe: str) -> None:
     tf_ms = TIMEFRAME_MS[timeframe]
     candles = page(T0, 3, step=tf_ms)
     now = T0 + 2 * tf_ms + tf_ms // 2
-    expected = [c for c in candles if c[0] + tf_ms <= now]
+    expected = [c for c in candles if c.ts + tf_ms <= now]
     assert len(expected) == 2
     assert closed_candles(candles, tf_ms, now) == expected
 
@@ -47,9 +54,18 @@ def test_order_and_values_are_kept() -> None:
     candles = page(T0, 5)
     out = closed_candles(candles, MINUTE, T0 + 10 * MINUTE)
     assert out == candles
-    assert [c[0] for c in out] == sorted(c[0] for c in out)
+    assert [c.ts for c in out] == sorted(c.ts for c in out)
 
 
-def test_rows_without_an_integer_timestamp_are_dropped() -> None:
-    good = [T0, 1.0, 2.0, 0.5, 1.5, 1.0]
-    assert closed_candles([[None, 1, 2, 0.5, 1.5, 1], ["x", 1, 2, 0.5, 1.5, 1], good], MINUTE, T0 + MINUTE) == [good]
+def test_each_candle_keeps_the_row_ccxt_returned() -> None:
+    raw = [[T0, 1, 2, 0.5, 1.5, 3]]  # integers where floats are expected: parsed as floats
+    (candle,) = candles_of(Page(raw, validate_ohlcv(raw)))
+    assert candle.raw is raw[0], "the published row is ccxt's own object, not a re-serialisation"
+    assert candle.row.open == 1.0 and isinstance(candle.row.open, float)
+    assert (candle.ts, candle.row.volume) == (T0, 3.0)
+
+
+@pytest.mark.parametrize("ts", [None, "x", str(T0), float(T0), True])
+def test_a_row_without_an_integer_timestamp_fails_validation(ts: object) -> None:
+    with pytest.raises(ValueError, match="valid integer"):
+        validate_ohlcv([[ts, 1, 2, 0.5, 1.5, 1], [T0, 1.0, 2.0, 0.5, 1.5, 1.0]])

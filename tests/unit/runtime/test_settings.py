@@ -10,7 +10,6 @@ from cryptoflow_runtime.settings import (
     DatabaseSettings,
     LakeSettings,
     ServiceSettings,
-    exit_on_config_error,
     load_settings,
 )
 from cryptoflow_transformer.config import TransformerSettings
@@ -104,13 +103,6 @@ def test_defaults_are_valid() -> None:
     settings = load_settings(WarehouseLoaderSettings)
     assert settings.nats_url == "nats://127.0.0.1:4222"
     assert settings.s3_endpoint_url is None
-
-
-def test_exit_on_config_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as excinfo:
-        exit_on_config_error(ConfigError("NATS_URL: nope"))
-    assert excinfo.value.code == 2
-    assert "NATS_URL: nope" in capsys.readouterr().err
 
 
 def test_bad_database_url_message_does_not_leak_the_password(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -231,3 +231,68 @@ def test_non_finite_values_are_rejected(candle: list[Any]) -> None:
     result = validate_ohlcv(frame_from_bronze(ndjson(snapshot([candle]))))
     assert result.good.height == 0
     assert result.rejected.height == 1
+
+
+def line(payload: str, *, timeframe: str = "1m", fetched: str = "2024-06-01T13:00:00Z", event_id: str = "e1") -> bytes:
+    """One bronze line with the payload written as given (JSON text), to reach what RawSnapshot would not write."""
+    envelope = (
+        f'{{"event_id": "{event_id}", "dataset": "ohlcv", "exchange": "binance", "symbol": "BTC/USDT", '
+        f'"timeframe": "{timeframe}", "first_ts": {T0}, "fetched_at": "{fetched}", "request": {{}}'
+    )
+    return f'{envelope}, "payload": {payload}}}\n'.encode()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        f"[[{T0}, 1.0, 2.0, 0.5, 1.5, 3], [{T0 + MINUTE}, 0.09946999000000001, 0.1, 0.0994, 0.0995, 0]]",
+        f"[[{T0}.0, 1, 2, 0.5, 1.5, 1e2]]",  # an integral float ts is that integer
+        f"[[{T0}.5, 1.0, 2.0, 0.5, 1.5, 1.0]]",  # a fractional one is no ts
+        "[[9007199254740993, 1.0, 2.0, 0.5, 1.5, 1.0]]",  # beyond 2**53: exact only as text
+        "[[18446744073709551615, 1.0, 2.0, 0.5, 1.5, 1.0]]",  # beyond Int64
+        f"[[{T0}, 123456789012345678901234567890, 12345678901234567891, 0.5, 1.5, -0.0]]",
+        f'[[{T0}, "1.5", 2.0, 0.5, 1.5, 1.0], [{T0 + MINUTE}, 1.0, 2.0, 0.5, 1.5, 1.0]]',  # a string: read as text
+        f'[["{T0}", 1.0, 2.0, 0.5, 1.5, 1.0]]',
+        f"[[{T0}, true, 2.0, 0.5, 1.5, 1.0]]",
+        f"[[{T0}, 1.0, 2.0, null, 1.5, 1.0], [{T0}, 1.0, 2.0], [], null, [{T0}, 1, 2, 0.5, 1.5, 1, 7]]",
+        "[]",
+        "null",
+        '{"not": "a list"}',
+    ],
+)
+def test_the_fast_numeric_read_gives_what_the_text_read_gives(payload: str) -> None:
+    from cryptoflow_transformer.ohlcv import _from_text
+
+    data = line(payload) + line(f"[[{T0 + 2 * MINUTE}, 1.0, 2.0, 0.5, 1.5, 1.0]]", event_id="e2")
+    frame = frame_from_bronze(data)
+    expected = _from_text(data)
+    assert frame.schema == expected.schema
+    assert frame.equals(expected, null_equal=True)
+
+
+@pytest.mark.parametrize("candle", [list(c) for c in GOOD] + [row for row, _ in BAD], ids=str)
+def test_the_all_pass_shortcut_agrees_with_the_checks(candle: list[Any]) -> None:
+    from cryptoflow_transformer.ohlcv import _all_pass, checks
+    from cryptoflow_transformer.quality import first_failure
+
+    raw = frame_from_bronze(ndjson(snapshot([candle])))
+    reasons = raw.select(first_failure(checks()))
+    assert _all_pass(raw) == (reasons.null_count().item() == raw.height)
+
+
+def test_unsorted_and_repeated_candles_are_deduplicated_in_key_order() -> None:
+    # Snapshots fetched out of candle order, one candle fetched twice: the sort and dedupe path.
+    later = snapshot([[T0 + MINUTE, 1.0, 2.0, 0.5, 1.5, 9.0], [T0, 1.0, 2.0, 0.5, 1.5, 1.0]], minute=30)
+    earlier = snapshot([[T0 + MINUTE, 1.0, 2.0, 0.5, 1.5, 2.0], [T0 + 2 * MINUTE, 1.0, 2.0, 0.5, 1.5, 3.0]], minute=10)
+    result = validate_ohlcv(frame_from_bronze(ndjson(later, earlier)))
+    assert result.good["ts"].dt.epoch("ms").to_list() == [T0, T0 + MINUTE, T0 + 2 * MINUTE]
+    assert result.good["volume"].to_list() == [1.0, 9.0, 3.0]  # the later fetch of T0 + 1m wins
+    assert result.duplicates == 1
+    assert result.rejected.columns == [*SILVER_SCHEMA, "reason"] and result.rejected.height == 0
+
+
+def test_well_formed_candles_take_the_numeric_read() -> None:
+    from cryptoflow_transformer.ohlcv import _from_numbers
+
+    assert _from_numbers(ndjson(snapshot([list(c) for c in GOOD]))) is not None
+    assert _from_numbers(ndjson(snapshot([[T0, "abc", 2.0, 0.5, 1.5, 1.0]]))) is None

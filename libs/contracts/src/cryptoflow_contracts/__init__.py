@@ -4,7 +4,9 @@ from .datasets import TIMEFRAME_MS, Dataset, timeframe_ms
 from .events import (
     ALL_EVENTS,
     Alert,
+    AlertKind,
     Anomaly,
+    AnomalyKind,
     BatchReady,
     DeadLetter,
     Event,
@@ -13,12 +15,14 @@ from .events import (
     ObjectWritten,
     RawSnapshot,
     RunReport,
+    RunStatus,
     SchemaDrift,
     content_hash,
 )
 from .silver import SILVER_SCHEMA_VERSION, SilverTable
 from .silver import TABLES as SILVER_TABLES
 from .subjects import (
+    DLQ_SUBJECT,
     STREAM_SUBJECTS,
     Stage,
     Stream,
@@ -37,12 +41,15 @@ from .subjects import (
 
 __all__ = [
     "ALL_EVENTS",
+    "DLQ_SUBJECT",
     "SILVER_SCHEMA_VERSION",
     "SILVER_TABLES",
     "STREAM_SUBJECTS",
     "TIMEFRAME_MS",
     "Alert",
+    "AlertKind",
     "Anomaly",
+    "AnomalyKind",
     "BatchReady",
     "Dataset",
     "DeadLetter",
@@ -52,6 +59,7 @@ __all__ = [
     "ObjectWritten",
     "RawSnapshot",
     "RunReport",
+    "RunStatus",
     "SchemaDrift",
     "SilverTable",
     "Stage",

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
+from typing import ClassVar
+
+from .names import RegisteredName
 
 
-class Dataset(StrEnum):
-    OHLCV = "ohlcv"
-    TICKER = "ticker"
-    ORDERBOOK = "orderbook"
-    TRADES = "trades"
+class Dataset(RegisteredName):
+    """A dataset: the built-in four, plus any a registry declares (`Dataset.register`)."""
+
+    OHLCV: ClassVar[Dataset]
+    TICKER: ClassVar[Dataset]
+    ORDERBOOK: ClassVar[Dataset]
+    TRADES: ClassVar[Dataset]
+
+
+Dataset.OHLCV = Dataset.register("ohlcv")
+Dataset.TICKER = Dataset.register("ticker")
+Dataset.ORDERBOOK = Dataset.register("orderbook")
+Dataset.TRADES = Dataset.register("trades")
 
 
 # Milliseconds per candle for the timeframes ccxt exchanges share; a timeframe

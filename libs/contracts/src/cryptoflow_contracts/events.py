@@ -9,14 +9,24 @@ JetStream's duplicate window drops it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from . import subjects
 from .datasets import Dataset
-from .subjects import Stage
+from .subjects import Stage, Stream
+
+# What makes an event unique, as JSON-able values: hashed into its `event_id`.
+IdentityPart = str | int | float | bool | None | Sequence["IdentityPart"] | Mapping[str, "IdentityPart"]
+Identity = list[IdentityPart]
+
+AlertKind = Literal["price_move", "spread", "staleness"]
+RunStatus = Literal["running", "ok", "failed"]
+AnomalyKind = Literal["return_zscore", "volume_spike"]
 
 
 def content_hash(value: Any) -> str:
@@ -27,12 +37,22 @@ def content_hash(value: Any) -> str:
 class Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    SCHEMA_VERSION: ClassVar[int] = 1
+    # Routing: the stream an event is published to, its subject template (subjects.py), who
+    # publishes it and what it says. `subject()` fills the template in; nothing else spells a subject.
+    STREAM: ClassVar[Stream]
+    SUBJECT: ClassVar[str]
+    PRODUCERS: ClassVar[str]
+    ABOUT: ClassVar[str]  # what its channel carries, for the AsyncAPI document
+
     schema_version: int = Field(default=1, description="Version of this event's schema")
     event_id: str = Field(default="", description="Deterministic id; used as Nats-Msg-Id")
 
-    def identity(self) -> Any:
+    def identity(self) -> Identity:
         """What makes this event unique; hashed into `event_id`."""
+        raise NotImplementedError
+
+    def subject(self) -> str:
+        """The concrete subject this event is published on."""
         raise NotImplementedError
 
     @model_validator(mode="after")
@@ -54,6 +74,11 @@ class Event(BaseModel):
 class RawSnapshot(Event):
     """One page of what ccxt returned for one exchange·symbol·dataset, untouched."""
 
+    STREAM: ClassVar[Stream] = Stream.RAW
+    SUBJECT: ClassVar[str] = subjects.RAW_SUBJECT
+    PRODUCERS: ClassVar[str] = "extractor"
+    ABOUT: ClassVar[str] = "One page of what the exchange returned for one exchange·symbol·dataset, untouched."
+
     dataset: Dataset
     exchange: str
     symbol: str = Field(description="Unified ccxt symbol, e.g. BTC/USDT")
@@ -65,7 +90,10 @@ class RawSnapshot(Event):
     last_ts: int | None = Field(default=None, description="Latest record time in payload, ms")
     final: bool = Field(default=True, description="True when every record is closed and final")
 
-    def identity(self) -> Any:
+    def subject(self) -> str:
+        return subjects.raw_subject(self.dataset, self.exchange, self.symbol)
+
+    def identity(self) -> Identity:
         return [
             self.dataset.value,
             self.exchange,
@@ -80,6 +108,11 @@ class RawSnapshot(Event):
 class ObjectWritten(Event):
     """A bronze object is durable in the lake."""
 
+    STREAM: ClassVar[Stream] = Stream.LAKE
+    SUBJECT: ClassVar[str] = subjects.LAKE_SUBJECT
+    PRODUCERS: ClassVar[str] = "lake-writer"
+    ABOUT: ClassVar[str] = "A bronze object (zstd NDJSON of RawSnapshots) is durable in the lake."
+
     dataset: Dataset
     exchange: str
     lake_url: str = Field(description="Lake root, e.g. s3://bucket or file:///data/lake")
@@ -89,12 +122,22 @@ class ObjectWritten(Event):
     records: int = Field(description="RawSnapshot events in the object")
     source_event_ids: list[str]
 
-    def identity(self) -> Any:
+    def subject(self) -> str:
+        return subjects.lake_subject(self.dataset, self.exchange, subjects.partition_symbol(self.key))
+
+    def identity(self) -> Identity:
         return [self.lake_url, self.key, self.sha256]
 
 
 class BatchReady(Event):
     """A validated silver Parquet batch is durable in the lake."""
+
+    STREAM: ClassVar[Stream] = Stream.SILVER
+    SUBJECT: ClassVar[str] = subjects.SILVER_SUBJECT
+    PRODUCERS: ClassVar[str] = "transformer"
+    ABOUT: ClassVar[str] = (
+        "A validated silver Parquet batch is durable in the lake (`lake_url` + `key`); its columns: libs/contracts silver.py, table `table`."
+    )
 
     dataset: Dataset
     table: str = Field(description="Silver table the batch belongs to (see silver.TABLES), e.g. ohlcv, trades")
@@ -113,12 +156,20 @@ class BatchReady(Event):
         default_factory=dict, description="Quarantined rows of the source object per failed check"
     )
 
-    def identity(self) -> Any:
+    def subject(self) -> str:
+        return subjects.silver_subject(self.table, self.exchange, subjects.partition_symbol(self.key))
+
+    def identity(self) -> Identity:
         return [self.lake_url, self.key, self.sha256]
 
 
 class Loaded(Event):
     """A silver batch is committed in the warehouse."""
+
+    STREAM: ClassVar[Stream] = Stream.WAREHOUSE
+    SUBJECT: ClassVar[str] = subjects.WAREHOUSE_SUBJECT
+    PRODUCERS: ClassVar[str] = "warehouse-loader"
+    ABOUT: ClassVar[str] = "A silver batch is committed in PostgreSQL."
 
     dataset: Dataset
     table: str
@@ -128,12 +179,22 @@ class Loaded(Event):
     rows_unchanged: int
     already_loaded: bool = Field(description="True when the ledger showed the batch as loaded before")
 
-    def identity(self) -> Any:
+    def subject(self) -> str:
+        return subjects.warehouse_subject(self.dataset)
+
+    def identity(self) -> Identity:
         return [self.table, self.batch_event_id]
 
 
 class DeadLetter(Event):
     """Input a stage could not process, with the reason; the stage went on."""
+
+    STREAM: ClassVar[Stream] = Stream.DLQ
+    SUBJECT: ClassVar[str] = subjects.DLQ_SUBJECT
+    PRODUCERS: ClassVar[str] = "every stage"
+    ABOUT: ClassVar[str] = (
+        "Input a stage could not process, with the reason (dataset `unknown` when undecodable). The transformer's also point at quarantined rows."
+    )
 
     stage: Stage
     dataset: Dataset | None
@@ -145,7 +206,10 @@ class DeadLetter(Event):
     payload: str | None = Field(default=None, description="The failed input (text, or base64 of bytes)")
     details: dict[str, Any] = Field(default_factory=dict)
 
-    def identity(self) -> Any:
+    def subject(self) -> str:
+        return subjects.dlq_subject(self.stage, self.dataset)
+
+    def identity(self) -> Identity:
         return [self.stage.value, self.source_subject, self.source_event_id, self.reason, self.payload]
 
 
@@ -154,6 +218,11 @@ class KnownGap(Event):
 
     Recorded once, never retried: the extractor moves past it.
     """
+
+    STREAM: ClassVar[Stream] = Stream.GAPS
+    SUBJECT: ClassVar[str] = subjects.GAPS_SUBJECT
+    PRODUCERS: ClassVar[str] = "extractor"
+    ABOUT: ClassVar[str] = "An interval the exchange itself has no records for."
 
     exchange: str
     symbol: str
@@ -164,12 +233,20 @@ class KnownGap(Event):
     missing: int = Field(description="Number of missing records (candles)")
     detected_at: datetime
 
-    def identity(self) -> Any:
+    def subject(self) -> str:
+        return subjects.gaps_subject(self.exchange, self.symbol)
+
+    def identity(self) -> Identity:
         return [self.exchange, self.symbol, self.dataset.value, self.timeframe, self.start_ts, self.end_ts]
 
 
 class SchemaDrift(Event):
     """The exchange's raw payload changed shape against the learned baseline."""
+
+    STREAM: ClassVar[Stream] = Stream.DRIFT
+    SUBJECT: ClassVar[str] = subjects.DRIFT_SUBJECT
+    PRODUCERS: ClassVar[str] = "extractor"
+    ABOUT: ClassVar[str] = "The exchange's raw payload changed shape."
 
     exchange: str
     dataset: Dataset
@@ -180,7 +257,10 @@ class SchemaDrift(Event):
     breaking: bool = Field(description="True when fields vanished or changed type; the page was dead-lettered")
     detected_at: datetime
 
-    def identity(self) -> Any:
+    def subject(self) -> str:
+        return subjects.drift_subject(self.exchange, self.dataset)
+
+    def identity(self) -> Identity:
         return [self.exchange, self.dataset.value, self.appeared, self.vanished, self.changed]
 
 
@@ -192,8 +272,13 @@ class Alert(Event):
     same condition seen again on the same data is the same event (same `event_id`).
     """
 
+    STREAM: ClassVar[Stream] = Stream.ALERTS
+    SUBJECT: ClassVar[str] = subjects.ALERTS_SUBJECT
+    PRODUCERS: ClassVar[str] = "warehouse-loader"
+    ABOUT: ClassVar[str] = "A warehouse threshold rule fired."
+
     rule: str = Field(description="Configured rule name; the last subject token")
-    kind: str = Field(description="price_move, spread or staleness")
+    kind: AlertKind = Field(description="price_move, spread or staleness")
     symbol: str
     exchanges: list[str] = Field(description="One exchange, or the two of a spread (sorted)")
     table: str | None = Field(default=None, description="Warehouse table the rule looked at")
@@ -204,7 +289,10 @@ class Alert(Event):
     message: str
     triggered_at: datetime
 
-    def identity(self) -> Any:
+    def subject(self) -> str:
+        return subjects.alerts_subject(self.rule)
+
+    def identity(self) -> Identity:
         return [
             self.rule,
             self.symbol,
@@ -223,11 +311,16 @@ class RunReport(Event):
     latest (highest `seq`) per `run_id` in its `service_runs` table (`cryptoflow runs`).
     """
 
+    STREAM: ClassVar[Stream] = Stream.RUNS
+    SUBJECT: ClassVar[str] = subjects.RUNS_SUBJECT
+    PRODUCERS: ClassVar[str] = "services reporting their runs (warehouse-loader)"
+    ABOUT: ClassVar[str] = "How one run of a service is going: counts, errors, status."
+
     service: str
     run_id: str = Field(description="Unique per process run, e.g. <service>-<host>-<pid>-<start ms>")
     instance: str = Field(description="Host/pod and pid")
     seq: int = Field(ge=0, description="Report number within the run; a higher seq supersedes")
-    status: str = Field(description="running, ok (ended cleanly) or failed")
+    status: RunStatus = Field(description="running, ok (ended cleanly) or failed")
     started_at: datetime
     reported_at: datetime
     ended_at: datetime | None = None
@@ -235,18 +328,26 @@ class RunReport(Event):
     errors: int = 0
     last_error: str | None = None
 
-    def identity(self) -> Any:
+    def subject(self) -> str:
+        return subjects.runs_subject(self.service)
+
+    def identity(self) -> Identity:
         return [self.service, self.run_id, self.seq]
 
 
 class Anomaly(Event):
     """A candle that stands out from the ones before it (return z-score or volume spike)."""
 
+    STREAM: ClassVar[Stream] = Stream.ANOMALIES
+    SUBJECT: ClassVar[str] = subjects.ANOMALIES_SUBJECT
+    PRODUCERS: ClassVar[str] = "transformer (when TRANSFORMER_ANOMALIES is on)"
+    ABOUT: ClassVar[str] = "A candle that stands out from the ones before it."
+
     exchange: str
     symbol: str
     timeframe: str
     ts: int = Field(description="Candle open time, ms since epoch (UTC)")
-    kind: str = Field(description="return_zscore | volume_spike")
+    kind: AnomalyKind = Field(description="return_zscore | volume_spike")
     value: float = Field(description="The z-score, or the volume over the window's mean volume")
     threshold: float = Field(description="|value| at or above which a candle is flagged")
     window: int = Field(description="Candles before this one the value is measured against")
@@ -254,7 +355,10 @@ class Anomaly(Event):
     volume: float
     source_event_id: str = Field(description="event_id of the RawSnapshot that carried the candle")
 
-    def identity(self) -> Any:
+    def subject(self) -> str:
+        return subjects.anomaly_subject(self.exchange, self.symbol)
+
+    def identity(self) -> Identity:
         # The value is part of it: a candle revised later is flagged anew, a redelivery is not.
         return [self.exchange, self.symbol, self.timeframe, self.ts, self.kind, self.value, self.window]
 

@@ -29,6 +29,9 @@ class SilverTable:
     # added later must come with a default here (and a SILVER_SCHEMA_VERSION bump), or old files
     # of the table can no longer be read.
     defaults: Mapping[str, bool | int | float | str | None] = field(default_factory=dict)
+    # Value columns a row must have (besides the key and lineage, always required): NOT NULL in
+    # the warehouse.
+    not_null: frozenset[str] = frozenset()
 
     @property
     def column_names(self) -> list[str]:
@@ -51,6 +54,7 @@ OHLCV = SilverTable(
     ),
     key=("exchange", "symbol", "timeframe", "ts"),
     defaults={"resampled": False, "final": True},
+    not_null=frozenset({"open", "high", "low", "close", "volume", "resampled", "final"}),
 )  # fmt: skip
 INDICATORS = SilverTable(
     "indicators",
@@ -80,6 +84,7 @@ ORDER_BOOKS = SilverTable(
         ("source_event_id", T),
     ),
     key=("exchange", "symbol", "ts", "side", "level"),
+    not_null=frozenset({"price", "amount"}),
 )  # fmt: skip
 TRADES = SilverTable(
     "trades",
@@ -89,6 +94,17 @@ TRADES = SilverTable(
         ("source_event_id", T),
     ),
     key=("exchange", "symbol", "trade_id"),
+    not_null=frozenset({"price", "amount"}),
 )  # fmt: skip
 
+# The registry of silver tables: a new dataset's table is added with `register_table`.
 TABLES: dict[str, SilverTable] = {table.name: table for table in (OHLCV, TICKERS, ORDER_BOOKS, TRADES, INDICATORS)}
+
+
+def register_table(table: SilverTable) -> SilverTable:
+    """Add a silver table to the registry (its warehouse table comes with its migration)."""
+    existing = TABLES.get(table.name)
+    if existing is not None and existing != table:
+        raise ValueError(f"silver table {table.name!r} is already registered with other columns")
+    TABLES[table.name] = table
+    return table

@@ -5,19 +5,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
 
-from faststream import FastStream
+from cryptoflow_contracts import Event
+from faststream import Context, FastStream
 from faststream.middlewares import AckPolicy
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
+from faststream.nats.message import NatsBatchMessage, NatsMessage
 from faststream.nats.prometheus import NatsPrometheusMiddleware
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as JsAckPolicy
 from prometheus_client import REGISTRY
 
+from .consume import BatchHandler, Consumer, EventHandler, deliver_batch, deliver_each
 from .health import HealthServer
-from .jetstream import ensure_streams
+from .jetstream import ensure_streams, msg_id_headers
 from .lake import Lake, open_lake
 from .logs import configure_logging
 from .metrics import CONSUMER_ACK_PENDING, CONSUMER_PENDING, CONSUMER_REDELIVERED
@@ -25,6 +30,7 @@ from .settings import ConfigError, LakeSettings, ServiceSettings
 from .tracing import NatsTelemetryMiddleware, configure_tracing
 
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+E = TypeVar("E", bound=Event)
 log = logging.getLogger(__name__)
 
 
@@ -53,6 +59,87 @@ class Service:
         self.health = HealthServer(name, settings.http_host, settings.http_port, ready=self.is_connected)
         self.app.on_startup(self._start)
         self.app.on_shutdown(self.health.stop)
+        # What the handlers need open (lake, database...), also opened by an offline run.
+        self._opens: list[Callable[[], Awaitable[None]]] = []
+        self._closes: list[Callable[[], Awaitable[None]]] = []
+        self.handlers: dict[str, RegisteredHandler] = {}
+
+    def resource(
+        self,
+        open_: Callable[[], Awaitable[None]],
+        close: Callable[[], Awaitable[None]] | None = None,
+        *,
+        close_after_broker: bool = False,
+    ) -> None:
+        """Something the handlers use: opened after the broker connects, closed at shutdown
+        (after the broker stopped and in-flight messages settled, when `close_after_broker`)."""
+        self._opens.append(open_)
+        self.app.on_startup(open_)
+        if close is not None:
+            self._closes.append(close)
+            (self.app.after_shutdown if close_after_broker else self.app.on_shutdown)(close)
+
+    async def open_offline(self, durable: str | None = None) -> OfflineHandler:
+        """Connect and open what the handlers use, without starting any subscriber: the stage's
+        handler for messages fetched elsewhere (replay), settled as the live consumer settles."""
+        registered = self.handlers[durable] if durable else next(iter(self.handlers.values()))
+        await self.broker.connect()
+        await ensure_streams(self.jetstream)
+        for open_ in self._opens:
+            await open_()
+        return OfflineHandler(self, registered)
+
+    async def close_offline(self) -> None:
+        for close in reversed(self._closes):
+            await close()
+        await self.broker.stop()
+
+    def consume(self, consumer: Consumer[E]) -> Callable[[EventHandler[E]], EventHandler[E]]:
+        """Register a typed handler, `async def on_x(event: X) -> None`, on the consume path."""
+
+        def register(handler: EventHandler[E]) -> EventHandler[E]:
+            async def on_message(message: Annotated[NatsMessage, Context("message")]) -> None:
+                await deliver_each(self.broker, consumer, handler, [message.raw_message], self.name)
+
+            self._subscriber(consumer, batch=False)(on_message)
+            self.watch_consumer(consumer.input_stream.value, consumer.durable)
+            self.handlers[consumer.durable] = RegisteredHandler(consumer, handler, None)
+            return handler
+
+        return register
+
+    def consume_batches(self, consumer: Consumer[E]) -> Callable[[BatchHandler[E]], BatchHandler[E]]:
+        """Register a typed batch handler, `async def on_x(events: list[X]) -> Sequence[Outcome]`."""
+
+        def register(handler: BatchHandler[E]) -> BatchHandler[E]:
+            async def on_messages(message: Annotated[NatsBatchMessage, Context("message")]) -> None:
+                await deliver_batch(self.broker, consumer, handler, message.raw_message, self.name)
+
+            self._subscriber(consumer, batch=True)(on_messages)
+            self.watch_consumer(consumer.input_stream.value, consumer.durable)
+            self.handlers[consumer.durable] = RegisteredHandler(consumer, None, handler)
+            return handler
+
+        return register
+
+    def _subscriber(self, consumer: Consumer[Any], *, batch: bool) -> Callable[[Callable[..., Awaitable[None]]], Any]:
+        return self.durable_subscriber(
+            consumer.filter_subject,
+            consumer.input_stream.value,
+            consumer.durable,
+            ack_wait_s=consumer.ack_wait_s,
+            max_deliver=consumer.max_deliver,
+            title=consumer.title,
+            description=consumer.description,
+            batch_size=consumer.batch_size,
+            batch=batch,
+            fetch_timeout_s=consumer.fetch_timeout_s,
+            max_ack_pending=consumer.max_ack_pending,
+        )
+
+    async def publish(self, event: Event) -> None:
+        """Publish an event on its own stream and subject, deduplicated by its event_id."""
+        await publish(self.broker, event)
 
     def durable_subscriber(
         self,
@@ -123,8 +210,7 @@ class Service:
     def use_lake(self, settings: LakeSettings) -> LakeHandle:
         """A lake opened at start and closed at shutdown."""
         handle = LakeHandle(settings)
-        self.app.on_startup(handle.open)
-        self.app.on_shutdown(handle.close)
+        self.resource(handle.open, handle.close)
         return handle
 
     async def _start(self) -> None:
@@ -143,6 +229,43 @@ class Service:
             return bool(self.broker.config.connection_state.connection.is_connected)
         except Exception:
             return False
+
+
+@dataclass(frozen=True)
+class RegisteredHandler:
+    """A consumer and its typed handler (one of the two kinds)."""
+
+    consumer: Consumer[Any]
+    each: EventHandler[Any] | None
+    batch: BatchHandler[Any] | None
+
+
+class OfflineHandler:
+    """A stage's registered handler on a connected service, fed with messages from elsewhere."""
+
+    def __init__(self, service: Service, registered: RegisteredHandler) -> None:
+        self.service = service
+        self.consumer = registered.consumer
+        self._registered = registered
+
+    async def handle(self, msgs: Sequence[Msg]) -> None:
+        """Decode, handle and settle `msgs` exactly as the live consumer would."""
+        broker, name = self.service.broker, self.service.name
+        if self._registered.batch is not None:
+            await deliver_batch(broker, self.consumer, self._registered.batch, msgs, name)
+        else:
+            assert self._registered.each is not None
+            await deliver_each(broker, self.consumer, self._registered.each, msgs, name)
+
+    async def close(self) -> None:
+        await self.service.close_offline()
+
+
+async def publish(broker: NatsBroker, event: Event) -> None:
+    """Publish an event on its own stream and subject, with `Nats-Msg-Id` = its event_id."""
+    await broker.publish(
+        event.to_json(), subject=event.subject(), headers=msg_id_headers(event.event_id), stream=event.STREAM.value
+    )
 
 
 class LakeHandle:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -36,7 +35,11 @@ class ServiceSettings(BaseSettings):
     )
     http_host: str = Field(default="127.0.0.1", description="Bind address of /healthz and /metrics")
     http_port: int = Field(default=0, ge=0, le=65535, description="Port of /healthz and /metrics; 0 = any")
-    log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL", "log_level"))
+    log_level: str = Field(
+        default="INFO",
+        validation_alias=AliasChoices("LOG_LEVEL", "log_level"),
+        description="Log level of the JSON logs (DEBUG adds FastStream's per-message lines)",
+    )
     otlp_endpoint: str | None = Field(
         default=None,
         validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT", "otlp_endpoint"),
@@ -122,11 +125,6 @@ def describe_validation_error(cls: type[BaseSettings], exc: ValidationError) -> 
         shown = redact(given) if isinstance(given, str) else given
         problems.append(f"{env_name}: {error['msg']} (got {shown!r})")
     return "invalid configuration: " + "; ".join(problems)
-
-
-def exit_on_config_error(error: ConfigError) -> None:
-    print(f"error: {error}", file=sys.stderr)
-    raise SystemExit(2)
 
 
 # --- Stream retention and limits -------------------------------------------------------------

@@ -1,0 +1,19 @@
+"""The extractor stage: exchanges through ccxt → RawSnapshot pages on RAW (a source: no input)."""
+
+from cryptoflow_contracts import DeadLetter, KnownGap, RawSnapshot, SchemaDrift
+from cryptoflow_runtime import StageSpec
+
+from .app import NAME, build
+from .config import ExtractorSettings
+
+STAGE = StageSpec(
+    name=NAME,
+    module="cryptoflow_extractor.main",
+    settings=ExtractorSettings,
+    build=build,
+    outputs=(RawSnapshot, KnownGap, SchemaDrift, DeadLetter),
+    env_prefix="EXTRACTOR_",
+    description="ccxt polling, checkpoints in JetStream KV, publishes RawSnapshot",
+)
+
+__all__ = ["STAGE", "ExtractorSettings", "build"]

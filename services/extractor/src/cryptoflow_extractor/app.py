@@ -9,34 +9,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Protocol
 
 import ccxt.async_support as ccxt
 from cryptoflow_runtime import ConfigError, Service, ensure_kv
 
 from .checkpoints import CheckpointStore
 from .config import ExtractorSettings
+from .datasets import Job, JobContext, scheduled_jobs
 from .exchanges import create_exchange
 from .jobs import ExchangeSpec
 from .limiter import RateLimiter
 from .metrics import POLL_ERRORS
-from .ohlcv import OhlcvJob
 from .publishing import jetstream_publisher
 from .resilience import CircuitBreaker, CircuitOpenError, ExchangeCaller, RetryPolicy
 from .session import BadPageError, ExchangeSession, Publisher
-from .snapshots import OrderBookJob, TickerJob
-from .trades import TradesJob
 
 log = logging.getLogger(__name__)
 
 NAME = "extractor"
-
-
-class Job(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    async def catch_up(self) -> int: ...
 
 
 async def poll_forever(
@@ -143,34 +133,15 @@ class Extractor:
 
     def _start_jobs(self, exchange_id: str, spec: ExchangeSpec, checkpoints: CheckpointStore) -> None:
         session = self.sessions[exchange_id]
-        datasets = spec.datasets
-
-        def run(job: Job, interval_s: float, dataset: str) -> None:
-            backoff = self.settings.max_poll_backoff_s
-            self.tasks.append(
-                asyncio.create_task(poll_forever(job, interval_s, dataset, exchange_id, max_backoff_s=backoff))
-            )
-
+        backoff = self.settings.max_poll_backoff_s
         for symbol in spec.symbols:
-            if (ohlcv := datasets.ohlcv) is not None:
-                for timeframe in ohlcv.timeframes:
-                    job = OhlcvJob(
-                        session=session,
-                        symbol=symbol,
-                        timeframe=timeframe,
-                        since_ms=int(ohlcv.since.timestamp() * 1000),
-                        until_ms=int(ohlcv.until.timestamp() * 1000) if ohlcv.until else None,
-                        page_limit=ohlcv.page_limit,
-                        checkpoints=checkpoints,
+            context = JobContext(session, symbol, checkpoints)
+            for dataset, scheduled in scheduled_jobs(context, spec.datasets).items():
+                for item in scheduled:
+                    poll = poll_forever(
+                        item.job, item.poll_interval_s, dataset.value, exchange_id, max_backoff_s=backoff
                     )
-                    run(job, ohlcv.poll_interval_s, "ohlcv")
-            if (ticker := datasets.ticker) is not None:
-                run(TickerJob(session, symbol), ticker.poll_interval_s, "ticker")
-            if (orderbook := datasets.orderbook) is not None:
-                run(OrderBookJob(session, symbol, orderbook.depth), orderbook.poll_interval_s, "orderbook")
-            if (trades := datasets.trades) is not None:
-                since = int(trades.since.timestamp() * 1000) if trades.since else None
-                run(TradesJob(session, symbol, since, trades.page_limit, checkpoints), trades.poll_interval_s, "trades")
+                    self.tasks.append(asyncio.create_task(poll))
 
     async def stop(self) -> None:
         for task in self.tasks:

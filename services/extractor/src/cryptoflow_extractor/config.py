@@ -20,16 +20,13 @@ from .jobs import (
     ExchangeSpec,
     JobsConfig,
     JobsConfigError,
-    OhlcvSpec,
-    OrderBookSpec,
-    TickerSpec,
-    TradesSpec,
     check_exchange,
     check_http_url,
     check_timeframes,
     check_unified_symbols,
     load_jobs,
 )
+from .profiles import PROFILES
 
 
 def _split(value: object) -> object:
@@ -42,7 +39,9 @@ class ExtractorSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="EXTRACTOR_", extra="ignore", populate_by_name=True)
 
     config: Path | None = Field(default=None, description="YAML jobs file; the variables below when unset")
-    exchange: str = Field(default="binance", description="ccxt exchange id (without a jobs file)")
+    exchange: str = Field(
+        default="binance", description=f"ccxt exchange id (without a jobs file): {', '.join(PROFILES)}"
+    )
     exchange_url: str | None = Field(
         default=None, description="Base URL replacing the exchange's API host (the simulator); live when unset"
     )
@@ -53,9 +52,12 @@ class ExtractorSettings(ServiceSettings):
         default_factory=lambda: ["BTC/USDT", "ETH/USDT"], description="Unified symbols, comma-separated"
     )
     datasets: Annotated[list[Dataset], NoDecode] = Field(
-        default_factory=lambda: [Dataset.OHLCV], description="ohlcv,ticker,orderbook,trades"
+        default_factory=lambda: [Dataset.OHLCV],
+        description=f"Datasets to extract, comma-separated: {','.join(DatasetsSpec.model_fields)}",
     )
-    timeframes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["1m"], description="e.g. 1m,5m")
+    timeframes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["1m"], description="Candle timeframes, comma-separated (e.g. 1m,5m)"
+    )
     since: datetime = Field(
         default=datetime(2024, 1, 1, tzinfo=UTC), description="First candle to extract (ISO 8601, UTC)"
     )
@@ -64,8 +66,10 @@ class ExtractorSettings(ServiceSettings):
     page_limit: int = Field(default=1000, ge=1, le=1000, description="Records per request")
     orderbook_depth: int = Field(default=20, ge=1, le=1000, description="Order-book levels per side")
     rate_limit_ms: float | None = Field(default=None, gt=0, description="Override ccxt's rateLimit (ms/request)")
-    checkpoint_bucket: str = Field(default="cryptoflow_checkpoints", description="JetStream KV bucket")
-    timeout_ms: int = Field(default=10_000, ge=100, description="ccxt request timeout")
+    checkpoint_bucket: str = Field(
+        default="cryptoflow_checkpoints", description="JetStream KV bucket of the jobs' checkpoints"
+    )
+    timeout_ms: int = Field(default=10_000, ge=100, description="ccxt request timeout (ms)")
     max_attempts: int = Field(default=6, ge=1, description="Attempts per request before the poll fails")
     breaker_threshold: int = Field(default=5, ge=1, description="Consecutive failures that open the circuit")
     breaker_cooldown_s: float = Field(default=30.0, gt=0, description="Open-circuit cool-down")
@@ -101,25 +105,7 @@ class ExtractorSettings(ServiceSettings):
         return config
 
     def _env_exchange(self) -> ExchangeSpec:
-        wanted = set(self.datasets)
-        datasets = DatasetsSpec(
-            ohlcv=OhlcvSpec(
-                timeframes=self.timeframes,
-                since=self.since,
-                until=self.until,
-                poll_interval_s=self.poll_interval_s,
-                page_limit=self.page_limit,
-            )
-            if Dataset.OHLCV in wanted
-            else None,
-            ticker=TickerSpec(poll_interval_s=self.poll_interval_s) if Dataset.TICKER in wanted else None,
-            orderbook=OrderBookSpec(depth=self.orderbook_depth, poll_interval_s=self.poll_interval_s)
-            if Dataset.ORDERBOOK in wanted
-            else None,
-            trades=TradesSpec(poll_interval_s=self.poll_interval_s, page_limit=self.page_limit)
-            if Dataset.TRADES in wanted
-            else None,
-        )
+        datasets = DatasetsSpec.from_env(dict.fromkeys(self.datasets), self)
         return ExchangeSpec(
             url=self.exchange_url, rate_limit_ms=self.rate_limit_ms, symbols=self.symbols, datasets=datasets
         )

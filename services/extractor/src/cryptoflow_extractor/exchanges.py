@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import ccxt.async_support as ccxt
 
-# What each exchange needs to load spot markets from public endpoints alone.
-LOAD_OPTIONS: dict[str, dict[str, Any]] = {
-    "binance": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False},
-    "bybit": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False},
-    "gate": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False},
-}
+from .profiles import profile
 
 
 def _rehost(url: str, base_url: str) -> str:
@@ -33,14 +29,16 @@ def _rehost_tree(value: Any, base_url: str) -> Any:
 def create_exchange(
     exchange_id: str, base_url: str | None, timeout_ms: int = 10_000, rate_limit_ms: float | None = None
 ) -> ccxt.Exchange:
-    cls = getattr(ccxt, exchange_id)
+    facts = profile(exchange_id)
+    cls = getattr(ccxt, facts.ccxt_id)
     config: dict[str, Any] = {
         # Our own limiter (limiter.py) spaces requests and honours Retry-After for all jobs.
         "enableRateLimit": False,
         # The raw body, parsed, for drift checks and dead letters (ccxt keeps none by default).
         "enableLastJsonResponse": True,
         "timeout": timeout_ms,
-        "options": LOAD_OPTIONS.get(exchange_id, {}),
+        # A copy: ccxt keeps (and may change) what it is given; the profile is shared.
+        "options": {key: copy.deepcopy(value) for key, value in facts.load_options.items()},
     }
     if rate_limit_ms is not None:
         config["rateLimit"] = rate_limit_ms

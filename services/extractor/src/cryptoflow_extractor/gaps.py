@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable
 
 
-def holes(candles: Sequence[Sequence[Any]], tf_ms: int, since: int | None = None) -> list[tuple[int, int]]:
+def holes(timestamps: Iterable[int], tf_ms: int, since: int | None = None) -> list[tuple[int, int]]:
     """(first missing ts, last missing ts) for every run of missing candles, inclusive.
 
-    With `since`, a late first candle leaves [since, first) missing too.
+    `timestamps` are the candles' open times, ascending. With `since`, a late first candle leaves
+    [since, first) missing too.
     """
     found: list[tuple[int, int]] = []
     previous = since - tf_ms if since is not None else None
-    for candle in candles:
-        ts = int(candle[0])
+    for ts in timestamps:
         if previous is not None and ts - previous > tf_ms:
             found.append((previous + tf_ms, ts - tf_ms))
         previous = ts

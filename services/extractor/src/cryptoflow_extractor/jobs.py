@@ -16,14 +16,17 @@ exchanges:
 
 from __future__ import annotations
 
+import types
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol, Self, Union, get_args, get_origin
 
 import yaml
 from cryptoflow_contracts import TIMEFRAME_MS, Dataset
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-SUPPORTED_EXCHANGES = ("binance", "bybit", "gate")
+from .profiles import PROFILES
 
 
 class _Spec(BaseModel):
@@ -54,8 +57,8 @@ def check_http_url(value: str | None) -> str | None:
 
 
 def check_exchange(value: str) -> str:
-    if value not in SUPPORTED_EXCHANGES:
-        raise ValueError(f"unknown exchange {value!r}; supported: {', '.join(SUPPORTED_EXCHANGES)}")
+    if value not in PROFILES:
+        raise ValueError(f"unknown exchange {value!r}; supported: {', '.join(PROFILES)}")
     return value
 
 
@@ -65,7 +68,33 @@ def _utc(value: datetime | None) -> datetime | None:
     return value
 
 
-class OhlcvSpec(_Spec):
+class EnvJobs(Protocol):
+    """The single-exchange settings (`ExtractorSettings`) a dataset's spec is built from without a jobs file."""
+
+    @property
+    def timeframes(self) -> list[str]: ...
+    @property
+    def since(self) -> datetime: ...
+    @property
+    def until(self) -> datetime | None: ...
+    @property
+    def poll_interval_s(self) -> float: ...
+    @property
+    def page_limit(self) -> int: ...
+    @property
+    def orderbook_depth(self) -> int: ...
+
+
+class DatasetSpec(_Spec):
+    """One dataset's block of a jobs file; its jobs are built by `datasets.JOB_FACTORIES`."""
+
+    @classmethod
+    def from_env(cls, env: EnvJobs) -> Self:
+        """This dataset's spec from the EXTRACTOR_* variables alone."""
+        raise NotImplementedError(f"{cls.__name__} cannot be configured from the environment")
+
+
+class OhlcvSpec(DatasetSpec):
     timeframes: list[str] = Field(default_factory=lambda: ["1m"])
     since: datetime = Field(default_factory=lambda: datetime.now(UTC) - timedelta(days=1))
     until: datetime | None = None
@@ -76,32 +105,77 @@ class OhlcvSpec(_Spec):
 
     _since_utc = field_validator("since", "until")(_utc)
 
+    @classmethod
+    def from_env(cls, env: EnvJobs) -> Self:
+        return cls(
+            timeframes=env.timeframes,
+            since=env.since,
+            until=env.until,
+            poll_interval_s=env.poll_interval_s,
+            page_limit=env.page_limit,
+        )
 
-class TickerSpec(_Spec):
+
+class TickerSpec(DatasetSpec):
     poll_interval_s: float = Field(default=5.0, gt=0)
 
+    @classmethod
+    def from_env(cls, env: EnvJobs) -> Self:
+        return cls(poll_interval_s=env.poll_interval_s)
 
-class OrderBookSpec(_Spec):
+
+class OrderBookSpec(DatasetSpec):
     depth: int = Field(default=20, ge=1, le=1000)
     poll_interval_s: float = Field(default=5.0, gt=0)
 
+    @classmethod
+    def from_env(cls, env: EnvJobs) -> Self:
+        return cls(depth=env.orderbook_depth, poll_interval_s=env.poll_interval_s)
 
-class TradesSpec(_Spec):
+
+class TradesSpec(DatasetSpec):
     since: datetime | None = Field(default=None, description="First trade time; the newest page when unset")
     poll_interval_s: float = Field(default=5.0, gt=0)
     page_limit: int = Field(default=1000, ge=1, le=1000)
 
     _since_utc = field_validator("since")(_utc)
 
+    @classmethod
+    def from_env(cls, env: EnvJobs) -> Self:
+        return cls(poll_interval_s=env.poll_interval_s, page_limit=env.page_limit)
+
 
 class DatasetsSpec(_Spec):
+    """The `datasets:` block: one optional field per dataset, named by its `Dataset` value."""
+
     ohlcv: OhlcvSpec | None = None
     ticker: TickerSpec | None = None
     orderbook: OrderBookSpec | None = None
     trades: TradesSpec | None = None
 
+    def configured(self) -> dict[Dataset, DatasetSpec]:
+        """The enabled datasets and their specs, in `Dataset` order."""
+        found = {dataset: getattr(self, dataset.value, None) for dataset in Dataset}
+        return {dataset: spec for dataset, spec in found.items() if spec is not None}
+
     def enabled(self) -> list[Dataset]:
-        return [dataset for dataset in Dataset if getattr(self, dataset.value) is not None]
+        return list(self.configured())
+
+    @classmethod
+    def spec_type(cls, dataset: Dataset) -> type[DatasetSpec]:
+        """The model of a dataset's block (`OhlcvSpec` for ohlcv...), read from the field."""
+        field = cls.model_fields.get(dataset.value)
+        annotation = field.annotation if field is not None else None
+        options = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+        for option in options:
+            if isinstance(option, type) and issubclass(option, DatasetSpec):
+                return option
+        raise LookupError(f"dataset {dataset.value!r} has no spec: add a field to {cls.__name__}")
+
+    @classmethod
+    def from_env(cls, datasets: Iterable[Dataset], env: EnvJobs) -> DatasetsSpec:
+        """The given datasets, each configured from the EXTRACTOR_* variables."""
+        return cls.model_validate({dataset.value: cls.spec_type(dataset).from_env(env) for dataset in datasets})
 
 
 class ExchangeSpec(_Spec):

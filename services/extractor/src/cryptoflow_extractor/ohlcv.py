@@ -7,27 +7,38 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptoflow_contracts import Dataset, KnownGap, RawSnapshot, timeframe_ms
 
 from .checkpoints import CheckpointStore, checkpoint_key
 from .gaps import holes
 from .metrics import CANDLES_PUBLISHED, FRESHNESS_LAG, KNOWN_GAPS, NEWEST_RECORD
-from .session import ExchangeSession
-from .validation import validate_ohlcv
+from .profiles import profile
+from .session import ExchangeSession, Page
+from .validation import OhlcvRow, validate_ohlcv
 
 log = logging.getLogger(__name__)
 
 
-def closed_candles(candles: list[list[Any]], tf_ms: int, now_ms: int) -> list[list[Any]]:
+class Candle(NamedTuple):
+    """One candle of a page: its typed row, and ccxt's row as returned (what is published)."""
+
+    row: OhlcvRow
+    raw: list[Any]
+
+    @property
+    def ts(self) -> int:
+        return self.row.ts
+
+
+def candles_of(page: Page[list[OhlcvRow]]) -> list[Candle]:
+    return list(map(Candle, page.parsed, page.result))
+
+
+def closed_candles(candles: list[Candle], tf_ms: int, now_ms: int) -> list[Candle]:
     """Candles whose interval has ended; the forming one is dropped, to be fetched once closed."""
-    return [candle for candle in candles if isinstance(candle[0], int) and candle[0] + tf_ms <= now_ms]
-
-
-# Exchanges whose kline endpoint answers a time window [start, end] rather than "the next
-# `limit` candles from start": an empty window there is a hole, not the end of the data.
-WINDOWED_OHLCV = frozenset({"bybit", "gate"})
+    return [candle for candle in candles if candle.ts + tf_ms <= now_ms]
 
 
 def wall_clock_ms() -> int:
@@ -55,16 +66,16 @@ class OhlcvJob:
     def name(self) -> str:
         return f"{self.session.exchange_id} {self.symbol} ohlcv {self.timeframe}"
 
-    async def _page(self, since: int, limit: int, until: int | None = None) -> list[list[Any]]:
+    async def _page(self, since: int, limit: int, until: int | None = None) -> list[Candle]:
         exchange = self.session.exchange
         params = {"until": until} if until is not None else {}
-        page: list[list[Any]] = await self.session.fetch(
+        page = await self.session.fetch(
             Dataset.OHLCV,
             self.symbol,
             lambda: exchange.fetch_ohlcv(self.symbol, self.timeframe, since, limit, params),
             validate_ohlcv,
         )
-        return page
+        return candles_of(page)
 
     async def catch_up(self, now_ms: Callable[[], int] = wall_clock_ms) -> int:
         """Publish every closed candle from the checkpoint to now (or `until`); returns how many."""
@@ -74,7 +85,7 @@ class OhlcvJob:
         # Only a checkpoint is history: before it, a late first candle is the market's start, not a gap.
         has_history = checkpoint is not None
         published = 0
-        windowed = self.session.exchange_id in WINDOWED_OHLCV
+        windowed = profile(self.session.exchange_id).windowed_ohlcv
         while self.until_ms is None or since <= self.until_ms:
             window_end: int | None = None
             if windowed:
@@ -83,9 +94,9 @@ class OhlcvJob:
                     window_end = min(window_end, self.until_ms)
             page = await self._page(since, self.page_limit, until=window_end)
             fetched_at = datetime.now(UTC)
-            candles = [c for c in closed_candles(page, tf_ms, now_ms()) if c[0] >= since]
+            candles = [c for c in closed_candles(page, tf_ms, now_ms()) if c.ts >= since]
             if self.until_ms is not None:
-                candles = [c for c in candles if c[0] <= self.until_ms]
+                candles = [c for c in candles if c.ts <= self.until_ms]
             if not candles:
                 if window_end is not None and window_end + tf_ms <= now_ms():
                     # A closed window with no candle: a hole if we have history, else before the market's start.
@@ -95,22 +106,22 @@ class OhlcvJob:
                     since = window_end + tf_ms
                     continue
                 break
-            gaps = holes(candles, tf_ms, since if has_history else None)
+            gaps = holes([c.ts for c in candles], tf_ms, since if has_history else None)
             if not windowed and has_history and gaps and gaps[0][0] == since:
                 # The exchange skipped from our checkpoint to a later candle: ask for exactly the
                 # missing interval once before calling it a gap.
                 start, end = gaps[0]
-                refetched = [c for c in await self._page(start, self.page_limit, until=end) if start <= c[0] <= end]
+                refetched = [c for c in await self._page(start, self.page_limit, until=end) if start <= c.ts <= end]
                 if refetched:
                     log.info(
                         "missing candles re-requested and found", extra={"job": self.name, "found": len(refetched)}
                     )
-                    candles = sorted({c[0]: c for c in [*refetched, *candles]}.values(), key=lambda c: c[0])
-                    gaps = holes(candles, tf_ms, since)
+                    candles = sorted({c.ts: c for c in [*refetched, *candles]}.values(), key=lambda c: c.ts)
+                    gaps = holes([c.ts for c in candles], tf_ms, since)
             await self._publish(candles, fetched_at, since)
             for start, end in gaps:
                 await self._record_gap(start, end, tf_ms)
-            last_ts = int(candles[-1][0])
+            last_ts = candles[-1].ts
             await self.checkpoints.advance(self.key, last_ts + tf_ms, last_ts)
             published += len(candles)
             has_history = True
@@ -126,7 +137,7 @@ class OhlcvJob:
                 break
         return published
 
-    async def _publish(self, candles: list[list[Any]], fetched_at: datetime, since: int) -> None:
+    async def _publish(self, candles: list[Candle], fetched_at: datetime, since: int) -> None:
         snapshot = RawSnapshot(
             dataset=Dataset.OHLCV,
             exchange=self.session.exchange_id,
@@ -134,9 +145,9 @@ class OhlcvJob:
             timeframe=self.timeframe,
             fetched_at=fetched_at,
             request={"symbol": self.symbol, "timeframe": self.timeframe, "since": since, "limit": self.page_limit},
-            payload=candles,
-            first_ts=candles[0][0],
-            last_ts=candles[-1][0],
+            payload=[candle.raw for candle in candles],
+            first_ts=candles[0].ts,
+            last_ts=candles[-1].ts,
             final=True,
         )
         # Publish before the checkpoint moves: a crash in between republishes the same
@@ -144,7 +155,7 @@ class OhlcvJob:
         await self.session.publisher.snapshot(snapshot)
         log.info(
             "published candles",
-            extra={"job": self.name, "candles": len(candles), "event_id": snapshot.event_id, "last_ts": candles[-1][0]},
+            extra={"job": self.name, "candles": len(candles), "event_id": snapshot.event_id, "last_ts": candles[-1].ts},
         )
 
     async def _record_gap(self, start: int, end: int, tf_ms: int) -> None:

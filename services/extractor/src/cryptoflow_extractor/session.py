@@ -6,7 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, NoReturn, TypeVar
 
 import ccxt.async_support as ccxt
 from cryptoflow_contracts import Dataset, DeadLetter, KnownGap, RawSnapshot, SchemaDrift, Stage
@@ -17,6 +17,8 @@ from .metrics import DRIFT_EVENTS, PAGES_DEAD_LETTERED
 from .resilience import ExchangeCaller
 
 log = logging.getLogger(__name__)
+
+ParsedT = TypeVar("ParsedT")
 
 
 class BadPageError(Exception):
@@ -31,6 +33,25 @@ class Publisher:
     dead_letter: Callable[[DeadLetter], Awaitable[None]]
     gap: Callable[[KnownGap], Awaitable[None]]
     drift: Callable[[SchemaDrift], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Page(Generic[ParsedT]):
+    """One checked answer: ccxt's result exactly as returned, and the typed view of it."""
+
+    result: Any  # what is published (RawSnapshot.payload): never rebuilt from `parsed`
+    parsed: ParsedT  # what the job reasons with (validation.py models)
+
+
+def describe_invalid(exc: Exception) -> str:
+    """One line naming where a payload is wrong: `[3][0]: Input should be a valid integer`."""
+    if isinstance(exc, ValidationError):
+        errors = exc.errors(include_url=False)
+        first = errors[0]
+        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).lstrip(".")
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        return f"{where or 'payload'}: {first['msg']}{more}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 class ExchangeSession:
@@ -53,8 +74,12 @@ class ExchangeSession:
         dataset: Dataset,
         symbol: str,
         request: Callable[[], Awaitable[Any]],
-        validate: Callable[[Any], None],
-    ) -> Any:
+        validate: Callable[[Any], ParsedT],
+    ) -> Page[ParsedT]:
+        """Call the exchange, check the answer (drift, structure), dead-letter it when bad.
+
+        Raises BadPageError after dead-lettering; otherwise the result and its typed view.
+        """
         fetched = await self.caller.call(dataset.value, request)
         if fetched.raw_json is None and fetched.raw_text:
             # ccxt turns a body that is not JSON (cut short, an HTML error page) into empty results.
@@ -67,13 +92,16 @@ class ExchangeSession:
                     dataset, symbol, f"schema drift: {drift.describe()}", "SchemaDrift", fetched.raw_text
                 )
         try:
-            validate(fetched.result)
+            parsed = validate(fetched.result)
         except (ValidationError, ValueError, TypeError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             await self._dead_letter(
-                dataset, symbol, f"invalid {dataset.value} payload: {reason}", type(exc).__name__, fetched.raw_text
+                dataset,
+                symbol,
+                f"invalid {dataset.value} payload: {describe_invalid(exc)}",
+                type(exc).__name__,
+                fetched.raw_text,
             )
-        return fetched.result
+        return Page(fetched.result, parsed)
 
     async def _report_drift(
         self,
@@ -104,7 +132,7 @@ class ExchangeSession:
 
     async def _dead_letter(
         self, dataset: Dataset, symbol: str, reason: str, error_type: str, raw_text: str | None
-    ) -> None:
+    ) -> NoReturn:
         PAGES_DEAD_LETTERED.labels(self.exchange_id, dataset.value, error_type).inc()
         await self.publisher.dead_letter(
             DeadLetter(

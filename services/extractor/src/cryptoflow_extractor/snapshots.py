@@ -29,10 +29,13 @@ class TickerJob:
 
     async def catch_up(self, now_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> int:
         exchange = self.session.exchange
-        ticker = await self.session.fetch(
+        page = await self.session.fetch(
             Dataset.TICKER, self.symbol, lambda: exchange.fetch_ticker(self.symbol), validate_ticker
         )
-        await publish_state(self.session, Dataset.TICKER, self.symbol, ticker, {"symbol": self.symbol}, now_ms())
+        request = {"symbol": self.symbol}
+        await publish_state(
+            self.session, Dataset.TICKER, self.symbol, page.result, page.parsed.timestamp, request, now_ms()
+        )
         return 1
 
 
@@ -48,25 +51,35 @@ class OrderBookJob:
 
     async def catch_up(self, now_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> int:
         exchange = self.session.exchange
-        book = await self.session.fetch(
+        page = await self.session.fetch(
             Dataset.ORDERBOOK,
             self.symbol,
             lambda: exchange.fetch_order_book(self.symbol, self.depth),
             validate_order_book,
         )
         # Some exchanges return more levels than asked (fixed depth steps): keep the configured top N.
-        book = {**book, "bids": book["bids"][: self.depth], "asks": book["asks"][: self.depth]}
+        raw = page.result
+        book = {**raw, "bids": raw["bids"][: self.depth], "asks": raw["asks"][: self.depth]}
         request = {"symbol": self.symbol, "limit": self.depth}
-        await publish_state(self.session, Dataset.ORDERBOOK, self.symbol, book, request, now_ms())
+        await publish_state(
+            self.session, Dataset.ORDERBOOK, self.symbol, book, page.parsed.timestamp, request, now_ms()
+        )
         return 1
 
 
 async def publish_state(
-    session: ExchangeSession, dataset: Dataset, symbol: str, payload: dict[str, Any], request: dict[str, Any], now: int
+    session: ExchangeSession,
+    dataset: Dataset,
+    symbol: str,
+    payload: dict[str, Any],
+    timestamp: int | None,
+    request: dict[str, Any],
+    now: int,
 ) -> None:
+    """Publish one state snapshot; `payload` is ccxt's result, `timestamp` its parsed time."""
     fetched_at = datetime.now(UTC)
     # Binance's REST order book has no timestamp: the fetch time is when we saw that state.
-    ts = payload.get("timestamp") or int(fetched_at.timestamp() * 1000)
+    ts = timestamp or int(fetched_at.timestamp() * 1000)
     snapshot = RawSnapshot(
         dataset=dataset,
         exchange=session.exchange_id,

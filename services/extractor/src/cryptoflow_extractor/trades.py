@@ -7,35 +7,45 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptoflow_contracts import Dataset, RawSnapshot
 
 from .checkpoints import CheckpointStore, checkpoint_key
 from .metrics import FRESHNESS_LAG, NEWEST_RECORD, TRADES_PUBLISHED
-from .session import ExchangeSession
-from .validation import validate_trades
+from .session import ExchangeSession, Page
+from .validation import Trade, validate_trades
 
 log = logging.getLogger(__name__)
 
 
-def new_trades(trades: list[dict[str, Any]], after_ts: int | None, seen_ids_at_ts: set[str]) -> list[dict[str, Any]]:
+class PageTrade(NamedTuple):
+    """One trade of a page: its typed view, and ccxt's trade as returned (what is published)."""
+
+    trade: Trade
+    raw: dict[str, Any]
+
+
+def trades_of(page: Page[list[Trade]]) -> list[PageTrade]:
+    return list(map(PageTrade, page.parsed, page.result))
+
+
+def new_trades(trades: list[PageTrade], after_ts: int | None, seen_ids_at_ts: set[str]) -> list[PageTrade]:
     """Trades after the cursor. Many trades share one millisecond, so the cursor is the last
     timestamp plus the ids already published at exactly that timestamp."""
     fresh = []
-    for trade in trades:
-        ts = trade["timestamp"]
-        if after_ts is not None and (ts < after_ts or (ts == after_ts and str(trade["id"]) in seen_ids_at_ts)):
+    for row in trades:
+        ts, trade_id = row.trade.timestamp, row.trade.id
+        if after_ts is not None and (ts < after_ts or (ts == after_ts and trade_id in seen_ids_at_ts)):
             continue
-        fresh.append(trade)
+        fresh.append(row)
     # Unique by id, in (timestamp, id) order: overlapping pages can repeat trades.
-    unique = {str(t["id"]): t for t in fresh}
-    return sorted(unique.values(), key=lambda t: (t["timestamp"], _id_order(t["id"])))
+    unique = {row.trade.id: row for row in fresh}
+    return sorted(unique.values(), key=lambda row: (row.trade.timestamp, _id_order(row.trade.id)))
 
 
-def _id_order(trade_id: Any) -> tuple[int, str]:
-    text = str(trade_id)
-    return (int(text), text) if text.isdigit() else (0, text)
+def _id_order(trade_id: str) -> tuple[int, str]:
+    return (int(trade_id), trade_id) if trade_id.isdigit() else (0, trade_id)
 
 
 @dataclass
@@ -62,14 +72,14 @@ class TradesJob:
         published = 0
         while True:
             since = after_ts
-            page: list[dict[str, Any]] = await self.session.fetch(
+            page = await self.session.fetch(
                 Dataset.TRADES,
                 self.symbol,
                 # Called before the loop moves on, so binding `since` late is safe.
                 lambda: exchange.fetch_trades(self.symbol, since, self.page_limit),  # noqa: B023
                 validate_trades,
             )
-            trades = new_trades(page, after_ts, seen)
+            trades = new_trades(trades_of(page), after_ts, seen)
             if not trades:
                 break
             fetched_at = datetime.now(UTC)
@@ -79,14 +89,14 @@ class TradesJob:
                 symbol=self.symbol,
                 fetched_at=fetched_at,
                 request={"symbol": self.symbol, "since": since, "limit": self.page_limit},
-                payload=trades,
-                first_ts=trades[0]["timestamp"],
-                last_ts=trades[-1]["timestamp"],
+                payload=[row.raw for row in trades],
+                first_ts=trades[0].trade.timestamp,
+                last_ts=trades[-1].trade.timestamp,
                 final=True,
             )
             await self.session.publisher.snapshot(snapshot)
-            last_ts = int(trades[-1]["timestamp"])
-            at_last = {str(t["id"]) for t in trades if t["timestamp"] == last_ts}
+            last_ts = trades[-1].trade.timestamp
+            at_last = {row.trade.id for row in trades if row.trade.timestamp == last_ts}
             seen = (seen | at_last) if last_ts == after_ts else at_last
             after_ts = last_ts
             await self.checkpoints.put_state(self.key, {"last_ts": last_ts, "ids_at_last_ts": sorted(seen)})
@@ -96,6 +106,6 @@ class TradesJob:
             FRESHNESS_LAG.labels(self.session.exchange_id, self.symbol, "trades", "").set(
                 max(0.0, (now_ms() - last_ts) / 1000)
             )
-            if len(page) < self.page_limit:
+            if len(page.parsed) < self.page_limit:
                 break
         return published

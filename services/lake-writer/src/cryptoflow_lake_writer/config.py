@@ -22,4 +22,4 @@ class LakeWriterSettings(ServiceSettings, LakeSettings):
     max_deliver: int = Field(default=5, ge=1, description="Deliveries before a message is dead-lettered")
     ack_wait_s: float = Field(default=60.0, gt=0, description="Redelivery timeout of an unacked message")
     durable: str = Field(default="lake-writer", description="JetStream durable consumer name")
-    zstd_level: int = Field(default=3, ge=1, le=19)
+    zstd_level: int = Field(default=3, ge=1, le=19, description="zstd level of bronze objects (1 fastest, 19 smallest)")

@@ -27,8 +27,24 @@ def read_snapshots(ndjson: bytes, payload: pl.DataType) -> pl.DataFrame:
     """ENVELOPE columns, `payload` typed as given, `malformed` (payload of the wrong shape), and
     `fetched` (fetch time): bronze files snapshots by candle time, so where two snapshots hold the
     same record, deduplication orders by `fetched` to keep the later fetch."""
-    fetched = pl.col("fetched_at").str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
-    return _read(ndjson, payload).with_columns(fetched.alias("fetched"))
+    return _read(ndjson, payload).with_columns(_fetched())
+
+
+def try_read_snapshots(ndjson: bytes, payload: pl.DataType) -> pl.DataFrame | None:
+    """read_snapshots when every line reads with `payload` as typed, in one read; else None.
+
+    For a payload type stricter than the one that reads any line (numbers rather than text): the
+    caller reads a well-formed object fast this way, and falls back to read_snapshots otherwise.
+    """
+    try:
+        frame = pl.read_ndjson(io.BytesIO(ndjson), schema={**ENVELOPE, "payload": payload})
+    except pl.exceptions.PolarsError:
+        return None
+    return frame.with_columns(pl.lit(False).alias("malformed"), _fetched())
+
+
+def _fetched() -> pl.Expr:
+    return pl.col("fetched_at").str.to_datetime(time_unit="us", time_zone="UTC", strict=False).alias("fetched")
 
 
 def in_fetch_order(rows: pl.DataFrame) -> pl.DataFrame:

@@ -75,10 +75,45 @@ class CheckedRows:
 
 
 def split_rows(checked: pl.DataFrame, columns: Sequence[pl.Expr], key: Sequence[str], schema: pl.Schema) -> CheckedRows:
-    """Rows with a null `reason` → silver (deduplicated by key, the later row wins); the rest → quarantine."""
-    good = checked.filter(pl.col("reason").is_null()).sort("fetched", nulls_last=False, maintain_order=True)
+    """Rows with a null `reason` → silver (deduplicated by key, the later row wins); the rest → quarantine.
+
+    The usual object (rows already in fetch order, each key once, in key order) skips the sorts
+    and the dedupe, which would return it unchanged.
+    """
+    passed = pl.col("reason").is_null()
+    rejects = checked.height - checked["reason"].null_count()
+    good = checked.filter(passed) if rejects else checked
+    if not _ascending(good["fetched"]):
+        good = good.sort("fetched", nulls_last=False, maintain_order=True)
     good = good.select(columns)
     # In fetch order (stable): of two copies of a key, the later one was fetched last.
-    deduped = good.unique(subset=list(key), keep="last", maintain_order=True).sort(list(key)).cast(schema)
-    rejected = checked.filter(pl.col("reason").is_not_null()).select([*columns, pl.col("reason")])
+    deduped = good
+    if not _strictly_ascending(good, key):
+        deduped = good.unique(subset=list(key), keep="last", maintain_order=True).sort(list(key))
+    if deduped.schema != schema:
+        deduped = deduped.cast(schema)
+    if rejects:
+        rejected = checked.filter(~passed).select([*columns, pl.col("reason")])
+    else:
+        rejected = good.clear().hstack([pl.Series("reason", [], dtype=pl.String)])
     return CheckedRows(good=deduped, rejected=rejected, duplicates=good.height - deduped.height)
+
+
+def _ascending(column: pl.Series) -> bool:
+    """No nulls and never decreasing: a stable sort would leave it as it is."""
+    return column.null_count() == 0 and column.is_sorted()
+
+
+def _strictly_ascending(rows: pl.DataFrame, key: Sequence[str]) -> bool:
+    """Every row's key above the previous one's (no nulls): unique by key and sorted by it already."""
+    if rows.height < 2:
+        return True
+    if any(rows[name].null_count() for name in key):
+        return False
+    # Lexicographic, from the last key column out: above on this column, or equal and above on the rest.
+    above: pl.Series | None = None
+    for name in reversed(key):
+        column = rows[name]
+        current, previous = column.slice(1), column.slice(0, rows.height - 1)
+        above = current > previous if above is None else (current > previous) | ((current == previous) & above)
+    return bool(above is not None and above.all())

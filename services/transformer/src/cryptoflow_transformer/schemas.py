@@ -3,15 +3,8 @@
 from __future__ import annotations
 
 import polars as pl
-from cryptoflow_contracts.silver import ColumnType, SilverTable
-
-POLARS_TYPES: dict[ColumnType, pl.DataType] = {
-    ColumnType.TEXT: pl.String(),
-    ColumnType.INT: pl.Int64(),
-    ColumnType.FLOAT: pl.Float64(),
-    ColumnType.BOOL: pl.Boolean(),
-    ColumnType.TIMESTAMP: pl.Datetime("ms", "UTC"),
-}
+from cryptoflow_contracts.silver import SilverTable
+from cryptoflow_runtime.silver_types import POLARS_TYPES
 
 
 def polars_schema(table: SilverTable) -> dict[str, pl.DataType]:

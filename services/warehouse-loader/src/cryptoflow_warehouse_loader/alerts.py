@@ -14,8 +14,8 @@ import logging
 from dataclasses import dataclass
 
 import asyncpg
-from cryptoflow_contracts import Alert, Stream, alerts_subject
-from cryptoflow_runtime import msg_id_headers
+from cryptoflow_contracts import Alert
+from cryptoflow_runtime import publish
 from faststream.nats import NatsBroker
 
 from .config import AlertRule
@@ -129,12 +129,7 @@ async def publish_pending(conn: asyncpg.Connection, broker: NatsBroker) -> int:
     """Publish unpublished alerts (few: a loop over alerts, not rows), then mark them published."""
     todo = await pending(conn)
     for item in todo:
-        await broker.publish(
-            item.alert.to_json(),
-            subject=alerts_subject(item.alert.rule),
-            headers=msg_id_headers(item.alert.event_id),
-            stream=Stream.ALERTS.value,
-        )
+        await publish(broker, item.alert)
     if todo:
         await conn.execute(
             """

@@ -52,7 +52,7 @@ class WarehouseLoaderSettings(ServiceSettings, LakeSettings, DatabaseSettings):
     max_deliver: int = Field(default=20, ge=1, description="Deliveries before a message is dead-lettered")
     ack_wait_s: float = Field(default=300.0, gt=0, description="Redelivery timeout of an unacked message")
     durable: str = Field(default="warehouse-loader", description="JetStream durable consumer name (prefix)")
-    pool_size: int = Field(default=4, ge=1, le=64)
+    pool_size: int = Field(default=4, ge=1, le=64, description="PostgreSQL connections the loader keeps open")
     migrate: bool = Field(default=True, description="Apply pending migrations at start (else require head)")
     retention_days: int | None = Field(
         default=None, ge=1, description="Drop monthly partitions whose month ended more than this many days ago; off"

@@ -13,8 +13,8 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 
-from cryptoflow_contracts import RunReport, Stream, runs_subject
-from cryptoflow_runtime import msg_id_headers
+from cryptoflow_contracts import RunReport, RunStatus
+from cryptoflow_runtime import publish
 from faststream.nats import NatsBroker
 
 from . import alerts, marts, partitions
@@ -43,7 +43,7 @@ class Maintenance:
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="warehouse-maintenance")
 
-    async def stop(self, status: str) -> None:
+    async def stop(self, status: RunStatus) -> None:
         if self._task is not None:
             self._task.cancel()
             try:
@@ -112,7 +112,7 @@ class Maintenance:
                     self.tracker.count("partitions_dropped", len(dropped))
         self._last_retention = time.monotonic()
 
-    async def report(self, status: str) -> RunReport:
+    async def report(self, status: RunStatus) -> RunReport:
         report = self.tracker.report(status)
         async with self.warehouse.pool.acquire() as conn:
             await record_report(conn, report)
@@ -121,9 +121,4 @@ class Maintenance:
 
 
 async def publish_report(broker: NatsBroker, report: RunReport) -> None:
-    await broker.publish(
-        report.to_json(),
-        subject=runs_subject(report.service),
-        headers=msg_id_headers(report.event_id),
-        stream=Stream.RUNS.value,
-    )
+    await publish(broker, report)

@@ -17,9 +17,11 @@ from datetime import UTC, datetime
 
 import asyncpg
 import orjson
-from cryptoflow_contracts import RunReport
+from cryptoflow_contracts import RunReport, RunStatus
 
-RUNNING, OK, FAILED = "running", "ok", "failed"
+RUNNING: RunStatus = "running"
+OK: RunStatus = "ok"
+FAILED: RunStatus = "failed"
 
 
 class RunTracker:
@@ -49,7 +51,7 @@ class RunTracker:
         """Something changed, or nothing was reported for `interval_s`."""
         return self._state() != self._reported_state or time.monotonic() - self._reported_at >= interval_s
 
-    def report(self, status: str = RUNNING) -> RunReport:
+    def report(self, status: RunStatus = RUNNING) -> RunReport:
         self._seq += 1
         self._reported_state = self._state()
         self._reported_at = time.monotonic()

@@ -42,16 +42,10 @@ SA_TYPES: dict[ColumnType, TypeEngine[Any]] = {
     ColumnType.BOOL: Boolean(),
     ColumnType.TIMESTAMP: DateTime(timezone=True),
 }
-# Silver value columns the warehouse requires (NOT NULL); others may be null in silver.
-NOT_NULL: dict[str, set[str]] = {
-    "ohlcv": {"open", "high", "low", "close", "volume", "resampled", "final"},
-    "order_books": {"price", "amount"},
-    "trades": {"price", "amount"},
-}
 
 
 def _column(table: WarehouseTable, name: str, kind: ColumnType) -> Column[object]:
-    required = name in table.natural_key or name == "source_event_id" or name in NOT_NULL.get(table.name, set())
+    required = name in table.natural_key or name == "source_event_id" or name in table.silver.not_null
     return Column(name, SA_TYPES[kind], nullable=not required)
 
 

@@ -10,6 +10,7 @@ from silver.py by the rules below, so a new silver table needs a migration, not 
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from cryptoflow_contracts import SILVER_TABLES
@@ -117,7 +118,21 @@ class WarehouseTable:
         return [c for c in SERIES_COLUMNS if c in self.silver_columns]
 
 
-TABLES: dict[str, WarehouseTable] = {name: WarehouseTable(silver) for name, silver in SILVER_TABLES.items()}
+class _Tables(Mapping[str, WarehouseTable]):
+    """Every registered silver table as a warehouse table, read when asked: a table registered
+    after import (a new dataset's) is known too."""
+
+    def __getitem__(self, name: str) -> WarehouseTable:
+        return WarehouseTable(SILVER_TABLES[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(SILVER_TABLES))
+
+    def __len__(self) -> int:
+        return len(SILVER_TABLES)
+
+
+TABLES: Mapping[str, WarehouseTable] = _Tables()
 
 
 def warehouse_table(name: str) -> WarehouseTable:

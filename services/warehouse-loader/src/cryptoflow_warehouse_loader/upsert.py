@@ -23,19 +23,12 @@ from functools import cache
 import asyncpg
 import polars as pl
 from cryptoflow_contracts import BatchReady
-from cryptoflow_contracts.silver import ColumnType
+from cryptoflow_runtime.silver_types import POLARS_TYPES
 
 from . import copy_binary, ledger, partitions, series
 from .sql import ident, idents
 from .tables import BATCH_NO, FINAL, LOADED_AT, RESAMPLED, TS, VERSION, WarehouseTable, warehouse_table
 
-POLARS_TYPES: dict[ColumnType, pl.DataType] = {
-    ColumnType.TEXT: pl.String(),
-    ColumnType.INT: pl.Int64(),
-    ColumnType.FLOAT: pl.Float64(),
-    ColumnType.BOOL: pl.Boolean(),
-    ColumnType.TIMESTAMP: pl.Datetime("ms", "UTC"),
-}
 # Millisecond precision and an explicit offset: what silver holds, parsed exactly by PostgreSQL.
 CSV_DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S%.3f%z"
 APPEND, UPSERT, NONE = "append", "upsert", "none"

@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
     replay = sub.add_parser("replay", help="re-process a stage's input stream from a time or sequence")
-    replay.add_argument("--stage", required=True, choices=["lake-writer", "transformer", "warehouse-loader"])
+    replay.add_argument(
+        "--stage", required=True, help="a stage with an input stream (lake-writer, transformer, warehouse-loader, ...)"
+    )
     replay.add_argument("--from", dest="start", required=True, help="ISO 8601 time (UTC) or stream sequence")
     replay.add_argument("--to", dest="end", help="ISO 8601 time or stream sequence (inclusive); default: now")
     replay.add_argument("--filter", help="exchange/symbol/dataset, * for any, e.g. binance/*/ohlcv")

@@ -9,15 +9,11 @@ import signal
 import sys
 from dataclasses import dataclass, field
 
+from .stages import MODULES
+
 # Each service runs as `python -m <module>` so the stack works from any venv, PATH or not.
-SERVICE_MODULES: dict[str, str] = {
-    "extractor": "cryptoflow_extractor.main",
-    "lake-writer": "cryptoflow_lake_writer.main",
-    "transformer": "cryptoflow_transformer.main",
-    "warehouse-loader": "cryptoflow_warehouse_loader.main",
-    "exchange-sim": "cryptoflow_exchange_sim.main",
-}
-_WIDTH = max(len(name) for name in SERVICE_MODULES)
+SERVICE_MODULES = MODULES
+_WIDTH = len("warehouse-loader")
 
 
 @dataclass

@@ -14,19 +14,21 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TextIO
 
-from cryptoflow_contracts import Dataset, ObjectWritten, Stream
-from cryptoflow_runtime import Service, load_settings, open_lake
+import orjson
+from cryptoflow_contracts import STREAM_SUBJECTS, Dataset, ObjectWritten, Stream
+from cryptoflow_runtime import OfflineHandler, load_settings, open_lake
 from cryptoflow_runtime.lake import sha256_hex
 from cryptoflow_runtime.progress import Progress
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from .stages import replayable, stage
 
 PREFIX = "cryptoflow"
 
@@ -54,13 +56,23 @@ class ReplayFilter:
         return cls(exchange, symbol.replace("/", "-"), dataset)
 
     def subject(self, stream: Stream) -> str:
+        """The consumer's filter subject: exact for RAW; LAKE and SILVER are filtered on the
+        events themselves (`admits`), since messages from before their subjects carried the
+        market (and SILVER's table token is not the dataset) must be found too."""
         if stream is Stream.RAW:
             return f"{PREFIX}.raw.{self.dataset}.{self.exchange}.{self.symbol}"
-        layer = {Stream.LAKE: "lake", Stream.SILVER: "silver"}[stream]
-        return f"{PREFIX}.{layer}.{self.dataset}.{self.exchange}"
+        return STREAM_SUBJECTS[stream]
+
+    def admits(self, event: dict[str, object]) -> bool:
+        """Does an ObjectWritten / BatchReady (as JSON) fall under the filter?"""
+        if self.exchange != "*" and event.get("exchange") != self.exchange:
+            return False
+        if self.dataset != "*" and event.get("dataset") != self.dataset:
+            return False
+        return self.admits_key(str(event.get("key", "")))
 
     def admits_key(self, key: str) -> bool:
-        """LAKE and SILVER subjects carry no symbol: it is in the object key's partition."""
+        """The symbol of a lake object is its key's partition."""
         return self.symbol == "*" or f"/symbol={self.symbol}/" in key
 
 
@@ -87,59 +99,12 @@ class Position:
         return bool(meta.timestamp <= self.time)
 
 
-Handler = Callable[[list[Msg]], Awaitable[None]]
-
-
-async def stage_handler(stage: str) -> tuple[Stream, Service, Handler, Callable[[], Awaitable[None]]]:
-    """The stage's own handler, wired to a connected broker and the stage's stores."""
-    if stage == "lake-writer":
-        from cryptoflow_lake_writer.app import NAME, write_batch
-        from cryptoflow_lake_writer.config import LakeWriterSettings
-
-        lw_settings = load_settings(LakeWriterSettings)
-        service = Service(NAME, lw_settings)
-        lake = await open_lake(lw_settings.lake_url, lw_settings.s3_endpoint_url)
-
-        async def lake_writer(msgs: list[Msg]) -> None:
-            await write_batch(service.broker, lake, lw_settings, msgs)
-
-        return Stream.RAW, service, lake_writer, lake.close
-    if stage == "transformer":
-        from cryptoflow_transformer.app import NAME as TRANSFORMER
-        from cryptoflow_transformer.app import handle
-        from cryptoflow_transformer.config import TransformerSettings
-
-        tr_settings = load_settings(TransformerSettings)
-        service = Service(TRANSFORMER, tr_settings)
-        lake = await open_lake(tr_settings.lake_url, tr_settings.s3_endpoint_url)
-
-        async def transformer(msgs: list[Msg]) -> None:
-            for msg in msgs:
-                await handle(service.broker, lake, tr_settings, msg)
-
-        return Stream.LAKE, service, transformer, lake.close
-    if stage == "warehouse-loader":
-        from cryptoflow_warehouse_loader.app import NAME as LOADER
-        from cryptoflow_warehouse_loader.app import handle as load
-        from cryptoflow_warehouse_loader.config import WarehouseLoaderSettings
-        from cryptoflow_warehouse_loader.warehouse import Warehouse
-
-        wl_settings = load_settings(WarehouseLoaderSettings)
-        service = Service(LOADER, wl_settings)
-        lake = await open_lake(wl_settings.lake_url, wl_settings.s3_endpoint_url)
-        warehouse = Warehouse(wl_settings)
-        await warehouse.open()
-
-        async def loader(msgs: list[Msg]) -> None:
-            for msg in msgs:
-                await load(service, lake, warehouse, wl_settings, msg)
-
-        async def close() -> None:
-            await warehouse.close()
-            await lake.close()
-
-        return Stream.SILVER, service, loader, close
-    raise ValueError(f"--stage {stage!r}: expected lake-writer, transformer or warehouse-loader")
+async def stage_handler(name: str) -> tuple[Stream, OfflineHandler]:
+    """The stage's own registered handler, on a connected broker and the stage's stores."""
+    spec = stage(name)
+    if spec.input is None:
+        raise ValueError(f"--stage {name!r}: a source has no input to replay (stages: {', '.join(replayable())})")
+    return spec.input, await spec.offline()
 
 
 def consumer_config(name: str, subject: str, start: Position) -> ConsumerConfig:
@@ -162,21 +127,21 @@ def consumer_config(name: str, subject: str, start: Position) -> ConsumerConfig:
 
 
 def admitted(msg: Msg, where: ReplayFilter) -> bool:
-    if where.symbol == "*" or msg.subject.startswith(f"{PREFIX}.raw."):
+    if where == ReplayFilter() or msg.subject.startswith(f"{PREFIX}.raw."):
         return True
-    import orjson
-
-    key = orjson.loads(msg.data).get("key", "")
-    return where.admits_key(str(key))
+    try:
+        event = orjson.loads(msg.data)
+    except orjson.JSONDecodeError:
+        return True  # the stage's handler dead-letters it, as the live consumer does
+    return isinstance(event, dict) and where.admits(event)
 
 
 async def replay(
     stage: str, start: Position, end: Position | None, where: ReplayFilter, out: TextIO = sys.stderr
 ) -> int:
     """Re-process the stage's input from `start` (to `end`); returns how many messages were handled."""
-    stream, service, handler, close = await stage_handler(stage)
-    await service.broker.connect()
-    js: JetStreamContext = service.jetstream
+    stream, handler = await stage_handler(stage)
+    js: JetStreamContext = handler.service.jetstream
     name = f"replay-{stage}-{uuid.uuid4().hex[:8]}"
     subject = where.subject(stream)
     await js.add_consumer(stream.value, consumer_config(name, subject, start))
@@ -205,7 +170,7 @@ async def replay(
                 else:
                     await msg.ack()
             if chosen:
-                await handler(chosen)
+                await handler.handle(chosen)
             handled += len(chosen)
             progress.show(handled)
         progress.show(handled, final=True)
@@ -213,21 +178,15 @@ async def replay(
         # Unsubscribe first: a pull subscription left open makes the broker's drain wait its timeout.
         await sub.unsubscribe()
         await js.delete_consumer(stream.value, name)
-        await close()
-        await service.broker.stop()
+        await handler.close()
     return handled
 
 
 async def rebuild_from_lake(where: ReplayFilter, out: TextIO = sys.stderr) -> tuple[int, int]:
     """Bronze → silver → warehouse with no stream at all; returns (objects, rows loaded)."""
-    from cryptoflow_lake_writer.objects import read_object
-    from cryptoflow_transformer.batches import transform_object
-    from cryptoflow_transformer.config import TransformerSettings
-    from cryptoflow_warehouse_loader.app import read_batch
-    from cryptoflow_warehouse_loader.config import WarehouseLoaderSettings
-    from cryptoflow_warehouse_loader.tables import TABLES
-    from cryptoflow_warehouse_loader.upsert import load_batch
-    from cryptoflow_warehouse_loader.warehouse import Warehouse
+    from cryptoflow_lake_writer import read_object
+    from cryptoflow_transformer import TransformerSettings, transform_object
+    from cryptoflow_warehouse_loader import TABLES, Warehouse, WarehouseLoaderSettings, load_batch, read_batch
 
     transformer = load_settings(TransformerSettings)
     lake = await open_lake(transformer.lake_url, transformer.s3_endpoint_url)
@@ -275,9 +234,13 @@ async def rebuild_from_lake(where: ReplayFilter, out: TextIO = sys.stderr) -> tu
 
 
 def run_replay(stage: str, start: str, end: str | None, filter_text: str | None) -> int:
-    count = asyncio.run(
-        replay(stage, Position.parse(start), Position.parse(end) if end else None, ReplayFilter.parse(filter_text))
-    )
+    try:
+        count = asyncio.run(
+            replay(stage, Position.parse(start), Position.parse(end) if end else None, ReplayFilter.parse(filter_text))
+        )
+    except (LookupError, ValueError) as exc:  # an unknown stage, a source, a bad position or filter
+        print(f"cryptoflow replay: error: {exc}", file=sys.stderr)
+        return 2
     print(f"replayed {count} message(s) through {stage}")
     return 0
 

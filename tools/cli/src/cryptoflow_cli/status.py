@@ -14,12 +14,12 @@ from cryptoflow_runtime import open_lake
 from nats.js.errors import NotFoundError
 
 from .stackfile import read_stack
+from .stages import stages
 
-CONSUMERS = {
-    "lake-writer": Stream.RAW,
-    "transformer": Stream.LAKE,
-    "warehouse-loader": Stream.SILVER,
-}
+
+def consumers() -> dict[str, Stream]:
+    """Every stage's durable consumers (durable → stream), from the stage registry."""
+    return {durable: stream for spec in stages() for stream, durable in spec.consumes}
 
 
 async def collect_status(home: Path) -> dict[str, Any]:
@@ -32,7 +32,7 @@ async def collect_status(home: Path) -> dict[str, Any]:
             with contextlib.suppress(NotFoundError):
                 state = (await js.stream_info(stream.value)).state
                 report["streams"][stream.value] = {"messages": state.messages, "bytes": state.bytes}
-        for durable, stream in CONSUMERS.items():
+        for durable, stream in consumers().items():
             with contextlib.suppress(NotFoundError):
                 consumer = await js.consumer_info(stream.value, durable)
                 report["consumers"][durable] = {

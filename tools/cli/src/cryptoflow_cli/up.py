@@ -24,10 +24,10 @@ import yaml
 from .processes import ServiceProcess
 from .servers import ServerProcess, free_port, start_nats, start_postgres
 from .stackfile import StackInfo, stack_path, write_stack
+from .stages import stages
 
 log = logging.getLogger("cryptoflow.up")
 
-PIPELINE = ("warehouse-loader", "transformer", "lake-writer", "extractor")
 DERIVED_DEFAULTS = {
     "TRANSFORMER_RESAMPLE_TO": "5m,15m,1h,4h,1d",
     "TRANSFORMER_INDICATORS": "true",
@@ -120,6 +120,16 @@ async def wait_for_file(path: Path, proc: ServiceProcess, timeout_s: float) -> s
     raise RuntimeError(f"{proc.name} did not write {path} within {timeout_s:.0f}s")
 
 
+def service_processes(shared_env: dict[str, str]) -> list[tuple[ServiceProcess, int]]:
+    """Every registered stage as a process with its HTTP port, consumers first (the last stage
+    first), so each stage's input is drained from the start."""
+    planned = []
+    for spec in reversed(stages()):
+        port = free_port()
+        planned.append((ServiceProcess(spec.name, [], {**shared_env, f"{spec.env_prefix}HTTP_PORT": str(port)}), port))
+    return planned
+
+
 async def run_up(options: UpOptions) -> int:
     home = options.home
     home.mkdir(parents=True, exist_ok=True)
@@ -176,13 +186,10 @@ async def run_up(options: UpOptions) -> int:
             jobs.write_text(jobs_yaml(options, since, sim_url))
             shared_env["EXTRACTOR_CONFIG"] = str(jobs)
         services: dict[str, dict[str, object]] = {}
-        for name in PIPELINE:
-            port = free_port()
-            prefix = name.upper().replace("-", "_")
-            proc = ServiceProcess(name, [], {**shared_env, f"{prefix}_HTTP_PORT": str(port)})
+        for proc, port in service_processes(shared_env):
             children.append(proc)
             await proc.start()
-            services[name] = {"pid": proc.pid, "metrics_url": f"http://127.0.0.1:{port}/metrics"}
+            services[proc.name] = {"pid": proc.pid, "metrics_url": f"http://127.0.0.1:{port}/metrics"}
         for proc in children[1 if sim_url else 0 :]:
             health = str(services[proc.name]["metrics_url"]).replace("/metrics", "/healthz")
             await wait_healthy(health, proc, options.ready_timeout_s)

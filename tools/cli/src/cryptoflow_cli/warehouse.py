@@ -28,7 +28,7 @@ def database_url(explicit: str | None, home: Path) -> str:
 
 
 def migrate_command(url: str) -> int:
-    from cryptoflow_warehouse_loader.migrations import current_revision, head_revision, migrate
+    from cryptoflow_warehouse_loader import current_revision, head_revision, migrate
 
     applied = migrate(url)
     current = current_revision(url)

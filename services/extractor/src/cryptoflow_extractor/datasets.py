@@ -1,0 +1,104 @@
+"""Which jobs each dataset runs: one factory per dataset, declared once, read by the service.
+
+A dataset is its block in a jobs file (a `DatasetSpec` field of `jobs.DatasetsSpec`), its job
+class (ohlcv.py, snapshots.py, trades.py) and its entry here: how its jobs for one exchange·symbol
+are built from its spec, with their poll intervals. `Extractor` starts whatever the configured
+datasets' factories return; it names no dataset itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from cryptoflow_contracts import Dataset
+
+from .checkpoints import CheckpointStore
+from .jobs import DatasetsSpec, OhlcvSpec, OrderBookSpec, TickerSpec, TradesSpec
+from .ohlcv import OhlcvJob
+from .session import ExchangeSession
+from .snapshots import OrderBookJob, TickerJob
+from .trades import TradesJob
+
+
+class Job(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    async def catch_up(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What every job of one exchange·symbol shares."""
+
+    session: ExchangeSession
+    symbol: str
+    checkpoints: CheckpointStore
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    """A job and how long to wait between its polls once it has caught up."""
+
+    job: Job
+    poll_interval_s: float
+
+
+# (context, the dataset's spec from the jobs file) → its jobs for that exchange·symbol.
+JobFactory = Callable[[JobContext, Any], list[Scheduled]]
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def ohlcv_jobs(context: JobContext, spec: OhlcvSpec) -> list[Scheduled]:
+    """One job per timeframe."""
+    return [
+        Scheduled(
+            OhlcvJob(
+                session=context.session,
+                symbol=context.symbol,
+                timeframe=timeframe,
+                since_ms=_ms(spec.since),
+                until_ms=_ms(spec.until) if spec.until else None,
+                page_limit=spec.page_limit,
+                checkpoints=context.checkpoints,
+            ),
+            spec.poll_interval_s,
+        )
+        for timeframe in spec.timeframes
+    ]
+
+
+def ticker_jobs(context: JobContext, spec: TickerSpec) -> list[Scheduled]:
+    return [Scheduled(TickerJob(context.session, context.symbol), spec.poll_interval_s)]
+
+
+def orderbook_jobs(context: JobContext, spec: OrderBookSpec) -> list[Scheduled]:
+    return [Scheduled(OrderBookJob(context.session, context.symbol, spec.depth), spec.poll_interval_s)]
+
+
+def trades_jobs(context: JobContext, spec: TradesSpec) -> list[Scheduled]:
+    since = _ms(spec.since) if spec.since else None
+    job = TradesJob(context.session, context.symbol, since, spec.page_limit, context.checkpoints)
+    return [Scheduled(job, spec.poll_interval_s)]
+
+
+JOB_FACTORIES: Mapping[Dataset, JobFactory] = MappingProxyType(
+    {
+        Dataset.OHLCV: ohlcv_jobs,
+        Dataset.TICKER: ticker_jobs,
+        Dataset.ORDERBOOK: orderbook_jobs,
+        Dataset.TRADES: trades_jobs,
+    }
+)
+
+
+def scheduled_jobs(context: JobContext, datasets: DatasetsSpec) -> dict[Dataset, list[Scheduled]]:
+    """Every configured dataset's jobs for one exchange·symbol, in `Dataset` order."""
+    return {dataset: JOB_FACTORIES[dataset](context, spec) for dataset, spec in datasets.configured().items()}
