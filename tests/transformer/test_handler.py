@@ -11,7 +11,7 @@ import orjson
 import pytest
 from cryptoflow_contracts import Dataset, ObjectWritten, Stream
 from cryptoflow_runtime import deliver_each, ensure_streams
-from cryptoflow_runtime.lake import FileLake
+from cryptoflow_runtime.lake import FileLake, sha256_hex
 from cryptoflow_transformer.app import NAME, Derivation, consumer, transform
 from cryptoflow_transformer.batches import layer_key
 from cryptoflow_transformer.config import TransformerSettings
@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from prometheus_client import REGISTRY
 
-from .bronze import candle_pages, recorded_candles, write_bronze
+from .bronze import candle_pages, recorded_candles, snapshot, write_bronze
 
 SETTINGS = TransformerSettings(
     resample_to="5m,1h", indicators=True, anomalies=True, anomaly_window=20, anomaly_return_z=3.0
@@ -125,3 +125,57 @@ async def test_a_silver_key_holding_other_bytes_is_refused_and_dead_lettered(bus
     assert letter["details"]["key"] == silver_key  # type: ignore[index]
     assert letter["source_event_id"] == written.event_id
     assert written.dataset is Dataset.OHLCV
+
+
+async def test_implausible_rows_are_quarantined_one_by_one_and_the_page_goes_on(bus: Bus, lake: FileLake) -> None:
+    """Issue 15, findings 3c and 4: candles dated 1969 and 2200 and a value of 1e308 passed every
+    check (then made warehouse partitions and overflowed sums), or failed the whole page."""
+    t0 = 1_717_200_000_000
+    good = [[t0 + i * 60_000, 10.0, 11.0, 9.0, 10.5, 1.0] for i in range(3)]
+    hostile = [
+        [-60_000, 10.0, 11.0, 9.0, 10.5, 1.0],  # 1969
+        [7_258_118_400_000, 10.0, 11.0, 9.0, 10.5, 1.0],  # 2200
+        [t0 + 3 * 60_000, 10.0, 1e308, 9.0, 10.5, 1.0],
+    ]
+    page = snapshot(Dataset.OHLCV, [*good, *hostile], first_ts=-60_000, last_ts=7_258_118_400_000, timeframe="1m")
+    (written,) = await write_bronze(lake, [page])
+    await handle(bus.broker, lake, SETTINGS, await bus.deliver(written), None)
+
+    assert await bus.acked() == 1
+    ((_, batch),) = await bus.messages(Stream.SILVER)
+    assert batch["rows"] == 3 and batch["min_ts"] == t0 and batch["max_ts"] == t0 + 120_000
+    assert batch["check_failures"] == {"ts_out_of_range": 2, "value_out_of_range": 1}
+    ((_, letter),) = await bus.messages(Stream.DLQ)
+    assert letter["error_type"] == "RowsQuarantined"
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("missing", "ObjectMissingError"),
+        ("outside", "escapes the lake root"),
+        ("not_zstd", "not a zstd object"),
+    ],
+)
+async def test_permanent_errors_are_dead_lettered_on_the_first_delivery(
+    bus: Bus, lake: FileLake, case: str, reason: str
+) -> None:
+    """Issue 15, finding 5: a missing key, a path outside the lake, a body that is not zstd were
+    retried as if transient (5 deliveries, minutes) before the DLQ."""
+    frame = recorded_candles("XRPETH-1m.csv").head(5)
+    (written,) = await write_bronze(lake, candle_pages(frame, "XRP/ETH", "1m", [5]))
+    if case == "missing":
+        changes = {"key": written.key.replace(".ndjson.zst", "-gone.ndjson.zst")}
+    elif case == "outside":
+        changes = {"key": "bronze/ohlcv/exchange=binance/symbol=XRP-ETH/../../../../../etc/passwd"}
+    else:
+        key = written.key.replace(".ndjson.zst", "-plain.ndjson.zst")
+        await lake.put(key, b"plain text, not zstd")
+        changes = {"key": key, "sha256": sha256_hex(b"plain text, not zstd")}
+    hostile = ObjectWritten.model_validate({**written.model_dump(), **changes, "event_id": ""})
+    await handle(bus.broker, lake, SETTINGS, await bus.deliver(hostile), None)
+
+    assert await bus.acked() == 1
+    ((_, letter),) = await bus.messages(Stream.DLQ)
+    assert letter["deliveries"] == 1 and reason in str(letter["reason"]), letter
+    assert await bus.messages(Stream.SILVER) == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from cryptoflow_cli.servers import ServerProcess, start_postgres
 from cryptoflow_runtime.lake import FileLake
@@ -71,5 +72,40 @@ async def test_restart_postgres_mid_load(own_postgres: ServerProcess, fresh_nats
             assert inserted == expected, table
         assert [d for d in await stack.dead_letters() if d["stage"] == "warehouse-loader"] == []
         assert "warehouse unreachable" in pipe.procs[0].log()
+    finally:
+        pipe.stop_all()
+
+
+async def test_the_loader_is_not_ready_while_its_database_is_down(
+    own_postgres: ServerProcess, fresh_nats_url: str, tmp_path: Path
+) -> None:
+    """Issue 15, finding 6: the loader answered /readyz 200 with its database down."""
+    workdir = tmp_path / "pipeline"
+    workdir.mkdir()
+    pipe = Pipeline(
+        nats_url=fresh_nats_url,
+        database_url=own_postgres.url,
+        lake_url=f"file://{tmp_path / 'lake'}",
+        workdir=workdir,
+        extra_env={"WAREHOUSE_LOADER_ALERT_RULES": "[]"},
+    )
+    try:
+        loader = pipe.start("warehouse-loader")
+        url = f"http://127.0.0.1:{loader.http_port}/readyz"
+
+        async def ready_is(expected: int) -> bool:
+            async with aiohttp.ClientSession() as session:
+                try:
+                    async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
+                        return response.status == expected
+                except aiohttp.ClientError:
+                    return False
+
+        await pipe.wait_for("ready with the database up", lambda: ready_is(200), timeout=60)
+        own_postgres.stop()
+        await pipe.wait_for("not ready with the database down", lambda: ready_is(503), timeout=30)
+        own_postgres.start()
+        await pipe.wait_for("ready again once it is back", lambda: ready_is(200), timeout=30)
+        assert loader.popen.poll() is None  # it waited; it did not exit
     finally:
         pipe.stop_all()

@@ -314,3 +314,60 @@ def test_to_json_is_plain_json_with_enum_values() -> None:
     document = orjson.loads(dead_letter().to_json())
     assert document["stage"] == "transformer"
     assert document["dataset"] == "ohlcv"
+
+
+def test_an_event_from_a_newer_schema_is_refused_with_the_reason() -> None:
+    """Issue 15, finding 4: a future schema_version used to be accepted as if understood."""
+    good = RawSnapshot(
+        dataset=Dataset.OHLCV,
+        exchange="binance",
+        symbol="BTC/USDT",
+        fetched_at=datetime(2024, 1, 1, tzinfo=UTC),
+        payload=[],
+    )
+    newer = orjson.loads(good.to_json()) | {"schema_version": 2}
+    with pytest.raises(ValidationError, match="schema_version 2 is not one this reader knows"):
+        RawSnapshot.model_validate(newer)
+    with pytest.raises(ValidationError):
+        RawSnapshot.model_validate(orjson.loads(good.to_json()) | {"schema_version": 0})
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("symbol", "../../etc/passwd"),
+        ("symbol", "BTC/USDT/x"),
+        ("symbol", "BTC.X/USDT"),
+        ("symbol", "BTC/USDT'; DROP TABLE ohlcv;--"),
+        ("symbol", "ＢＴＣ/USDT"),
+        ("exchange", "Binance"),
+        ("exchange", "bin/ance"),
+        ("exchange", "bin.ance"),
+        ("exchange", ""),
+    ],
+)
+def test_names_outside_the_safe_alphabet_are_refused(field: str, value: str) -> None:
+    """Names become subject tokens and lake partitions: only a safe alphabet gets in."""
+    fields = {
+        "dataset": "ohlcv",
+        "exchange": "binance",
+        "symbol": "BTC/USDT",
+        "fetched_at": "2024-01-01T00:00:00Z",
+        "payload": [],
+        field: value,
+    }
+    with pytest.raises(ValidationError):
+        RawSnapshot.model_validate(fields)
+
+
+def test_futures_symbols_and_ccxt_ids_pass() -> None:
+    snapshot = RawSnapshot.model_validate(
+        {
+            "dataset": "ohlcv",
+            "exchange": "binance_us-2",
+            "symbol": "BTC/USDT:USDT",
+            "fetched_at": "2024-01-01T00:00:00Z",
+            "payload": [],
+        }
+    )
+    assert snapshot.subject() == "cryptoflow.raw.ohlcv.binance_us-2.BTC-USDT:USDT"

@@ -1,6 +1,6 @@
 """Contracts shared by every cryptoflow service: events, datasets, streams and subjects."""
 
-from .datasets import TIMEFRAME_MS, Dataset, timeframe_ms
+from .datasets import PLAUSIBLE_MAX_TS_MS, PLAUSIBLE_MIN_TS_MS, TIMEFRAME_MS, Dataset, plausible_ts, timeframe_ms
 from .events import (
     ALL_EVENTS,
     Alert,
@@ -42,6 +42,8 @@ from .subjects import (
 __all__ = [
     "ALL_EVENTS",
     "DLQ_SUBJECT",
+    "PLAUSIBLE_MAX_TS_MS",
+    "PLAUSIBLE_MIN_TS_MS",
     "SILVER_SCHEMA_VERSION",
     "SILVER_TABLES",
     "STREAM_SUBJECTS",
@@ -71,6 +73,7 @@ __all__ = [
     "drift_subject",
     "gaps_subject",
     "lake_subject",
+    "plausible_ts",
     "raw_subject",
     "runs_subject",
     "silver_subject",

@@ -46,3 +46,14 @@ def timeframe_ms(timeframe: str) -> int:
     except KeyError:
         known = ", ".join(TIMEFRAME_MS)
         raise ValueError(f"unknown timeframe {timeframe!r}; known: {known}") from None
+
+
+# Record times any dataset can plausibly carry, ms since the epoch: from the first Bitcoin block's
+# year to 2100. Outside them a timestamp is an error (1969 from a zero, 2200 from a unit mix-up);
+# the transformer's own, configurable range is narrower.
+PLAUSIBLE_MIN_TS_MS = 1_230_768_000_000  # 2009-01-01T00:00:00Z
+PLAUSIBLE_MAX_TS_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
+
+
+def plausible_ts(ts_ms: int | None) -> bool:
+    return ts_ms is not None and PLAUSIBLE_MIN_TS_MS <= ts_ms < PLAUSIBLE_MAX_TS_MS

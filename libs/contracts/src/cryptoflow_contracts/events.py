@@ -9,12 +9,13 @@ JetStream's duplicate window drops it.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from . import subjects
 from .datasets import Dataset
@@ -23,6 +24,28 @@ from .subjects import Stage, Stream
 # What makes an event unique, as JSON-able values: hashed into its `event_id`.
 IdentityPart = str | int | float | bool | None | Sequence["IdentityPart"] | Mapping[str, "IdentityPart"]
 Identity = list[IdentityPart]
+
+_EXCHANGE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_MARKET_PART = r"[A-Za-z0-9_-]{1,64}"
+_SYMBOL = re.compile(rf"{_MARKET_PART}/{_MARKET_PART}(:{_MARKET_PART})?")
+
+
+def _exchange_id(value: str) -> str:
+    """A ccxt exchange id: it becomes a subject token and a lake partition, so a safe alphabet only."""
+    if not _EXCHANGE_ID.fullmatch(value):
+        raise ValueError(f"{value[:80]!r} is not an exchange id (lowercase letters, digits, '_' or '-')")
+    return value
+
+
+def _market_symbol(value: str) -> str:
+    """A unified symbol, BASE/QUOTE[:SETTLE]: it becomes a subject token and a lake partition."""
+    if not _SYMBOL.fullmatch(value):
+        raise ValueError(f"{value[:80]!r} is not a unified symbol like BTC/USDT (letters, digits, '_', '-')")
+    return value
+
+
+ExchangeId = Annotated[str, AfterValidator(_exchange_id)]
+MarketSymbol = Annotated[str, AfterValidator(_market_symbol)]
 
 AlertKind = Literal["price_move", "spread", "staleness"]
 RunStatus = Literal["running", "ok", "failed"]
@@ -44,8 +67,22 @@ class Event(BaseModel):
     PRODUCERS: ClassVar[str]
     ABOUT: ClassVar[str]  # what its channel carries, for the AsyncAPI document
 
+    # The newest schema version this code reads and writes: an event from a newer producer is
+    # refused (DeadLetter with the reason) rather than half-understood.
+    SCHEMA_VERSION: ClassVar[int] = 1
+
     schema_version: int = Field(default=1, description="Version of this event's schema")
     event_id: str = Field(default="", description="Deterministic id; used as Nats-Msg-Id")
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, version: int) -> int:
+        if not 1 <= version <= cls.SCHEMA_VERSION:
+            raise ValueError(
+                f"schema_version {version} is not one this reader knows (1..{cls.SCHEMA_VERSION}); "
+                "upgrade the consumer or replay it later"
+            )
+        return version
 
     def identity(self) -> Identity:
         """What makes this event unique; hashed into `event_id`."""
@@ -80,8 +117,8 @@ class RawSnapshot(Event):
     ABOUT: ClassVar[str] = "One page of what the exchange returned for one exchange·symbol·dataset, untouched."
 
     dataset: Dataset
-    exchange: str
-    symbol: str = Field(description="Unified ccxt symbol, e.g. BTC/USDT")
+    exchange: ExchangeId
+    symbol: MarketSymbol = Field(description="Unified ccxt symbol, e.g. BTC/USDT")
     timeframe: str | None = Field(default=None, description="OHLCV timeframe, e.g. 1m")
     fetched_at: datetime
     request: dict[str, Any] = Field(default_factory=dict, description="The ccxt call's arguments")
@@ -114,7 +151,7 @@ class ObjectWritten(Event):
     ABOUT: ClassVar[str] = "A bronze object (zstd NDJSON of RawSnapshots) is durable in the lake."
 
     dataset: Dataset
-    exchange: str
+    exchange: ExchangeId
     lake_url: str = Field(description="Lake root, e.g. s3://bucket or file:///data/lake")
     key: str
     sha256: str
@@ -141,7 +178,7 @@ class BatchReady(Event):
 
     dataset: Dataset
     table: str = Field(description="Silver table the batch belongs to (see silver.TABLES), e.g. ohlcv, trades")
-    exchange: str
+    exchange: ExchangeId
     lake_url: str
     key: str = Field(description="Silver Parquet object key")
     sha256: str
@@ -224,8 +261,8 @@ class KnownGap(Event):
     PRODUCERS: ClassVar[str] = "extractor"
     ABOUT: ClassVar[str] = "An interval the exchange itself has no records for."
 
-    exchange: str
-    symbol: str
+    exchange: ExchangeId
+    symbol: MarketSymbol
     dataset: Dataset
     timeframe: str | None = None
     start_ts: int = Field(description="First missing record time, ms (inclusive)")
@@ -248,9 +285,9 @@ class SchemaDrift(Event):
     PRODUCERS: ClassVar[str] = "extractor"
     ABOUT: ClassVar[str] = "The exchange's raw payload changed shape."
 
-    exchange: str
+    exchange: ExchangeId
     dataset: Dataset
-    symbol: str | None = None
+    symbol: MarketSymbol | None = None
     appeared: dict[str, str] = Field(default_factory=dict, description="field path → JSON type")
     vanished: dict[str, str] = Field(default_factory=dict)
     changed: dict[str, tuple[str, str]] = Field(default_factory=dict, description="field path → (was, now)")
@@ -279,7 +316,7 @@ class Alert(Event):
 
     rule: str = Field(description="Configured rule name; the last subject token")
     kind: AlertKind = Field(description="price_move, spread or staleness")
-    symbol: str
+    symbol: MarketSymbol
     exchanges: list[str] = Field(description="One exchange, or the two of a spread (sorted)")
     table: str | None = Field(default=None, description="Warehouse table the rule looked at")
     timeframe: str | None = None
@@ -343,8 +380,8 @@ class Anomaly(Event):
     PRODUCERS: ClassVar[str] = "transformer (when TRANSFORMER_ANOMALIES is on)"
     ABOUT: ClassVar[str] = "A candle that stands out from the ones before it."
 
-    exchange: str
-    symbol: str
+    exchange: ExchangeId
+    symbol: MarketSymbol
     timeframe: str
     ts: int = Field(description="Candle open time, ms since epoch (UTC)")
     kind: AnomalyKind = Field(description="return_zscore | volume_spike")

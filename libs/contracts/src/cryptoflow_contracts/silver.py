@@ -40,6 +40,7 @@ class SilverTable:
 
 SILVER_SCHEMA_VERSION = 1
 SCHEMA_VERSION_METADATA_KEY = "cryptoflow.schema_version"
+TABLE_METADATA_KEY = "cryptoflow.table"  # the silver table a Parquet file's rows belong to
 
 T, N, F, B, TS = ColumnType.TEXT, ColumnType.INT, ColumnType.FLOAT, ColumnType.BOOL, ColumnType.TIMESTAMP
 

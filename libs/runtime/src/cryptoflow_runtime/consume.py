@@ -9,7 +9,8 @@ it). Everything else lives here, the same for all of them (decision 0002):
 * decoding into the event type; undecodable input is poison (dead-lettered on first delivery);
 * timing, the processed/failed counters;
 * settling: ack after the handler returned, `settle_failure` (nak with backoff, or dead-letter
-  once retries are spent or the error is permanent) when it raised. Each message of a fetched
+  once retries are spent or the error is permanent) when it raised; a DeadLetter too large for
+  NATS keeps an excerpt and points at the full input, written to the lake (`spill`). Each message of a fetched
   batch is settled on its own: one message never fails its neighbours.
 
 `deliver` runs the same path over messages fetched elsewhere (replay, tests), so an offline run
@@ -30,7 +31,8 @@ from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
-from .dead_letters import PoisonMessageError, settle_failure
+from .dead_letters import PoisonMessageError, permanent, settle_failure
+from .lake import Lake
 from .metrics import BATCH_SIZE, HANDLER_SECONDS, MESSAGES_PROCESSED
 
 log = logging.getLogger(__name__)
@@ -96,7 +98,13 @@ def dataset_of(event: Event | None) -> Dataset | None:
 
 
 async def settle(
-    broker: NatsBroker, consumer: Consumer[E], msg: Msg, event: E | None, outcome: Outcome, service: str
+    broker: NatsBroker,
+    consumer: Consumer[E],
+    msg: Msg,
+    event: E | None,
+    outcome: Outcome,
+    service: str,
+    spill: Lake | None = None,
 ) -> None:
     """Ack a message whose side effect is durable; otherwise retry it later or dead-letter it."""
     if outcome is None:
@@ -104,7 +112,7 @@ async def settle(
         dataset = dataset_of(event)
         MESSAGES_PROCESSED.labels(service, dataset.value if dataset else "unknown").inc()
         return
-    if not isinstance(outcome, PoisonMessageError):
+    if permanent(outcome) is None:  # a permanent error is reported by its DeadLetter, not a traceback
         log.warning(
             "handling failed",
             extra={"stage": consumer.stage.value, "error": repr(outcome)},
@@ -118,11 +126,17 @@ async def settle(
         error=outcome,
         max_deliver=consumer.max_deliver,
         source_event_id=event.event_id if event is not None else None,
+        spill=spill,
     )
 
 
 async def deliver_each(
-    broker: NatsBroker, consumer: Consumer[E], handler: EventHandler[E], msgs: Sequence[Msg], service: str
+    broker: NatsBroker,
+    consumer: Consumer[E],
+    handler: EventHandler[E],
+    msgs: Sequence[Msg],
+    service: str,
+    spill: Lake | None = None,
 ) -> None:
     """Handle and settle messages one by one."""
     for msg in msgs:
@@ -138,12 +152,17 @@ async def deliver_each(
             outcome = None
         finally:
             _delivery.reset(token)
-        await settle(broker, consumer, msg, event, outcome, service)
+        await settle(broker, consumer, msg, event, outcome, service, spill)
         HANDLER_SECONDS.labels(service).observe(time.perf_counter() - started)
 
 
 async def deliver_batch(
-    broker: NatsBroker, consumer: Consumer[E], handler: BatchHandler[E], msgs: Sequence[Msg], service: str
+    broker: NatsBroker,
+    consumer: Consumer[E],
+    handler: BatchHandler[E],
+    msgs: Sequence[Msg],
+    service: str,
+    spill: Lake | None = None,
 ) -> None:
     """Decode a fetched batch, hand the decodable events to the handler at once, settle each."""
     started = time.perf_counter()
@@ -153,7 +172,7 @@ async def deliver_batch(
         try:
             decoded.append((msg, decode(consumer.event, msg.data)))
         except PoisonMessageError as poison:
-            await settle(broker, consumer, msg, None, poison, service)
+            await settle(broker, consumer, msg, None, poison, service, spill)
     if not decoded:
         return
     try:
@@ -163,5 +182,5 @@ async def deliver_batch(
     if len(outcomes) != len(decoded):
         raise RuntimeError(f"{consumer.title}: handler gave {len(outcomes)} outcomes for {len(decoded)} events")
     for (msg, event), outcome in zip(decoded, outcomes, strict=True):
-        await settle(broker, consumer, msg, event, outcome, service)
+        await settle(broker, consumer, msg, event, outcome, service, spill)
     HANDLER_SECONDS.labels(service).observe(time.perf_counter() - started)

@@ -56,13 +56,21 @@ class Service:
             ),
         )
         self.app = FastStream(self.broker, logger=logging.getLogger(f"cryptoflow.{name}"))
-        self.health = HealthServer(name, settings.http_host, settings.http_port, ready=self.is_connected)
+        # Ready when connected to NATS and every dependency a stage adds (`ready_when`) is up.
+        self._readiness: list[Callable[[], bool]] = [self.is_connected]
+        self.health = HealthServer(name, settings.http_host, settings.http_port, ready=self.is_ready)
         self.app.on_startup(self._start)
         self.app.on_shutdown(self.health.stop)
         # What the handlers need open (lake, database...), also opened by an offline run.
         self._opens: list[Callable[[], Awaitable[None]]] = []
         self._closes: list[Callable[[], Awaitable[None]]] = []
         self.handlers: dict[str, RegisteredHandler] = {}
+        self._lake: LakeHandle | None = None
+
+    @property
+    def dead_letter_lake(self) -> Lake | None:
+        """Where the full input of a DeadLetter too large for NATS goes: the service's lake."""
+        return self._lake.lake if self._lake is not None and self._lake.is_open else None
 
     def resource(
         self,
@@ -99,7 +107,9 @@ class Service:
 
         def register(handler: EventHandler[E]) -> EventHandler[E]:
             async def on_message(message: Annotated[NatsMessage, Context("message")]) -> None:
-                await deliver_each(self.broker, consumer, handler, [message.raw_message], self.name)
+                await deliver_each(
+                    self.broker, consumer, handler, [message.raw_message], self.name, self.dead_letter_lake
+                )
 
             self._subscriber(consumer, batch=False)(on_message)
             self.watch_consumer(consumer.input_stream.value, consumer.durable)
@@ -113,7 +123,9 @@ class Service:
 
         def register(handler: BatchHandler[E]) -> BatchHandler[E]:
             async def on_messages(message: Annotated[NatsBatchMessage, Context("message")]) -> None:
-                await deliver_batch(self.broker, consumer, handler, message.raw_message, self.name)
+                await deliver_batch(
+                    self.broker, consumer, handler, message.raw_message, self.name, self.dead_letter_lake
+                )
 
             self._subscriber(consumer, batch=True)(on_messages)
             self.watch_consumer(consumer.input_stream.value, consumer.durable)
@@ -211,6 +223,7 @@ class Service:
         """A lake opened at start and closed at shutdown."""
         handle = LakeHandle(settings)
         self.resource(handle.open, handle.close)
+        self._lake = handle
         return handle
 
     async def _start(self) -> None:
@@ -223,6 +236,13 @@ class Service:
         stream: JetStreamContext | None = self.broker.config.connection_state.stream
         assert stream is not None, "broker not connected"
         return stream
+
+    def ready_when(self, check: Callable[[], bool]) -> None:
+        """Add a dependency to readiness (`/readyz` answers 503 while it is down)."""
+        self._readiness.append(check)
+
+    def is_ready(self) -> bool:
+        return all(check() for check in self._readiness)
 
     def is_connected(self) -> bool:
         try:
@@ -251,11 +271,12 @@ class OfflineHandler:
     async def handle(self, msgs: Sequence[Msg]) -> None:
         """Decode, handle and settle `msgs` exactly as the live consumer would."""
         broker, name = self.service.broker, self.service.name
+        spill = self.service.dead_letter_lake
         if self._registered.batch is not None:
-            await deliver_batch(broker, self.consumer, self._registered.batch, msgs, name)
+            await deliver_batch(broker, self.consumer, self._registered.batch, msgs, name, spill)
         else:
             assert self._registered.each is not None
-            await deliver_each(broker, self.consumer, self._registered.each, msgs, name)
+            await deliver_each(broker, self.consumer, self._registered.each, msgs, name, spill)
 
     async def close(self) -> None:
         await self.service.close_offline()
@@ -277,6 +298,10 @@ class LakeHandle:
     def lake(self) -> Lake:
         assert self._lake is not None, "lake not open yet"
         return self._lake
+
+    @property
+    def is_open(self) -> bool:
+        return self._lake is not None
 
     async def open(self) -> None:
         self._lake = await open_lake(self.settings.lake_url, self.settings.s3_endpoint_url)

@@ -6,13 +6,13 @@ import logging
 
 import zstandard
 from cryptoflow_contracts import ObjectWritten, RawSnapshot, Stage
-from cryptoflow_runtime import Consumer, Lake, ObjectConflictError, Outcome, Service, publish
+from cryptoflow_runtime import Consumer, Lake, ObjectConflictError, Outcome, PoisonMessageError, Service, publish
 from cryptoflow_runtime.lake import sha256_hex
 from faststream.nats import NatsBroker
 from prometheus_client import Counter
 
 from .config import LakeWriterSettings
-from .objects import BronzeObject, build_objects, decompress
+from .objects import BronzeObject, build_objects, decompress, storable
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,16 @@ async def write_batch(
     store (or conflicts with a stored one) fails exactly its own snapshots.
     """
     outcomes: dict[str, Outcome] = {}
-    for obj in build_objects(snapshots, settings.zstd_level, settings.max_object_bytes):
+    fit: list[RawSnapshot] = []
+    for snapshot in snapshots:
+        # One snapshot that cannot be stored never holds up its neighbours: it alone is refused.
+        try:
+            storable(snapshot)
+        except (ValueError, OverflowError, OSError) as exc:
+            outcomes[snapshot.event_id] = PoisonMessageError(f"snapshot cannot be stored in the lake: {exc}")
+        else:
+            fit.append(snapshot)
+    for obj in build_objects(fit, settings.zstd_level, settings.max_object_bytes):
         try:
             await store_and_announce(broker, lake, obj)
         except Exception as exc:

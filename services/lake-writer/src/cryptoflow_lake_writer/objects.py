@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import zstandard
-from cryptoflow_contracts import Dataset, RawSnapshot, symbol_token
-from cryptoflow_runtime.lake import sha256_hex
+from cryptoflow_contracts import Dataset, RawSnapshot, plausible_ts, symbol_token
+from cryptoflow_runtime.lake import checked_key, sha256_hex
 
 
 @dataclass(frozen=True)
@@ -22,12 +22,21 @@ class BronzeObject:
 
 
 def partition_date(snapshot: RawSnapshot) -> str:
-    when = datetime.fromtimestamp(snapshot.first_ts / 1000, UTC) if snapshot.first_ts else snapshot.fetched_at
+    """The day of the page's first record; of its fetch when that time is implausible (the page is
+    stored as sent, and the transformer quarantines the implausible rows, one by one)."""
+    first = snapshot.first_ts
+    when = datetime.fromtimestamp(first / 1000, UTC) if plausible_ts(first) and first else snapshot.fetched_at
     return when.strftime("%Y-%m-%d")
 
 
 def partition_prefix(layer: str, dataset: Dataset, exchange: str, symbol: str, date: str) -> str:
     return f"{layer}/{dataset.value}/exchange={exchange}/symbol={symbol_token(symbol)}/date={date}"
+
+
+def storable(snapshot: RawSnapshot) -> None:
+    """Raise ValueError when the snapshot has no place in the lake (its partition would not be a key)."""
+    date = partition_date(snapshot)
+    checked_key(f"{partition_prefix('bronze', snapshot.dataset, snapshot.exchange, snapshot.symbol, date)}/object")
 
 
 def first_copy(copies: list[RawSnapshot]) -> RawSnapshot:

@@ -14,6 +14,7 @@ from cryptoflow_runtime import Consumer, Lake, Service, ensure_kv, publish, publ
 from faststream.nats import NatsBroker
 from prometheus_client import Counter, Histogram
 
+from . import bounds
 from .batches import transform_object
 from .config import TransformerSettings
 from .derived import DerivedConfig, derive
@@ -78,6 +79,7 @@ def consumer(settings: TransformerSettings) -> Consumer[ObjectWritten]:
 
 async def build(settings: TransformerSettings) -> Service:
     service = Service(NAME, settings)
+    bounds.configure(settings.bounds())
     lake = service.use_lake(settings)
     derivation = DerivationHandle(service, settings)
     service.resource(derivation.open)
@@ -93,7 +95,7 @@ async def transform(broker: NatsBroker, lake: Lake, written: ObjectWritten, deri
     """One bronze object → its silver batch (+ quarantine letter, derived batches, anomalies)."""
     result = await transform_object(lake, written)
     if result.quarantine is not None:
-        await publish_dead_letter(broker, result.quarantine)
+        await publish_dead_letter(broker, result.quarantine, lake)
         for reason, count in result.reasons.items():
             QUARANTINED_ROWS.labels(written.dataset.value, check_code(reason)).inc(count)
     DUPLICATE_ROWS.labels(written.dataset.value).inc(result.duplicates)

@@ -37,10 +37,15 @@ async def transform_object(lake: Lake, written: ObjectWritten) -> TransformResul
     transform = TRANSFORMS.get(written.dataset)
     if transform is None:
         raise PoisonMessageError(f"no transformer for dataset {written.dataset.value!r}")
+    if not written.key.startswith(f"bronze/{written.dataset.value}/"):
+        raise PoisonMessageError(f"{written.key!r} is not a bronze object of {written.dataset.value}")
     data = await lake.get(written.key)
     if sha256_hex(data) != written.sha256:
         raise PoisonMessageError(f"{written.key}: sha256 differs from ObjectWritten; object corrupt or replaced")
-    ndjson = zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 31)
+    try:
+        ndjson = zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 31)
+    except zstandard.ZstdError as exc:
+        raise PoisonMessageError(f"{written.key}: not a zstd object ({exc})") from exc
     checked = transform.check(ndjson)
     table = transform.table.name
     reasons = checked.reasons

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from cryptoflow_contracts import TIMEFRAME_MS
+from datetime import UTC, datetime
+
+from cryptoflow_contracts import PLAUSIBLE_MIN_TS_MS, TIMEFRAME_MS
 from cryptoflow_runtime import LakeSettings, ServiceSettings
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from .bounds import Bounds
 from .derived import DerivedConfig
 from .series import AnomalyRules
 
@@ -32,6 +35,18 @@ class TransformerSettings(ServiceSettings, LakeSettings):
     state_bucket: str = Field(default="cryptoflow_series_state", description="JetStream KV bucket of checkpoints")
     state_checkpoints: int = Field(default=16, ge=1, le=64, description="Checkpoints kept per series")
 
+    # Plausible rows (bounds.py): a row outside is quarantined as ts_out_of_range / value_out_of_range.
+    min_ts: datetime = Field(
+        default=datetime.fromtimestamp(PLAUSIBLE_MIN_TS_MS / 1000, UTC),
+        description="Earliest record time a row may carry (ISO 8601)",
+    )
+    max_ts_ahead_s: float = Field(
+        default=86_400, ge=0, description="How far past the transformer's clock a record time may be, seconds"
+    )
+    max_abs_value: float = Field(
+        default=1e15, gt=0, description="Largest absolute price, amount or volume a row may carry"
+    )
+
     @field_validator("resample_to")
     @classmethod
     def _timeframes(cls, value: str) -> str:
@@ -39,6 +54,14 @@ class TransformerSettings(ServiceSettings, LakeSettings):
             if timeframe not in TIMEFRAME_MS or TIMEFRAME_MS[timeframe] <= TIMEFRAME_MS["1m"]:
                 raise ValueError(f"{timeframe!r} is not a timeframe coarser than 1m ({', '.join(TIMEFRAME_MS)})")
         return value
+
+    def bounds(self) -> Bounds:
+        min_ts = self.min_ts if self.min_ts.tzinfo else self.min_ts.replace(tzinfo=UTC)
+        return Bounds(
+            min_ts_ms=int(min_ts.timestamp() * 1000),
+            max_ts_ahead_ms=int(self.max_ts_ahead_s * 1000),
+            max_abs_value=self.max_abs_value,
+        )
 
     def derived(self) -> DerivedConfig:
         targets = [part.strip() for part in self.resample_to.split(",") if part.strip()]

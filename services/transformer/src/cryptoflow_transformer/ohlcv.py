@@ -11,7 +11,7 @@ import polars as pl
 from cryptoflow_contracts import TIMEFRAME_MS
 from cryptoflow_contracts.silver import OHLCV
 
-from . import silver_files
+from . import bounds, silver_files
 from .bronze import read_snapshots, try_read_snapshots
 from .quality import Check, CheckedRows, first_failure, split_rows
 from .schemas import polars_schema
@@ -111,6 +111,8 @@ def checks() -> list[Check]:
         (pl.any_horizontal(pl.col(c).is_null() for c in ["ts_ms", *VALUES]), "null_field"),
         # "NaN"/"inf" parse as floats, and every comparison with NaN is false: refuse them by name.
         (pl.any_horizontal(~pl.col(c).is_finite() for c in VALUES), "non_finite_value"),
+        bounds.ts_check(),
+        bounds.value_check(VALUES),
         (pl.col("tf_ms").is_null(), "unknown_timeframe"),
         (pl.any_horizontal(pl.col(c) <= 0 for c in PRICES), "non_positive_price"),
         (pl.col("high") < pl.max_horizontal("open", "close"), "high_below_open_close"),
@@ -157,6 +159,7 @@ def _all_pass(raw: pl.DataFrame) -> bool:
         and low.min() > 0  # type: ignore[operator]
         and volume.min() >= 0  # type: ignore[operator]
         and ((ts_ms % tf_ms) == 0).all()
+        and bounds.within(ts_ms, (open_, high, low, close, volume))
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import polars as pl
 from cryptoflow_contracts.silver import ORDER_BOOKS
 
+from . import bounds
 from .bronze import in_fetch_order, read_snapshots, to_float, to_int, utc_ms
 from .quality import Check, CheckedRows, first_failure, non_finite, split_rows, unparsable
 from .schemas import polars_schema
@@ -70,6 +71,8 @@ def level_checks() -> list[Check]:
         (unparsable("raw_price", "price") | unparsable("raw_amount", "amount"), "unparsable_number"),
         (pl.col("price").is_null() | pl.col("amount").is_null(), "null_field"),
         (non_finite(["price", "amount"]), "non_finite_value"),
+        bounds.ts_check(),
+        bounds.value_check(["price", "amount"]),
         (pl.col("price") <= 0, "non_positive_price"),
         (pl.col("amount") <= 0, "non_positive_size"),
     ]

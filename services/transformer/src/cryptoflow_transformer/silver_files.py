@@ -13,11 +13,9 @@ import io
 
 import polars as pl
 from cryptoflow_contracts import SILVER_SCHEMA_VERSION
-from cryptoflow_contracts.silver import SCHEMA_VERSION_METADATA_KEY, SilverTable
+from cryptoflow_contracts.silver import SCHEMA_VERSION_METADATA_KEY, TABLE_METADATA_KEY, SilverTable
 
 from .schemas import polars_schema
-
-TABLE_METADATA_KEY = "cryptoflow.table"
 
 
 class SilverSchemaError(Exception):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 from cryptoflow_contracts.silver import TICKERS
 
+from . import bounds
 from .bronze import read_snapshots, to_float, to_int, utc_ms
 from .quality import Check, CheckedRows, first_failure, non_finite, split_rows, unparsable
 from .schemas import polars_schema
@@ -57,6 +58,8 @@ def checks() -> list[Check]:
         ),
         (pl.col("ts_ms").is_null(), "null_ts"),
         (non_finite(list(FIELDS)), "non_finite_value"),
+        bounds.ts_check(),
+        bounds.value_check(list(FIELDS)),
         (pl.any_horizontal((present(c) <= 0).fill_null(False) for c in PRICES), "non_positive_price"),
         (pl.any_horizontal((present(c) < 0).fill_null(False) for c in VOLUMES), "negative_volume"),
         ((pl.col("bid") > pl.col("ask")).fill_null(False), "bid_above_ask"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 from cryptoflow_contracts.silver import TRADES
 
+from . import bounds
 from .bronze import read_snapshots, to_float, to_int, utc_ms
 from .quality import Check, CheckedRows, first_failure, non_finite, split_rows, unparsable
 from .schemas import polars_schema
@@ -63,6 +64,8 @@ def checks() -> list[Check]:
         ),
         (pl.any_horizontal(pl.col(c).is_null() for c in ["ts_ms", "price", "amount"]), "null_field"),
         (non_finite(["price", "amount"]), "non_finite_value"),
+        bounds.ts_check(),
+        bounds.value_check(["price", "amount"]),
         (pl.col("price") <= 0, "non_positive_price"),
         (pl.col("amount") <= 0, "non_positive_amount"),
         (~pl.col("side").is_in(SIDES).fill_null(False), "bad_side"),

@@ -21,7 +21,18 @@ from typing import Any, TypeVar
 
 import asyncpg
 import polars as pl
-from cryptoflow_contracts import DLQ_SUBJECT, BatchReady, DeadLetter, Event, KnownGap, Loaded, RunReport, Stage
+from cryptoflow_contracts import (
+    DLQ_SUBJECT,
+    BatchReady,
+    DeadLetter,
+    Event,
+    KnownGap,
+    Loaded,
+    RunReport,
+    Stage,
+    plausible_ts,
+)
+from cryptoflow_contracts.silver import TABLE_METADATA_KEY
 from cryptoflow_runtime import Consumer, Lake, PoisonMessageError, Service, in_progress, publish
 from cryptoflow_runtime.lake import sha256_hex
 from cryptoflow_runtime.service import LakeHandle
@@ -123,6 +134,7 @@ async def build(settings: WarehouseLoaderSettings) -> Service:
 
     # The warehouse closes after the broker stopped (in-flight messages settled), not before.
     service.resource(warehouse.open, warehouse.close, close_after_broker=True)
+    service.ready_when(warehouse.is_up)
     service.app.on_startup(start)
     service.app.on_shutdown(stop)
     loader = Loader(service.broker, lake, warehouse, tracker)
@@ -152,10 +164,27 @@ async def build(settings: WarehouseLoaderSettings) -> Service:
 
 
 async def read_batch(lake: Lake, batch: BatchReady) -> pl.DataFrame:
+    """The batch's rows, if the object is a silver file of its table with the announced bytes.
+
+    Only what the transformer produced is loaded: a key outside `silver/` (a quarantine file,
+    a bronze object), other bytes, another table's file or times no market has are refused.
+    """
+    if not batch.key.startswith("silver/"):
+        raise PoisonMessageError(f"{batch.key!r} is not a silver object; only silver/ is loaded")
+    for ts in (batch.min_ts, batch.max_ts):
+        if ts is not None and not plausible_ts(ts):
+            raise PoisonMessageError(f"{batch.key}: record time {ts} ms is outside any plausible range")
     data = await lake.get(batch.key)
     if sha256_hex(data) != batch.sha256:
         raise PoisonMessageError(f"{batch.key}: sha256 differs from BatchReady; object corrupt or replaced")
-    return pl.read_parquet(io.BytesIO(data))
+    try:
+        table = pl.read_parquet_metadata(io.BytesIO(data)).get(TABLE_METADATA_KEY)
+        frame = pl.read_parquet(io.BytesIO(data))
+    except pl.exceptions.PolarsError as exc:
+        raise PoisonMessageError(f"{batch.key}: not a Parquet file ({exc})") from exc
+    if table != batch.table:
+        raise PoisonMessageError(f"{batch.key}: a file of table {table!r}, announced as {batch.table!r}")
+    return frame
 
 
 class Loader:

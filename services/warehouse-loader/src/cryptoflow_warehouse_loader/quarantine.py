@@ -12,11 +12,11 @@ import io
 import asyncpg
 import polars as pl
 from cryptoflow_contracts import DeadLetter
+from cryptoflow_contracts.silver import TABLE_METADATA_KEY
 from cryptoflow_runtime import Lake
 
 from .upsert import CSV_DATETIME_FORMAT
 
-TABLE_METADATA_KEY = "cryptoflow.table"
 QUARANTINE_KEY_DETAIL = "quarantine_key"
 COLUMNS = [
     "quarantine_key",

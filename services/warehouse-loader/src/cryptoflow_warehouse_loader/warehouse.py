@@ -25,6 +25,7 @@ T = TypeVar("T")
 
 PROBE_TIMEOUT_S = 5.0
 MAX_WAIT_STEP_S = 5.0
+PROBE_INTERVAL_S = 5.0
 
 
 class Warehouse:
@@ -32,6 +33,18 @@ class Warehouse:
         self.settings = settings
         self._pool: asyncpg.Pool | None = None
         self.applied_migrations: list[str] = []
+        # Last seen state of the database, for readiness: set by every probe and every operation.
+        self.up = False
+        self._watch: asyncio.Task[None] | None = None
+
+    def is_up(self) -> bool:
+        return self.up
+
+    async def watch(self, interval_s: float = PROBE_INTERVAL_S) -> None:
+        """Probe the database every `interval_s` so readiness follows it while nothing is loaded."""
+        while True:
+            await asyncio.sleep(interval_s)
+            await self.reachable()
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -47,25 +60,33 @@ class Warehouse:
             log.info("warehouse schema at head", extra={"applied": self.applied_migrations})
         else:
             await asyncio.to_thread(require_head, url)
+        self.up = True
+        self._watch = asyncio.create_task(self.watch())
 
     async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
         if self._pool is not None:
             await self._pool.close()
 
     async def reachable(self) -> bool:
         """Can a new connection be made and used right now? (Not from the pool: its connections
         may be stale after a restart.)"""
+        self.up = await self._probe()
+        return self.up
+
+    async def _probe(self) -> bool:
         try:
             conn = await asyncpg.connect(self.settings.database_url, timeout=PROBE_TIMEOUT_S)
         except (*RETRYABLE_CONNECT_ERRORS, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
             return False
         try:
-            await conn.fetchval("SELECT 1")
+            await asyncio.wait_for(conn.fetchval("SELECT 1"), PROBE_TIMEOUT_S)
             return True
         except (*RETRYABLE_CONNECT_ERRORS, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
             return False
         finally:
-            await conn.close(timeout=PROBE_TIMEOUT_S)
+            conn.terminate()
 
     async def wait_until_reachable(self, keepalive: Callable[[], Awaitable[None]]) -> None:
         delay = 0.2
@@ -89,7 +110,9 @@ class Warehouse:
         while True:
             try:
                 async with self.pool.acquire() as conn:
-                    return await operation(conn)
+                    result = await operation(conn)
+                self.up = True
+                return result
             except PoisonMessageError:
                 raise  # the operation's verdict on its input, not the database's health
             except Exception as exc:

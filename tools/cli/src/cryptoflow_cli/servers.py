@@ -133,6 +133,11 @@ class ServerProcess:
         self.stop()
         self._start()
 
+    def start(self) -> None:
+        """Start it again after `stop` (same port, same data)."""
+        if not self.running:
+            self._start()
+
     def _start(self) -> None:
         # Only a port clash is worth retrying: free_port() cannot reserve the port (and the
         # NATS monitor port is re-picked on every attempt); any other failure would just repeat.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Lake, ObjectConflictError, sha256_hex
+from .base import KeyOutsideLakeError, Lake, ObjectConflictError, ObjectMissingError, checked_key, sha256_hex
 from .conflicts import LAKE_CONFLICTS
 from .file import FileLake
 from .s3 import S3Lake
@@ -18,4 +18,15 @@ async def open_lake(url: str, s3_endpoint_url: str | None = None) -> Lake:
     raise ValueError(f"unsupported lake URL {url!r} (expected file:// or s3://)")
 
 
-__all__ = ["LAKE_CONFLICTS", "FileLake", "Lake", "ObjectConflictError", "S3Lake", "open_lake", "sha256_hex"]
+__all__ = [
+    "LAKE_CONFLICTS",
+    "FileLake",
+    "KeyOutsideLakeError",
+    "Lake",
+    "ObjectConflictError",
+    "ObjectMissingError",
+    "S3Lake",
+    "checked_key",
+    "open_lake",
+    "sha256_hex",
+]

@@ -7,6 +7,22 @@ import hashlib
 from typing import Protocol
 
 
+class KeyOutsideLakeError(ValueError):
+    """A key that would name something outside the lake's root (`..`, absolute, empty parts)."""
+
+
+class ObjectMissingError(FileNotFoundError):
+    """No object under the key."""
+
+
+def checked_key(key: str) -> str:
+    """The key, if it names an object inside the lake: relative, no `.`/`..` or empty segments."""
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(part in ("", ".", "..") for part in parts) or "\0" in key:
+        raise KeyOutsideLakeError(f"key {key[:200]!r} escapes the lake root")
+    return key
+
+
 class ObjectConflictError(Exception):
     """A key already holds different bytes; lake objects are immutable."""
 

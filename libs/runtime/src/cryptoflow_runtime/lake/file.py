@@ -8,6 +8,7 @@ import os
 import uuid
 from pathlib import Path
 
+from .base import KeyOutsideLakeError, ObjectMissingError, checked_key
 from .conflicts import refuse_overwrite
 
 
@@ -18,9 +19,9 @@ class FileLake:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if self.root not in path.parents:
-            raise ValueError(f"key {key!r} escapes the lake root")
+        path = (self.root / checked_key(key)).resolve()
+        if self.root not in path.parents:  # a link inside the lake pointing out of it
+            raise KeyOutsideLakeError(f"key {key[:200]!r} escapes the lake root")
         return path
 
     async def put(self, key: str, data: bytes) -> None:
@@ -60,7 +61,7 @@ class FileLake:
     async def get(self, key: str) -> bytes:
         path = self._path(key)
         if not path.is_file():
-            raise FileNotFoundError(f"{self.url}/{key}")
+            raise ObjectMissingError(f"{self.url}/{key}")
         return await asyncio.to_thread(path.read_bytes)
 
     async def exists(self, key: str) -> bool:

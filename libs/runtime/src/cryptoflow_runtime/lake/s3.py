@@ -25,6 +25,7 @@ from aiobotocore.session import get_session
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from .base import ObjectMissingError, checked_key
 from .conflicts import refuse_overwrite
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,10 @@ class S3Lake:
             )
         return self._client
 
-    def _key(self, key: str) -> str:
+    def _key(self, key: str, *, prefix: bool = False) -> str:
+        """The full object key; an object's key (not a listing prefix) must stay inside the lake."""
+        if not prefix:
+            checked_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     async def ensure_bucket(self) -> None:
@@ -174,7 +178,7 @@ class S3Lake:
     async def get(self, key: str) -> bytes:
         data = await self._get_or_none(self._key(key))
         if data is None:
-            raise FileNotFoundError(f"{self.url}/{key}")
+            raise ObjectMissingError(f"{self.url}/{key}")
         return data
 
     async def exists(self, key: str) -> bool:
@@ -192,7 +196,7 @@ class S3Lake:
         keys: list[str] = []
         paginator = s3.get_paginator("list_objects_v2")
         strip = len(self.prefix) + 1 if self.prefix else 0
-        async for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+        async for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix, prefix=True)):
             keys.extend(item["Key"][strip:] for item in page.get("Contents", []))
         return sorted(keys)
 
