@@ -6,7 +6,7 @@ BOOTSTRAP := .bootstrap
 UV := $(BOOTSTRAP)/bin/uv
 SYNCED := .venv/.synced
 
-.PHONY: up test lint typecheck pytest status schemas clean bench asyncapi settings-reference
+.PHONY: up test lint typecheck pytest status schemas clean bench asyncapi settings-reference fuzz
 
 $(UV):
 	$(PYTHON) -m venv $(BOOTSTRAP)
@@ -34,6 +34,11 @@ pytest: $(SYNCED)
 	$(UV) run --no-sync pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# Hostile input against running services; `make test` runs 1,000 messages per event type.
+FUZZ_MESSAGES ?= 20000
+fuzz: $(SYNCED)
+	FUZZ_MESSAGES=$(FUZZ_MESSAGES) $(UV) run --no-sync pytest tests/e2e/test_fuzz_consumers.py $(PYTEST_ARGS)
 
 # The AsyncAPI document of every subject; `make asyncapi ARGS=--check` verifies it is current.
 asyncapi: $(SYNCED)

@@ -96,7 +96,10 @@ class Event(BaseModel):
     def _fill_event_id(self) -> Event:
         if not self.event_id:
             kind = type(self).__name__
-            digest = content_hash([kind, self.schema_version, self.identity()])[:32]
+            try:
+                digest = content_hash([kind, self.schema_version, self.identity()])[:32]
+            except TypeError as exc:  # e.g. an integer beyond 64 bits: no JSON we publish can hold it
+                raise ValueError(f"{kind} cannot be serialized: {exc}") from None
             object.__setattr__(self, "event_id", f"{kind}-{digest}")
         return self
 
@@ -126,6 +129,24 @@ class RawSnapshot(Event):
     first_ts: int | None = Field(default=None, description="Earliest record time in payload, ms")
     last_ts: int | None = Field(default=None, description="Latest record time in payload, ms")
     final: bool = Field(default=True, description="True when every record is closed and final")
+
+    @field_validator("payload")
+    @classmethod
+    def _serializable(cls, payload: Any) -> Any:
+        # Checked on arrival so that one page that cannot be written back as JSON (an integer
+        # beyond 64 bits) is refused alone, not when the lake-writer serializes its whole batch.
+        try:
+            orjson.dumps(payload)
+        except TypeError as exc:
+            raise ValueError(f"payload cannot be serialized: {exc}") from None
+        return payload
+
+    @field_validator("first_ts", "last_ts")
+    @classmethod
+    def _int64(cls, value: int | None) -> int | None:
+        if value is not None and not -(2**63) <= value < 2**63:
+            raise ValueError(f"{value} is not a 64-bit integer")
+        return value
 
     def subject(self) -> str:
         return subjects.raw_subject(self.dataset, self.exchange, self.symbol)

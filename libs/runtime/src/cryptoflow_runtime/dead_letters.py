@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import polars as pl
 import zstandard
 from cryptoflow_contracts import Dataset, DeadLetter, Stage
 from faststream.nats import NatsBroker
@@ -31,6 +32,16 @@ class PoisonMessageError(Exception):
         self.details = details or {}
 
 
+# Errors that say the input is wrong, not that a dependency is down (the lake, NATS and PostgreSQL
+# raise their own exception types, none of these). KeyOutsideLakeError is a ValueError too.
+DATA_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    TypeError,
+    ArithmeticError,
+    pl.exceptions.PolarsError,
+)
+
+
 def permanent(error: BaseException) -> PoisonMessageError | None:
     """The error as a permanent failure, or None when a retry may succeed.
 
@@ -45,6 +56,10 @@ def permanent(error: BaseException) -> PoisonMessageError | None:
         return PoisonMessageError(f"{type(error).__name__}: {error}")
     if isinstance(error, zstandard.ZstdError):
         return PoisonMessageError(f"not a zstd object: {error}")
+    if isinstance(error, DATA_ERRORS):
+        # Raised by the handler's own work on the decoded input (a value out of a type's range,
+        # a malformed file): the same input raises the same error on every delivery.
+        return PoisonMessageError(f"{type(error).__name__}: {error}")
     if isinstance(error, ObjectConflictError):
         return PoisonMessageError(
             f"lake object conflict: {error.key} exists with different bytes",

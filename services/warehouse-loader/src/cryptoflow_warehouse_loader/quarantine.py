@@ -13,7 +13,7 @@ import asyncpg
 import polars as pl
 from cryptoflow_contracts import DeadLetter
 from cryptoflow_contracts.silver import TABLE_METADATA_KEY
-from cryptoflow_runtime import Lake
+from cryptoflow_runtime import Lake, PoisonMessageError
 
 from .upsert import CSV_DATETIME_FORMAT
 
@@ -83,6 +83,8 @@ async def load_quarantine(conn: asyncpg.Connection, lake: Lake, letter: DeadLett
     key = quarantine_key(letter)
     if key is None:
         return 0
+    if not key.startswith("quarantine/"):
+        raise PoisonMessageError(f"{key[:200]!r} is not a quarantine object; only quarantine/ is kept")
     rows = rows_for_copy(await lake.get(key), key, letter)
     buffer = io.BytesIO()
     rows.write_csv(buffer, include_header=False, datetime_format=CSV_DATETIME_FORMAT)
