@@ -6,7 +6,7 @@ BOOTSTRAP := .bootstrap
 UV := $(BOOTSTRAP)/bin/uv
 SYNCED := .venv/.synced
 
-.PHONY: up test lint typecheck pytest status schemas clean bench asyncapi settings-reference fuzz
+.PHONY: up test lint typecheck pytest status schemas clean bench asyncapi settings-reference fuzz soak
 
 $(UV):
 	$(PYTHON) -m venv $(BOOTSTRAP)
@@ -39,6 +39,12 @@ test: lint typecheck pytest
 FUZZ_MESSAGES ?= 20000
 fuzz: $(SYNCED)
 	FUZZ_MESSAGES=$(FUZZ_MESSAGES) $(UV) run --no-sync pytest tests/e2e/test_fuzz_consumers.py $(PYTEST_ARGS)
+
+# The stack under a random fault every ~30 s; last line `soak: minutes=… lost=0 duplicated=0 …`.
+MINUTES ?= 5
+RATE ?= 4
+soak: $(SYNCED)
+	MINUTES=$(MINUTES) RATE=$(RATE) $(UV) run --no-sync python tests/soak.py
 
 # The AsyncAPI document of every subject; `make asyncapi ARGS=--check` verifies it is current.
 asyncapi: $(SYNCED)

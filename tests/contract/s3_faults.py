@@ -19,17 +19,19 @@ _DROP = {"host", "content-length", "transfer-encoding", "connection", "content-e
 
 @dataclass
 class FaultPlan:
-    """Answer the first `count` PUTs whose path contains `path_contains` with `status`/`code`."""
+    """Answer the first `count` requests (PUTs unless `methods` says otherwise) whose path contains
+    `path_contains` with `status`/`code`."""
 
     count: int
     path_contains: str = "/bronze/"
+    methods: tuple[str, ...] = ("PUT",)
     status: int = 503
     code: str = "SlowDown"
     injected: int = 0
     forwarded_puts: list[str] = field(default_factory=list)
 
     def matches(self, request: web.Request) -> bool:
-        return request.method == "PUT" and self.path_contains in request.path
+        return request.method in self.methods and self.path_contains in request.path
 
     def error_body(self) -> bytes:
         return (

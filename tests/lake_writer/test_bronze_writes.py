@@ -245,3 +245,18 @@ async def test_a_dead_letter_too_large_for_nats_points_at_the_full_input_in_the_
     assert details["payload_bytes"] == len(body)
     assert len(str(letter["payload"])) <= 16 * 1024
     assert await lake.get(str(details["payload_key"])) == body  # nothing of the input is lost
+
+
+async def test_a_deleted_output_stream_is_recreated_and_nothing_is_dead_lettered(raw: Raw, tmp_path: Path) -> None:
+    """Issue 15, finding 1: after the LAKE stream was deleted, the lake-writer dead-lettered genuine
+    snapshots (NoStreamResponseError) and nothing recreated the stream."""
+    items = snapshots()
+    await raw.publish(items)
+    await raw.js.delete_stream(Stream.LAKE.value)
+    lake = FileLake(f"file://{tmp_path / 'lake'}")
+    await write_batch(raw.broker, lake, SETTINGS, await raw.fetch(3))
+
+    assert await raw.acked(expect=3) == 3
+    (announced,) = await raw.messages(Stream.LAKE)  # the stream is back, with the object in it
+    assert sorted(announced["source_event_ids"]) == sorted(s.event_id for s in items)  # type: ignore[arg-type]
+    assert await raw.messages(Stream.DLQ) == []

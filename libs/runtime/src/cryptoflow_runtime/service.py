@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,9 +19,10 @@ from faststream.nats.prometheus import NatsPrometheusMiddleware
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as JsAckPolicy
+from nats.js.errors import NoStreamResponseError
 from prometheus_client import REGISTRY
 
-from .consume import BatchHandler, Consumer, EventHandler, deliver_batch, deliver_each
+from .consume import BatchHandler, Consumer, EventHandler, deliver_batch, deliver_each, in_progress
 from .health import HealthServer
 from .jetstream import ensure_streams, msg_id_headers
 from .lake import Lake, open_lake
@@ -283,10 +285,29 @@ class OfflineHandler:
 
 
 async def publish(broker: NatsBroker, event: Event) -> None:
-    """Publish an event on its own stream and subject, with `Nats-Msg-Id` = its event_id."""
-    await broker.publish(
-        event.to_json(), subject=event.subject(), headers=msg_id_headers(event.event_id), stream=event.STREAM.value
-    )
+    """Publish an event on its own stream and subject, with `Nats-Msg-Id` = its event_id.
+
+    A missing stream is a dependency that is down, not bad input: the publish is retried until
+    the stream is back (recreated here where this identity may create streams, else by the
+    admin), while the message being handled is kept from redelivery. Nothing is dead-lettered
+    for it, and nothing goes on until it is published.
+    """
+    data = event.to_json()
+    headers = msg_id_headers(event.event_id)
+    delay = 0.2
+    while True:
+        try:
+            await broker.publish(data, subject=event.subject(), headers=headers, stream=event.STREAM.value)
+            return
+        except NoStreamResponseError:
+            log.warning("stream missing; holding the message until it is back", extra={"stream": event.STREAM.value})
+            with contextlib.suppress(Exception):
+                stream = broker.config.connection_state.stream
+                if stream is not None:
+                    await ensure_streams(stream)
+            await in_progress()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 class LakeHandle:

@@ -1,0 +1,255 @@
+"""Issue 15, chaos matrix: a fault in the middle of a flow of all four datasets, then recovery.
+
+Each cell runs the whole pipeline (extractor → lake-writer → transformer → loader as OS processes,
+real nats-server with its file store, real PostgreSQL, the lake) against the simulator, injects
+one fault while data is in flight, brings the part back, and then demands: the warehouse equals
+what the simulator served (every candle and every trade exactly once, tickers and order books
+with the served values), every consumer drained (nothing stuck), DLQ empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import nats
+import pytest
+from contract.s3_faults import FaultPlan, faulty_s3_proxy
+from cryptoflow_cli.servers import ServerProcess, start_nats, start_postgres
+from cryptoflow_exchange_sim import (
+    INTERVALS,
+    KlineWindow,
+    RandomWalkMarket,
+    TradeWindow,
+    book_snapshot,
+    ticker_snapshot,
+)
+
+from .harness import Pipeline
+
+pytestmark = pytest.mark.timeout(420)
+
+T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
+MINUTE = 60_000
+N = 240  # candles: with pages of 10, long enough that every fault lands mid-flow
+SEED = 23
+CONSUMERS = [("RAW", "lake-writer"), ("LAKE", "transformer"), ("SILVER", "warehouse-loader")]
+JOBS = """
+exchanges:
+  binance:
+    url: {url}
+    rate_limit_ms: 30
+    symbols: [BTC/USDT]
+    datasets:
+      ohlcv: {{timeframes: [1m], since: 2024-01-01T00:00:00Z, page_limit: 10, poll_interval_s: 1}}
+      ticker: {{poll_interval_s: 1}}
+      orderbook: {{depth: 5, poll_interval_s: 1}}
+      trades: {{since: 2024-01-01T00:00:00Z, poll_interval_s: 1, page_limit: 50}}
+"""
+
+
+@dataclass
+class Stack:
+    pipe: Pipeline
+    nats: ServerProcess
+    postgres: ServerProcess
+    proxy: FaultPlan | None = None
+
+
+@asynccontextmanager
+async def running_stack(tmp_path: Path, s3: tuple[str, str] | None = None) -> AsyncIterator[Stack]:
+    """The pipeline on a nats-server and a PostgreSQL of its own (so a cell can restart them),
+    and, given (endpoint, bucket), on S3 behind a fault-injecting proxy (so the lake can fail)."""
+    with start_nats(tmp_path / "nats") as nats_server, start_postgres(tmp_path / "pg", fast_unsafe=True) as pg:
+        workdir = tmp_path / "pipeline"
+        workdir.mkdir()
+        if s3 is None:
+            pipe = Pipeline(nats_server.url, pg.url, f"file://{tmp_path / 'lake'}", workdir)
+            try:
+                yield Stack(pipe, nats_server, pg)
+            finally:
+                pipe.stop_all()
+            return
+        upstream, bucket = s3
+        plan = FaultPlan(count=0, path_contains="/")
+        async with faulty_s3_proxy(upstream, plan) as proxy_url:
+            pipe = Pipeline(nats_server.url, pg.url, f"s3://{bucket}", workdir, s3_endpoint_url=proxy_url)
+            try:
+                yield Stack(pipe, nats_server, pg, plan)
+            finally:
+                pipe.stop_all()
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    async with running_stack(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+async def s3_stack(tmp_path: Path, s3_endpoint_url: str, s3_bucket: str) -> AsyncIterator[Stack]:
+    async with running_stack(tmp_path, (s3_endpoint_url, s3_bucket)) as running:
+        yield running
+
+
+def start_flow(pipe: Pipeline) -> None:
+    window = ["--start", str(T0), "--end", str(T0 + N * MINUTE)]
+    pipe.start_simulator(["--exchange", "binance", "--symbols", "BTC/USDT", "--seed", str(SEED), *window])
+    assert pipe.sim_url
+    jobs = pipe.workdir / "jobs.yaml"
+    jobs.write_text(JOBS.format(url=pipe.sim_url))
+    pipe.extra_env.update(
+        {
+            "EXTRACTOR_CONFIG": str(jobs),
+            "LAKE_WRITER_BATCH_SIZE": "5",
+            "WAREHOUSE_LOADER_ALERT_RULES": "[]",
+            # Short waits so a held or lost delivery comes back within the cell.
+            "LAKE_WRITER_ACK_WAIT_S": "5",
+            "TRANSFORMER_ACK_WAIT_S": "5",
+            "WAREHOUSE_LOADER_ACK_WAIT_S": "10",
+        }
+    )
+    pipe.start_all()
+
+
+async def mid_flow(pipe: Pipeline) -> None:
+    async def started_not_done() -> bool:
+        count = await pipe.fetchval("SELECT count(*) FROM ohlcv", default=0) or 0
+        return 0 < count < N
+
+    await pipe.wait_for("the first candles", lambda: _safe(started_not_done), interval=0.05, timeout=120)
+
+
+async def complete(pipe: Pipeline, trades: int) -> bool:
+    counts = await pipe.fetch(
+        "SELECT (SELECT count(*) FROM ohlcv) AS candles, (SELECT count(*) FROM trades) AS trades, "
+        "(SELECT count(*) FROM tickers) AS tickers, (SELECT count(*) FROM order_books) AS levels"
+    )
+    row = counts[0]
+    return bool(row["candles"] == N and row["trades"] == trades and row["tickers"] and row["levels"])
+
+
+async def assert_recovered(stack: Stack, timeout: float = 240) -> None:
+    """The warehouse equals what the simulator served; nothing stuck; DLQ empty."""
+    pipe = stack.pipe
+    end = T0 + N * MINUTE
+    market = RandomWalkMarket(["BTC/USDT"], SEED, T0, end)
+    now = int(time.time() * 1000)
+    served_trades = market.trades("BTCUSDT", TradeWindow(start_ms=T0, end_ms=end, limit=10**6), now)
+    await pipe.wait_for(
+        "the whole flow in the warehouse", lambda: _safe(complete, pipe, len(served_trades)), timeout=timeout
+    )
+    candles = market.klines("BTCUSDT", INTERVALS["1m"], KlineWindow(T0, end, 1000), now)
+    expected = [(k.open_time, *(float(v) for v in (k.open, k.high, k.low, k.close, k.volume))) for k in candles]
+    rows = await pipe.fetch(
+        "SELECT (extract(epoch FROM ts) * 1000)::bigint, open, high, low, close, volume FROM ohlcv ORDER BY ts"
+    )
+    assert [tuple(r.values()) for r in rows] == expected
+    trades = await pipe.fetch(
+        "SELECT trade_id, (extract(epoch FROM ts) * 1000)::bigint AS ms, price, amount FROM trades ORDER BY ts, trade_id"
+    )
+    assert sorted((str(t.id), t.time_ms, float(t.price), float(t.qty)) for t in served_trades) == sorted(
+        (r["trade_id"], r["ms"], r["price"], r["amount"]) for r in trades
+    )
+    ticker = ticker_snapshot(market, "BTCUSDT", now)
+    assert {r["last"] for r in await pipe.fetch("SELECT last FROM tickers")} == {float(ticker.last)}
+    book = book_snapshot(market, "BTCUSDT", 5, now)
+    levels = {
+        (r["side"], r["price"], r["amount"]) for r in await pipe.fetch("SELECT side, price, amount FROM order_books")
+    }
+    assert levels == {("bid", float(b.price), float(b.size)) for b in book.bids} | {
+        ("ask", float(a.price), float(a.size)) for a in book.asks
+    }
+    await pipe.wait_for("every consumer drained", lambda: _drained(pipe), timeout=60)
+    letters = await pipe.stream_messages("DLQ")
+    assert letters == [], [m.data[:300] for m in letters]
+    for proc in pipe.procs:
+        if proc.name != "exchange-sim":
+            assert proc.popen.poll() is None or proc.popen.returncode in (-9, -15), proc.log()
+
+
+async def _safe(probe: Callable[..., Awaitable[bool]], *args: object) -> bool:
+    """The probe, or False while what it reads is down or not there yet (a restart, a migration)."""
+    try:
+        return await probe(*args)
+    except Exception:
+        return False
+
+
+async def _drained(pipe: Pipeline) -> bool:
+    nc = await nats.connect(pipe.nats_url)
+    try:
+        js = nc.jetstream()
+        for stream, durable in CONSUMERS:
+            info = await js.consumer_info(stream, durable)
+            if info.num_pending or info.num_ack_pending:
+                return False
+        return True
+    finally:
+        await nc.close()
+
+
+@pytest.mark.parametrize("victim", ["extractor", "lake-writer", "transformer", "warehouse-loader"])
+async def test_chaos_service_killed_mid_flow(stack: Stack, victim: str) -> None:
+    start_flow(stack.pipe)
+    await mid_flow(stack.pipe)
+    procs = {p.name: p for p in stack.pipe.procs}
+    procs[victim].kill9()
+    await asyncio.sleep(1)
+    stack.pipe.start(victim)
+    await assert_recovered(stack)
+
+
+async def test_chaos_nats_server_restarted_mid_flow(stack: Stack) -> None:
+    start_flow(stack.pipe)
+    await mid_flow(stack.pipe)
+    stack.nats.restart()  # file store: streams, consumers, KV come back from disk
+    await assert_recovered(stack)
+
+
+async def test_chaos_postgres_restarted_mid_flow(stack: Stack) -> None:
+    start_flow(stack.pipe)
+    await mid_flow(stack.pipe)
+    stack.postgres.restart()
+    await assert_recovered(stack)
+
+
+async def test_chaos_loader_killed_while_postgres_restarts(stack: Stack) -> None:
+    start_flow(stack.pipe)
+    await mid_flow(stack.pipe)
+    loader = next(p for p in stack.pipe.procs if p.name == "warehouse-loader")
+    stack.postgres.stop()
+    loader.kill9()
+    await asyncio.sleep(2)
+    stack.postgres.start()
+    stack.pipe.start("warehouse-loader")
+    await assert_recovered(stack)
+
+
+async def test_chaos_lake_write_errors_mid_flow(s3_stack: Stack) -> None:
+    stack = s3_stack
+    assert stack.proxy is not None
+    start_flow(stack.pipe)
+    await mid_flow(stack.pipe)
+    stack.proxy.path_contains = "/bronze/"
+    stack.proxy.count = stack.proxy.injected + 40  # the next 40 bronze PUTs fail
+    await assert_recovered(stack)
+    assert stack.proxy.injected >= 40
+
+
+async def test_chaos_s3_endpoint_down_60_s(s3_stack: Stack) -> None:
+    stack = s3_stack
+    assert stack.proxy is not None
+    start_flow(stack.pipe)
+    await mid_flow(stack.pipe)
+    plan = stack.proxy
+    plan.path_contains = "/"
+    plan.methods = ("GET", "PUT", "HEAD", "POST", "DELETE")
+    plan.count = 10**9  # every request refused ...
+    await asyncio.sleep(60)
+    plan.count = plan.injected  # ... for 60 s, then the endpoint is back
+    await assert_recovered(stack, timeout=300)
