@@ -26,7 +26,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import nats
 from nats.js.api import ConsumerConfig, DeliverPolicy
@@ -42,7 +42,11 @@ def parse_time(text: str) -> datetime:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--nats-url", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
+    parser.add_argument(
+        "--nats-url",
+        default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"),
+        help="with credentials, e.g. stack.json's consumer_nats_url (the read-only identity)",
+    )
     parser.add_argument("--subject", default=DEFAULT_SUBJECT, help=f"default: {DEFAULT_SUBJECT}")
     parser.add_argument("--stream", default="SILVER")
     start = parser.add_mutually_exclusive_group()
@@ -118,8 +122,17 @@ def show(msg: Any, batch: dict[str, Any], args: argparse.Namespace) -> None:
         print(rows, flush=True)
 
 
+def inbox_prefix(nats_url: str) -> str:
+    """`_INBOX.<user>` when the URL names a user: a locked-down deployment lets each user read
+    replies on its own inbox only (`consumer`: `_INBOX.consumer.>`, docs/decisions/0036)."""
+    user = urlsplit(nats_url.split(",")[0].strip()).username
+    return f"_INBOX.{unquote(user)}" if user else "_INBOX"
+
+
 async def consume(args: argparse.Namespace) -> int:
-    nc = await nats.connect(args.nats_url, name="cryptoflow-example-silver-consumer")
+    nc = await nats.connect(
+        args.nats_url, name="cryptoflow-example-silver-consumer", inbox_prefix=inbox_prefix(args.nats_url)
+    )
     try:
         js = nc.jetstream()
         sub = await js.subscribe(args.subject, stream=args.stream, ordered_consumer=True, config=consumer_config(args))

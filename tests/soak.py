@@ -28,8 +28,6 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import nats
-
 sys.path.insert(0, str(Path(__file__).parent))
 
 from cryptoflow_cli.servers import ServerProcess, start_nats, start_postgres
@@ -127,23 +125,6 @@ class Soak:
             if newest is not None:
                 self.max_lag_s = max(self.max_lag_s, time.time() - float(newest))
 
-    async def drained(self) -> bool:
-        try:
-            nc = await nats.connect(self.pipe.nats_url)
-        except Exception:
-            return False
-        try:
-            js = nc.jetstream()
-            for stream, durable in CONSUMERS:
-                info = await js.consumer_info(stream, durable)
-                if info.num_pending or info.num_ack_pending:
-                    return False
-            return True
-        except Exception:
-            return False
-        finally:
-            await nc.close()
-
 
 async def run(minutes: float, rate: int, workdir: Path) -> int:
     rng = random.Random(SEED)
@@ -179,9 +160,9 @@ async def run(minutes: float, rate: int, workdir: Path) -> int:
             end_ms = (int(time.time() * 1000) // MINUTE - 1) * MINUTE  # the last closed minute
             live = [p for p in pipe.procs if p.name in SERVICES and p.popen.poll() is None]
             rss_end = sum(rss_mb(p) for p in live)
-            await pipe.wait_for("the stack drained", soak.drained, timeout=300, interval=1)
+            await pipe.wait_for("the stack drained", lambda: pipe.drained(CONSUMERS), timeout=300, interval=1)
             await asyncio.sleep(5)
-            await pipe.wait_for("the stack drained", soak.drained, timeout=300, interval=1)
+            await pipe.wait_for("the stack drained", lambda: pipe.drained(CONSUMERS), timeout=300, interval=1)
             lost, duplicated, events = await check(pipe, markets, start_ms, end_ms)
             letters = await pipe.stream_messages("DLQ")
         finally:

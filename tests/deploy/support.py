@@ -28,6 +28,9 @@ DASHBOARDS_DIR = GRAFANA_DIR / "dashboards"
 CHART_DIR = DEPLOY / "helm" / "cryptoflow"
 COMPOSE_FILE = REPO / "docker-compose.yml"
 READER_ROLE_SQL = DEPLOY / "postgres" / "initdb" / "10-reader-role.sql"
+# nats-server authorization generated from the stage registry (python -m cryptoflow_cli.access).
+NATS_AUTHORIZATION = DEPLOY / "nats" / "cryptoflow-authorization.conf"
+CHART_NATS_AUTHORIZATION = CHART_DIR / "files" / "nats-authorization.conf"
 
 PROMETHEUS_DS_UID = "cryptoflow-prometheus"
 POSTGRES_DS_UID = "cryptoflow-warehouse"

@@ -18,10 +18,20 @@ from urllib.parse import urlsplit
 import jsonschema
 import pytest
 import yaml
+from cryptoflow_cli.access import ADMIN, generated_authorization, identities, password_variable
 from cryptoflow_exchange_sim.main import build_parser
 from cryptoflow_runtime import ConfigError, load_settings
 
-from .support import COMPOSE_FILE, GRAFANA_DIR, PROMETHEUS_DIR, READER_ROLE_SQL, REPO, SERVICE_BY_COMMAND, allowed_env
+from .support import (
+    COMPOSE_FILE,
+    GRAFANA_DIR,
+    NATS_AUTHORIZATION,
+    PROMETHEUS_DIR,
+    READER_ROLE_SQL,
+    REPO,
+    SERVICE_BY_COMMAND,
+    allowed_env,
+)
 
 SCHEMA = Path(__file__).parent / "schemas" / "compose-spec.json"
 SCHEMA_SHA256 = "d549057ebc2925f39f62799eab0db7b9e2c18b35b6c00595199116da3ed10e64"
@@ -89,7 +99,7 @@ def test_schema_validation_catches_a_broken_file(compose: dict[str, Any]) -> Non
     schema = json.loads(SCHEMA.read_text())
     broken = json.loads(json.dumps(compose))
     broken["services"]["nats"]["healthcheck"]["retries"] = "many"
-    broken["services"]["extractor"]["depends_on"]["nats"]["condition"] = "service_ready"
+    broken["services"]["extractor"]["depends_on"]["nats-init"]["condition"] = "service_ready"
     assert len(list(jsonschema.Draft202012Validator(schema).iter_errors(broken))) >= 2
 
 
@@ -114,7 +124,7 @@ def one_shot_services(compose: dict[str, Any]) -> set[str]:
 
 def test_every_long_running_service_has_a_healthcheck(compose: dict[str, Any]) -> None:
     one_shots = one_shot_services(compose)
-    assert one_shots == {"minio-init"}
+    assert one_shots == {"minio-init", "nats-init"}
     for name, service in compose["services"].items():
         if name in one_shots:
             # A job that exits: health does not apply, and it must not be restarted.
@@ -162,6 +172,7 @@ def test_service_env_values_pass_the_settings_validation(
         pytest.fail(f"{service_name}: {error}")
     assert getattr(settings, "http_port") == HTTP_PORT  # noqa: B009
     assert getattr(settings, "nats_url") == "nats://nats:4222"  # noqa: B009
+    assert getattr(settings, "nats_user") == service_name  # noqa: B009
     if info.lake:
         assert getattr(settings, "lake_url") == "s3://cryptoflow"  # noqa: B009
         assert getattr(settings, "s3_endpoint_url") == "http://minio:9000"  # noqa: B009
@@ -194,7 +205,8 @@ def test_stores_are_ready_before_the_services_start(compose: dict[str, Any]) -> 
     services = pipeline_services(compose)
     for name, service in services.items():
         info = SERVICE_BY_COMMAND[f"cryptoflow-{name}"]
-        needs = {"nats": "service_healthy"}
+        # The streams exist (made by admin) before a service, which may only read their info, starts.
+        needs = {"nats-init": "service_completed_successfully"}
         if info.lake:
             needs["minio-init"] = "service_completed_successfully"
         if info.database:
@@ -246,3 +258,43 @@ def test_grafana_and_postgres_set_every_variable_their_provisioning_reads(compos
     loader_url = urlsplit(service_env(pipeline_services(compose)["warehouse-loader"])["DATABASE_URL"])
     assert loader_url.username == postgres_env["POSTGRES_USER"], "the reader's default privileges follow this role"
     assert loader_url.path.lstrip("/") == postgres_env["POSTGRES_DB"] == grafana_env["CRYPTOFLOW_POSTGRES_DB"]
+
+
+# --- NATS access (docs/decisions/0036) ------------------------------------------------------------
+
+
+def test_nats_allows_no_anonymous_access_and_uses_the_generated_authorization(compose: dict[str, Any]) -> None:
+    nats = compose["services"]["nats"]
+    command = command_of(nats)
+    config = command[command.index("--config") + 1]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in nats["volumes"] if v.startswith(".")}
+    source = next(REPO / src / Path(config).relative_to(dst) for dst, src in mounts.items() if config.startswith(dst))
+    assert source == NATS_AUTHORIZATION
+    text = source.read_text()
+    assert text == generated_authorization(), "regenerate it: python -m cryptoflow_cli.access"
+    assert "no_auth_user" not in text and "authorization {" in text
+    # Every password the file reads comes from the server's environment, and is set.
+    env = service_env(nats)
+    for identity in identities():
+        assert f"password: ${identity.password_variable}" in text
+        assert env.get(identity.password_variable), identity.password_variable
+
+
+def test_each_service_connects_as_its_own_nats_user(compose: dict[str, Any]) -> None:
+    nats_env = service_env(compose["services"]["nats"])
+    for name, service in pipeline_services(compose).items():
+        env = service_env(service)
+        assert env["NATS_USER"] == name
+        assert env["NATS_PASSWORD"] == nats_env[password_variable(name)], name
+    others = {service_env(s)["NATS_PASSWORD"] for s in pipeline_services(compose).values()}
+    assert len(others) == len(pipeline_services(compose)), "one password per identity"
+
+
+def test_streams_are_created_by_the_admin_before_the_services_start(compose: dict[str, Any]) -> None:
+    init = compose["services"]["nats-init"]
+    env = service_env(init)
+    assert command_of(init) == ["python", "-m", "cryptoflow_runtime.streams"]
+    assert env["NATS_USER"] == ADMIN
+    assert env["NATS_PASSWORD"] == service_env(compose["services"]["nats"])[password_variable(ADMIN)]
+    assert init["depends_on"] == {"nats": {"condition": "service_healthy"}}
+    assert init["image"] == pipeline_services(compose)["extractor"]["image"]

@@ -13,8 +13,9 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from cryptoflow_cli.access import ADMIN, generated_authorization, identities
 
-from .support import CHART_DIR, SERVICES, allowed_env
+from .support import CHART_DIR, CHART_NATS_AUTHORIZATION, SERVICES, allowed_env
 
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk (Helm v4 in-process) is not installed")
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed")
@@ -87,6 +88,8 @@ def test_every_manifest_is_valid_kubernetes(rendered: tuple[str, list[dict[str, 
         "Service",
         "ServiceAccount",
         "PodDisruptionBudget",
+        "ConfigMap",  # the NATS server's authorization block (no password)
+        "Job",  # the streams, created as the NATS admin
     }
     assert not of_kind(docs, "Secret"), "the chart creates no Secret: credentials come from existing ones"
 
@@ -258,3 +261,83 @@ def test_production_pdbs_and_service_monitor_select_the_services() -> None:
     (relabel,) = endpoint["relabelings"]
     assert relabel["targetLabel"] == "component"
     assert relabel["sourceLabels"] == ["__meta_kubernetes_service_label_app_kubernetes_io_component"]
+
+
+# --- NATS access (docs/decisions/0036) ------------------------------------------------------------
+
+
+def _job(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (job,) = of_kind(docs, "Job")
+    return job
+
+
+def test_each_service_authenticates_as_its_own_nats_user(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    _, docs = rendered
+    for deployment in of_kind(docs, "Deployment"):
+        name = component(deployment)
+        env = env_of(deployment)
+        assert env["NATS_USER"]["value"] == name
+        assert env["NATS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "cryptoflow-nats", "key": name}
+        assert urlsplit(env["NATS_URL"]["value"]).password is None, "the password comes from the Secret only"
+
+
+def test_the_nats_authorization_config_map_is_the_generated_file(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    _, docs = rendered
+    (config_map,) = of_kind(docs, "ConfigMap")
+    text = config_map["data"]["authorization.conf"]
+    assert CHART_NATS_AUTHORIZATION.read_text() == generated_authorization(), "python -m cryptoflow_cli.access"
+    assert text.strip() == generated_authorization().strip()
+    users = {identity.user for identity in identities()}
+    assert users == {ADMIN, "consumer", *SERVICES}
+    for identity in identities():
+        assert f"password: ${identity.password_variable}" in text
+
+
+def test_streams_are_created_by_the_admin_job_before_install_and_upgrade(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    _, docs = rendered
+    job = _job(docs)
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["python", "-m", "cryptoflow_runtime.streams"]
+    env = {item["name"]: item for item in container["env"]}
+    assert env["NATS_USER"]["value"] == ADMIN
+    assert env["NATS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "cryptoflow-nats", "key": ADMIN}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_nats_tls_ca_and_auth_off() -> None:
+    values = production_values()
+    values["nats"]["tls"] = {"caSecret": "nats-ca", "caKey": "ca.crt"}
+    values["streams"] = {"job": {"enabled": True, "env": {"STREAM_RAW_MAX_AGE_S": 86400}}}
+    docs = render(values)
+    for workload in [*of_kind(docs, "Deployment"), _job(docs)]:
+        pod = workload["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = {item["name"]: item for item in container["env"]}
+        assert env["NATS_TLS_CA"]["value"] == "/etc/cryptoflow/nats-ca/ca.crt"
+        assert {"name": "nats-ca", "mountPath": "/etc/cryptoflow/nats-ca", "readOnly": True} in container[
+            "volumeMounts"
+        ]
+        assert {
+            "name": "nats-ca",
+            "secret": {"secretName": "nats-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]},
+        } in pod["volumes"]
+    job_env = {item["name"]: item for item in _job(docs)["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert job_env["STREAM_RAW_MAX_AGE_S"]["value"] == "86400"
+
+    values["nats"]["auth"]["enabled"] = False
+    docs = render(values)
+    assert not of_kind(docs, "ConfigMap")
+    for deployment in of_kind(docs, "Deployment"):
+        assert not {"NATS_USER", "NATS_PASSWORD"} & set(env_of(deployment))
+
+
+def test_auth_needs_a_secret_and_the_registry_durables() -> None:
+    with helm.Chart.load(CHART_DIR) as chart, pytest.raises(helm.HelmError):
+        chart.validate_schema({"nats": {"auth": {"enabled": True, "existingSecret": ""}}})
+    with helm.Chart.load(CHART_DIR) as chart:
+        values = chart.merge_values({"components": {"transformer": {"durable": "transformer-2"}}})
+        with pytest.raises(helm.HelmError, match="durable must be transformer"):
+            chart.render(values, name=RELEASE, namespace=NAMESPACE)

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,9 +151,28 @@ class Pipeline:
         finally:
             await conn.close()
 
+    async def drained(self, consumers: Sequence[tuple[str, str]]) -> bool:
+        """Has every (stream, durable) settled everything: nothing pending, nothing unacked?
+        False, not an error, while NATS or a consumer is not there (a restart)."""
+        try:
+            nc = await nats.connect(self.nats_url.split(","))
+        except Exception:
+            return False
+        try:
+            js = nc.jetstream()
+            for stream, durable in consumers:
+                info = await js.consumer_info(stream, durable)
+                if info.num_pending or info.num_ack_pending:
+                    return False
+            return True
+        except Exception:
+            return False
+        finally:
+            await nc.close()
+
     async def stream_messages(self, stream: str) -> list[nats.aio.msg.Msg]:
         """Every message in a stream, read with a throwaway ordered consumer."""
-        nc = await nats.connect(self.nats_url)
+        nc = await nats.connect(self.nats_url.split(","))
         try:
             js = nc.jetstream()
             info = await js.stream_info(stream)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -94,6 +95,9 @@ async def test_cryptoflow_up_runs_everything_stops_cleanly_and_resumes(tmp_path:
     try:
         stack = wait_for_stack(home, proc, log)
         assert {"nats_url", "database_url", "lake_url", "exchange_sim_url"} <= stack.keys()
+        # It holds passwords (decision 0036): its owner's only, like the credentials file.
+        assert stat.S_IMODE((home / "stack.json").stat().st_mode) == 0o600
+        assert stat.S_IMODE((home / "credentials.json").stat().st_mode) == 0o600
         pids = [int(s["pid"]) for s in stack["services"].values()]  # type: ignore[attr-defined]
         first_rows = await rows_when_caught_up(str(stack["database_url"]), 2 * closed_minutes)
 
@@ -154,3 +158,9 @@ async def test_cryptoflow_up_runs_everything_stops_cleanly_and_resumes(tmp_path:
             assert all(ts > last_before for ts in resumed), f"{exchange} {symbol}: the second run fetched history again"
     finally:
         stop_up(proc, log)
+
+    # No password of the stack in anything it printed (every service's log lines) or in the servers' logs.
+    credentials = json.loads((home / "credentials.json").read_text())
+    passwords = [*credentials["nats"].values(), *credentials["postgres"].values()]
+    for text in (log.read_text(), (home / "nats" / "nats-server.log").read_text()):
+        assert not [p for p in passwords if p in text], "a password was logged"

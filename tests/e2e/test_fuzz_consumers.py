@@ -82,22 +82,7 @@ async def publish_all(nats_url: str, stream: str, prefix: str, bodies: Sequence[
 async def drained(pipe: Pipeline, consumers: Sequence[tuple[str, str]], timeout: float = 240) -> None:
     """Every consumer has settled everything (nothing pending, nothing unacked), services alive."""
 
-    async def settled() -> bool:
-        nc = await nats.connect(pipe.nats_url)
-        try:
-            js = nc.jetstream()
-            for stream, durable in consumers:
-                try:
-                    info = await js.consumer_info(stream, durable)
-                except nats.js.errors.NotFoundError:
-                    return False
-                if info.num_pending or info.num_ack_pending:
-                    return False
-            return True
-        finally:
-            await nc.close()
-
-    await pipe.wait_for(f"{consumers} drained", settled, timeout=timeout, interval=0.5)
+    await pipe.wait_for(f"{consumers} drained", lambda: pipe.drained(consumers), timeout=timeout, interval=0.5)
     for proc in pipe.procs:
         assert proc.popen.poll() is None, f"{proc.name} exited with {proc.popen.returncode}\n{proc.log()}"
 

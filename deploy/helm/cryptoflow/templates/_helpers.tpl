@@ -95,3 +95,43 @@ app.kubernetes.io/part-of: cryptoflow
 {{- define "cryptoflow.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
+
+{{/*
+NATS identity of a container (docs/decisions/0036): (dict "root" $ "user" "lake-writer"). The user is
+the service's name, its password that key of nats.auth.existingSecret; with nats.tls.caSecret the
+CA file the server's certificate is verified with.
+*/}}
+{{- define "cryptoflow.natsAuthEnv" -}}
+{{- if .root.Values.nats.auth.enabled }}
+- name: NATS_USER
+  value: {{ .user | quote }}
+- name: NATS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .root.Values.nats.auth.existingSecret }}
+      key: {{ .user }}
+{{- end }}
+{{- if .root.Values.nats.tls.caSecret }}
+- name: NATS_TLS_CA
+  value: /etc/cryptoflow/nats-ca/{{ .root.Values.nats.tls.caKey }}
+{{- end }}
+{{- end }}
+
+{{- define "cryptoflow.natsTlsMount" -}}
+{{- if .Values.nats.tls.caSecret }}
+- name: nats-ca
+  mountPath: /etc/cryptoflow/nats-ca
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "cryptoflow.natsTlsVolume" -}}
+{{- if .Values.nats.tls.caSecret }}
+- name: nats-ca
+  secret:
+    secretName: {{ .Values.nats.tls.caSecret }}
+    items:
+      - key: {{ .Values.nats.tls.caKey }}
+        path: {{ .Values.nats.tls.caKey }}
+{{- end }}
+{{- end }}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -88,6 +89,13 @@ def _unlimited(value: int | None) -> int:
     return -1 if value is None or value <= 0 else value
 
 
+# A JetStream API request this identity may not make gets no answer: the server drops it.
+_NOT_ALLOWED = (
+    "stream {stream}: no answer when asked to {what}; with NATS authorization only the admin identity "
+    "creates and changes streams (`cryptoflow up`, `python -m cryptoflow_runtime.streams`): run that "
+    "with the same STREAM_* settings first"
+)
+
 # StreamConfig field → the knob of its variable, for messages naming the setting.
 _KNOBS = {"max_age": "MAX_AGE_S", "max_bytes": "MAX_BYTES", "max_msgs": "MAX_MSGS", "num_replicas": "REPLICAS"}
 
@@ -100,6 +108,12 @@ async def ensure_streams(js: JetStreamContext, limits: Mapping[Stream, StreamLim
     stream whose configured limits differ is updated (`js.update_stream`), its other settings
     untouched. Any service may call it at start. A limit the server refuses (e.g. replicas on a
     single server) raises ConfigError naming the variable.
+
+    With NATS authorization (decision 0036) only the admin identity may create or change streams:
+    the stack's provisioning step (`cryptoflow up`, `python -m cryptoflow_runtime.streams`) runs
+    this as admin first, and a service then only reads `stream_info`. A service that would have
+    to create or change a stream is refused by the server (no answer: a timeout), which raises
+    ConfigError saying so.
     """
     all_limits = stream_limits_from_env() if limits is None else limits
     for stream in Stream:
@@ -113,6 +127,8 @@ async def ensure_streams(js: JetStreamContext, limits: Mapping[Stream, StreamLim
                 continue
             except ServiceUnavailableError:
                 raise  # JetStream not ready: not a configuration problem
+            except nats.errors.TimeoutError:
+                raise ConfigError(_NOT_ALLOWED.format(stream=stream.value, what="create it")) from None
             except APIError as exc:
                 # Another service may have created it between our lookup and add: that is fine.
                 try:
@@ -135,6 +151,9 @@ async def _update_limits(js: JetStreamContext, stream: Stream, current: StreamCo
         await js.update_stream(current.evolve(**changes))
     except ServiceUnavailableError:
         raise
+    except nats.errors.TimeoutError:
+        what = f"set {_variables(stream, changes, changes)}"
+        raise ConfigError(_NOT_ALLOWED.format(stream=stream.value, what=what)) from None
     except APIError as exc:
         raise ConfigError(
             f"stream {stream.value}: nats-server refused {_variables(stream, changes, changes)} ({exc.description})"
@@ -156,10 +175,23 @@ def _described(config: StreamConfig) -> dict[str, Any]:
 
 
 async def ensure_kv(js: JetStreamContext, bucket: str, history: int = 1) -> KeyValue:
+    """The KV bucket, created when missing with `KV_REPLICAS` copies (1; 3 on a cluster, so that
+    checkpoints survive a node)."""
     try:
         return await js.key_value(bucket)
     except (NotFoundError, BadRequestError):
-        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=history))
+        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=history, replicas=kv_replicas()))
+
+
+def kv_replicas(environ: Mapping[str, str] | None = None) -> int:
+    text = (os.environ if environ is None else environ).get("KV_REPLICAS", "1")
+    try:
+        replicas = int(text)
+    except ValueError:
+        raise ConfigError(f"KV_REPLICAS: expected a whole number from 1 to 5 (got {text!r})") from None
+    if not 1 <= replicas <= 5:
+        raise ConfigError(f"KV_REPLICAS: expected a whole number from 1 to 5 (got {text!r})")
+    return replicas
 
 
 async def connect(url: str, name: str) -> Client:

@@ -19,6 +19,8 @@ from typing import Any
 import orjson
 from opentelemetry import trace
 
+from .redaction import redact_text
+
 # Attributes every LogRecord has; anything else was passed through `extra=` and is logged as a field.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -61,7 +63,18 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
+        return orjson.dumps({key: _scrub(value) for key, value in entry.items()}, default=str).decode()
+
+
+def _scrub(value: Any) -> Any:
+    """A URL carrying a password (a NATS server, a DSN) is logged without it, wherever it appears."""
+    if isinstance(value, str):
+        return redact_text(value) if "://" in value else value
+    if isinstance(value, Mapping):
+        return {key: _scrub(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(item) for item in value]
+    return value
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:

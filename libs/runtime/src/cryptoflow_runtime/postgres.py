@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 
 import asyncpg
+
+from .redaction import redact
+
+__all__ = ["RETRYABLE_CONNECT_ERRORS", "create_pool", "redact"]
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +38,3 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 4, wait_s:
             log.warning("database not reachable, retrying", extra={"error": repr(exc), "retry_in_s": delay})
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
-
-
-_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&]*")
-
-
-def redact(dsn: str) -> str:
-    """The DSN without its password (user:password@ or ?password=), for logs and errors."""
-    dsn = _QUERY_PASSWORD.sub(r"\1***", dsn)
-    if "@" not in dsn or "://" not in dsn:
-        return dsn
-    scheme, rest = dsn.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"

@@ -28,6 +28,7 @@ from .jetstream import ensure_streams, msg_id_headers
 from .lake import Lake, open_lake
 from .logs import configure_logging
 from .metrics import CONSUMER_ACK_PENDING, CONSUMER_PENDING, CONSUMER_REDELIVERED
+from .nats_auth import broker_options, subscriber_options
 from .settings import ConfigError, LakeSettings, ServiceSettings
 from .tracing import NatsTelemetryMiddleware, configure_tracing
 
@@ -44,11 +45,14 @@ class Service:
         self.settings = settings
         tracer_provider = configure_tracing(name, settings.otlp_endpoint)
         self.broker = NatsBroker(
-            settings.nats_url,
+            # Every server of a cluster, comma-separated: the client fails over among them.
+            [url.strip() for url in settings.nats_url.split(",")],
             name=f"cryptoflow-{name}",
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
             graceful_timeout=30.0,
+            # Its NATS identity (NATS_USER/NATS_PASSWORD), reply inbox and TLS (decision 0036).
+            **broker_options(settings),
             # Under "faststream": its per-message "Received"/"Processed" lines stay at WARNING
             # unless LOG_LEVEL=DEBUG asks for them (configure_logging).
             logger=logging.getLogger(f"faststream.cryptoflow.{name}"),
@@ -192,6 +196,8 @@ class Service:
             config=config,
             title=title,
             description=description,
+            # Pulled messages arrive on this identity's own inbox (FastStream defaults to _INBOX.).
+            **subscriber_options(self.settings),
         )
         return subscriber
 

@@ -12,11 +12,14 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from cryptoflow_contracts import Stream
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +34,22 @@ class ServiceSettings(BaseSettings):
     nats_url: str = Field(
         default="nats://127.0.0.1:4222",
         validation_alias=AliasChoices("NATS_URL", "nats_url"),
-        description="NATS server URL (nats://host:port)",
+        description="NATS server URL (nats://host:port; tls://host:port for TLS)",
+    )
+    nats_user: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("NATS_USER", "nats_user"),
+        description="NATS user of this service (with NATS_PASSWORD); its replies come on _INBOX.<user>.>",
+    )
+    nats_password: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("NATS_PASSWORD", "nats_password"),
+        description="Password of NATS_USER (never logged)",
+    )
+    nats_tls_ca: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("NATS_TLS_CA", "nats_tls_ca"),
+        description="CA certificate (PEM) the NATS server's certificate is verified with; turns TLS on",
     )
     http_host: str = Field(default="127.0.0.1", description="Bind address of /healthz and /metrics")
     http_port: int = Field(default=0, ge=0, le=65535, description="Port of /healthz and /metrics; 0 = any")
@@ -51,7 +69,15 @@ class ServiceSettings(BaseSettings):
     def _nats_scheme(cls, value: str) -> str:
         for url in value.split(","):
             if not url.strip().startswith(("nats://", "tls://", "ws://", "wss://")):
-                raise ValueError(f"{url!r} is not a NATS URL (expected nats://host:port)")
+                raise ValueError(f"{redact(url.strip())!r} is not a NATS URL (expected nats://host:port)")
+        return value
+
+    @field_validator("nats_user")
+    @classmethod
+    def _nats_user(cls, value: str | None) -> str | None:
+        # The user is also the last token of the reply inbox prefix (_INBOX.<user>).
+        if value is not None and (not value or any(ch in value for ch in ".*> \t")):
+            raise ValueError("must be non-empty without '.', '*', '>' or whitespace")
         return value
 
 
@@ -114,8 +140,6 @@ def load_settings(cls: type[SettingsT]) -> SettingsT:
 
 def describe_validation_error(cls: type[BaseSettings], exc: ValidationError) -> str:
     prefix = str(cls.model_config.get("env_prefix", "") or "")
-    from .postgres import redact
-
     problems = []
     for error in exc.errors():
         name = ".".join(str(part) for part in error["loc"])
@@ -123,6 +147,8 @@ def describe_validation_error(cls: type[BaseSettings], exc: ValidationError) -> 
         given = error.get("input")
         # URLs can carry credentials: echo them only with the password masked.
         shown = redact(given) if isinstance(given, str) else given
+        if "password" in name.lower():
+            shown = "***"
         problems.append(f"{env_name}: {error['msg']} (got {shown!r})")
     return "invalid configuration: " + "; ".join(problems)
 

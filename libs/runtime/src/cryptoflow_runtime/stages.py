@@ -31,6 +31,15 @@ class StageSpec:
     outputs: tuple[type[Event], ...] = ()
     env_prefix: str = ""
     description: str = ""
+    # Settings fields naming the JetStream KV buckets it keeps its state in (its NATS identity may
+    # use those buckets, decision 0036), e.g. ("checkpoint_bucket",).
+    kv_buckets: tuple[str, ...] = ()
+
+    def kv_bucket_names(self, settings: ServiceSettings | None = None) -> tuple[str, ...]:
+        """The KV buckets it uses: from `settings` when given, else the settings' defaults."""
+        if settings is not None:
+            return tuple(str(getattr(settings, field)) for field in self.kv_buckets)
+        return tuple(str(self.settings.model_fields[field].default) for field in self.kv_buckets)
 
     @property
     def input(self) -> Stream | None:

@@ -15,6 +15,7 @@ from typing import TextIO
 import nats
 from cryptoflow_contracts import timeframe_ms
 from cryptoflow_runtime import ConfigError, ensure_kv, ensure_streams
+from cryptoflow_runtime.nats_auth import connect_options
 from cryptoflow_runtime.progress import Progress
 
 from .app import load_markets, make_session, poll_forever
@@ -54,7 +55,7 @@ async def run_backfill(settings: ExtractorSettings, request: BackfillRequest, ou
             f"--exchange: {request.exchange!r} is not configured (configured: {', '.join(config.exchanges)})"
         )
     spec = spec.model_copy(update={"symbols": request.symbols})
-    nc = await nats.connect(settings.nats_url, max_reconnect_attempts=-1)
+    nc = await nats.connect(settings.nats_url, max_reconnect_attempts=-1, **connect_options(settings))
     js = nc.jetstream()
 
     async def send(subject: str, body: bytes, headers: dict[str, str], stream: str) -> None:

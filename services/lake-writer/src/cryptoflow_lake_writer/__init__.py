@@ -5,7 +5,7 @@ from cryptoflow_runtime import StageSpec
 
 from .app import NAME, build
 from .config import LakeWriterSettings
-from .objects import read_object
+from .objects import build_objects, decompress, partition_date, partition_prefix, read_object
 
 STAGE = StageSpec(
     name=NAME,
@@ -18,4 +18,13 @@ STAGE = StageSpec(
     description="batches RAW into immutable bronze objects",
 )
 
-__all__ = ["STAGE", "LakeWriterSettings", "build", "read_object"]
+__all__ = [
+    "STAGE",
+    "LakeWriterSettings",
+    "build",
+    "build_objects",
+    "decompress",
+    "partition_date",
+    "partition_prefix",
+    "read_object",
+]

@@ -5,7 +5,10 @@ from cryptoflow_runtime import StageSpec
 
 from .app import NAME, build
 from .batches import transform_object
+from .bounds import configure as configure_bounds
 from .config import TransformerSettings
+from .derived import DerivedConfig, DerivedOutputs, derive
+from .state_store import MemoryStateStore, StateStore
 
 STAGE = StageSpec(
     name=NAME,
@@ -15,7 +18,19 @@ STAGE = StageSpec(
     consumes=((Stream.LAKE, "transformer"),),
     outputs=(BatchReady, DeadLetter, Anomaly),
     env_prefix="TRANSFORMER_",
+    kv_buckets=("state_bucket",),
     description="bronze → validated silver Parquet, quarantine, derived series",
 )
 
-__all__ = ["STAGE", "TransformerSettings", "build", "transform_object"]
+__all__ = [
+    "STAGE",
+    "DerivedConfig",
+    "DerivedOutputs",
+    "MemoryStateStore",
+    "StateStore",
+    "TransformerSettings",
+    "build",
+    "configure_bounds",
+    "derive",
+    "transform_object",
+]

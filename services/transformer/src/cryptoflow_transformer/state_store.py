@@ -57,3 +57,24 @@ class KvStateStore:
         except KeyWrongLastSequenceError:
             return False
         return True
+
+
+class MemoryStateStore:
+    """Checkpoints kept in this process only (the rebuild, tests): the KV store's compare-and-set
+    and its JSON round trip, so a step sees exactly the state the KV store would give it."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[bytes, int]] = {}
+
+    async def load(self, key: str) -> tuple[SeriesState, int]:
+        entry = self._entries.get(key)
+        if entry is None:
+            return SeriesState(), 0
+        return SeriesState.from_json(entry[0]), entry[1]
+
+    async def save(self, key: str, state: SeriesState, revision: int) -> bool:
+        current = self._entries.get(key, (b"", 0))[1]
+        if current != revision:
+            return False
+        self._entries[key] = (state.to_json(), revision + 1)
+        return True

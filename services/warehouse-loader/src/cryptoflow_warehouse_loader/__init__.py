@@ -3,11 +3,13 @@
 from cryptoflow_contracts import Alert, DeadLetter, Loaded, RunReport, Stream
 from cryptoflow_runtime import StageSpec
 
-from .app import NAME, build, read_batch
+from .app import BATCH_ERRORS, NAME, build, read_batch
 from .config import WarehouseLoaderSettings
+from .marts import refresh as refresh_marts
 from .migrations import current_revision, head_revision, migrate
+from .quarantine import load_quarantine
 from .tables import TABLES
-from .upsert import load_batch
+from .upsert import BatchShapeError, LoadResult, load_batch
 from .warehouse import Warehouse
 
 STAGE = StageSpec(
@@ -27,14 +29,19 @@ STAGE = StageSpec(
 )
 
 __all__ = [
+    "BATCH_ERRORS",
     "STAGE",
     "TABLES",
+    "BatchShapeError",
+    "LoadResult",
     "Warehouse",
     "WarehouseLoaderSettings",
     "build",
     "current_revision",
     "head_revision",
     "load_batch",
+    "load_quarantine",
     "migrate",
     "read_batch",
+    "refresh_marts",
 ]

@@ -31,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--exchanges", default="binance,bybit,gate", help="ccxt ids, comma-separated")
     up.add_argument("--datasets", default="ohlcv,ticker,orderbook,trades", help="datasets, comma-separated")
     up.add_argument("--config", type=Path, help="extractor jobs YAML (replaces --exchanges/--datasets/--symbols)")
+    up.add_argument(
+        "--tls",
+        action="store_true",
+        help="TLS only, with a self-signed CA in $CRYPTOFLOW_HOME/tls (NATS; PostgreSQL too where built with SSL)",
+    )
 
     status = sub.add_parser("status", help="messages per stream, consumer lag, lake objects, ohlcv rows")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -46,6 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild = sub.add_parser("rebuild", help="rebuild silver and the warehouse from the lake's bronze objects")
     rebuild.add_argument("--from-lake", action="store_true", required=True, help="read bronze objects only")
     rebuild.add_argument("--filter", help="exchange/symbol/dataset, * for any")
+    rebuild.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="markets rebuilt at once per process, each in time order (default 4)",
+    )
+    rebuild.add_argument(
+        "--processes", type=int, default=None, help="processes sharing the markets (default: CPUs, ≤ 4)"
+    )
 
     asyncapi = sub.add_parser("asyncapi", help="write (or --check) docs/asyncapi/cryptoflow.yaml")
     asyncapi.add_argument("--check", action="store_true", help="fail when the committed document is stale")
@@ -82,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
             exchanges=args.exchanges,
             datasets=args.datasets,
             config=args.config,
+            tls=args.tls,
         )
         sys.exit(asyncio.run(run_up(options)))
     if args.command == "status":
@@ -105,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         stack_env(home)  # connect to the running local stack unless the environment says otherwise
         if args.command == "replay":
             sys.exit(run_replay(args.stage, args.start, args.end, args.filter))
-        sys.exit(run_rebuild(args.filter))
+        sys.exit(run_rebuild(args.filter, args.concurrency, args.processes))
     if args.command == "warehouse":
         from .warehouse import database_url
         from .warehouse import main as warehouse_main

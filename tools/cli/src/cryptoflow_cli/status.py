@@ -6,11 +6,13 @@ import contextlib
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
 import nats
 from cryptoflow_contracts import Stream
 from cryptoflow_runtime import open_lake
+from cryptoflow_runtime.nats_auth import inbox_prefix, tls_context
 from nats.js.errors import NotFoundError
 
 from .stackfile import read_stack
@@ -25,7 +27,15 @@ def consumers() -> dict[str, Stream]:
 async def collect_status(home: Path) -> dict[str, Any]:
     info = read_stack(home)
     report: dict[str, Any] = {"streams": {}, "consumers": {}, "lake": {}, "warehouse": {}}
-    nc = await nats.connect(info.nats_url, connect_timeout=5)
+    # The read-only identities when the stack has them (decision 0036): status changes nothing.
+    nats_url = info.consumer_nats_url or info.nats_url
+    user = urlsplit(nats_url).username
+    nc = await nats.connect(
+        nats_url,
+        connect_timeout=5,
+        tls=tls_context(Path(info.tls_ca) if info.tls_ca else None),
+        **({"inbox_prefix": inbox_prefix(unquote(user))} if user else {}),
+    )
     try:
         js = nc.jetstream()
         for stream in Stream:
@@ -49,7 +59,7 @@ async def collect_status(home: Path) -> dict[str, Any]:
             report["lake"][layer] = len(await lake.list(f"{layer}/"))
     finally:
         await lake.close()
-    conn = await asyncpg.connect(info.database_url, timeout=5)
+    conn = await asyncpg.connect(info.reader_database_url or info.database_url, timeout=5)
     try:
         exists = await conn.fetchval("SELECT to_regclass('public.ohlcv_data') IS NOT NULL")
         report["warehouse"]["ohlcv_rows"] = await conn.fetchval("SELECT count(*) FROM ohlcv_data") if exists else 0

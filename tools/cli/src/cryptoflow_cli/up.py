@@ -17,14 +17,17 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import yaml
 
+from .lockdown import StackSecurity
 from .processes import ServiceProcess
-from .servers import ServerProcess, free_port, start_nats, start_postgres
+from .servers import ServerProcess, free_port
 from .stackfile import StackInfo, stack_path, write_stack
 from .stages import stages
+from .supervisor import Supervisor, pid_updater
 
 log = logging.getLogger("cryptoflow.up")
 
@@ -48,6 +51,7 @@ class UpOptions:
     config: Path | None = None
     poll_interval_s: float = 10.0
     ready_timeout_s: float = 120.0
+    tls: bool = False  # NATS (and PostgreSQL, where built with SSL) accept TLS connections only
 
     def since_or_default(self) -> datetime:
         if self.since is not None:
@@ -120,13 +124,16 @@ async def wait_for_file(path: Path, proc: ServiceProcess, timeout_s: float) -> s
     raise RuntimeError(f"{proc.name} did not write {path} within {timeout_s:.0f}s")
 
 
-def service_processes(shared_env: dict[str, str]) -> list[tuple[ServiceProcess, int]]:
+def service_processes(
+    shared_env: dict[str, str], own_env: dict[str, dict[str, str]] | None = None
+) -> list[tuple[ServiceProcess, int]]:
     """Every registered stage as a process with its HTTP port, consumers first (the last stage
     first), so each stage's input is drained from the start."""
     planned = []
     for spec in reversed(stages()):
         port = free_port()
-        planned.append((ServiceProcess(spec.name, [], {**shared_env, f"{spec.env_prefix}HTTP_PORT": str(port)}), port))
+        env = {**shared_env, **(own_env or {}).get(spec.name, {}), f"{spec.env_prefix}HTTP_PORT": str(port)}
+        planned.append((ServiceProcess(spec.name, [], env), port))
     return planned
 
 
@@ -142,15 +149,20 @@ async def run_up(options: UpOptions) -> int:
         loop.add_signal_handler(signum, stop.set)
     exit_code = 0
     try:
-        nats = await asyncio.to_thread(start_nats, home / "nats")
+        # Locked down (decision 0036): an identity per service, passwords, streams made by admin.
+        security = await asyncio.to_thread(StackSecurity, home, tls=options.tls)
+        nats = await asyncio.to_thread(security.start_nats)
         servers.append(nats)
         print(f"nats-server      | {nats.url} (pid {nats.pid})", flush=True)
+        await security.provision_streams(nats)
+        postgres: ServerProcess | None = None
         database_url = os.environ.get("DATABASE_URL")
         if database_url is None:
-            postgres = await asyncio.to_thread(start_postgres, home / "postgres")
+            postgres = await asyncio.to_thread(security.start_postgres)
             servers.append(postgres)
-            database_url = postgres.url
-            print(f"postgres         | {postgres.url} (pid {postgres.pid})", flush=True)
+            await security.provision_roles(postgres)
+            database_url = security.database_url(postgres)
+            print(f"postgres         | {postgres.url} (pid {postgres.pid}){security.postgres_note}", flush=True)
         lake_url = lake_url_for(home)
         since = options.since_or_default()
 
@@ -169,6 +181,7 @@ async def run_up(options: UpOptions) -> int:
             children.append(sim)
             await sim.start()
             sim_url = await wait_for_file(url_file, sim, 30)
+            sim.args[sim.args.index("--port") + 1] = str(urlsplit(sim_url).port)  # a restart keeps the URL
 
         shared_env = {"NATS_URL": nats.url, "DATABASE_URL": database_url, "LAKE_URL": lake_url}
         # The local stack shows everything: resampled candles, indicators and anomaly events
@@ -186,7 +199,7 @@ async def run_up(options: UpOptions) -> int:
             jobs.write_text(jobs_yaml(options, since, sim_url))
             shared_env["EXTRACTOR_CONFIG"] = str(jobs)
         services: dict[str, dict[str, object]] = {}
-        for proc, port in service_processes(shared_env):
+        for proc, port in service_processes(shared_env, security.service_env()):
             children.append(proc)
             await proc.start()
             services[proc.name] = {"pid": proc.pid, "metrics_url": f"http://127.0.0.1:{port}/metrics"}
@@ -195,7 +208,8 @@ async def run_up(options: UpOptions) -> int:
             await wait_healthy(health, proc, options.ready_timeout_s)
 
         info = StackInfo(
-            nats_url=nats.url,
+            nats_url=security.nats_url(nats),
+            **security.stack_fields(nats, postgres),
             database_url=database_url,
             lake_url=lake_url,
             exchange_sim_url=sim_url,
@@ -205,15 +219,8 @@ async def run_up(options: UpOptions) -> int:
         path = write_stack(home, info)
         print(f"cryptoflow up    | all services running; endpoints in {path}; Ctrl-C stops", flush=True)
 
-        waits = [asyncio.create_task(child.wait()) for child in children]
-        stopper = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait([*waits, stopper], return_when=asyncio.FIRST_COMPLETED)
-        if stopper not in done:
-            crashed = [child for child in children if child.proc and child.proc.returncode is not None]
-            for child in crashed:
-                print(f"cryptoflow up    | {child.name} exited with code {child.proc.returncode}; stopping", flush=True)  # type: ignore[union-attr]
-            exit_code = 1
-        stopper.cancel()
+        # Until Ctrl-C/SIGTERM: what dies is restarted; a server that cannot come back ends it (1).
+        exit_code = await Supervisor(children, servers, stop, restarted=pid_updater(home, info)).run()
     except (RuntimeError, OSError) as exc:
         print(f"cryptoflow up    | error: {exc}", flush=True)
         exit_code = 1

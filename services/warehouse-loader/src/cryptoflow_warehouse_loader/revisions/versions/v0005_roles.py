@@ -2,8 +2,9 @@
 
 Both are NOLOGIN group roles: operators create login roles (or set passwords) from their
 secrets and GRANT these to them; no password is ever in a migration (decision 0025). Roles
-are cluster-wide, so creation tolerates a role another database's migration already made,
-and downgrade revokes this database's grants but drops no role.
+are cluster-wide, so creation tolerates a role another database's migration already made (or
+the administrator created beforehand: then a schema owner without CREATEROLE can migrate,
+decision 0036), and downgrade revokes this database's grants but drops no role.
 
 The loader may read and write rows (no DELETE, no TRUNCATE, no DDL); partitions, retention and
 mart refreshes go through SECURITY DEFINER functions it may execute. Temp tables need TEMPORARY.
@@ -33,7 +34,11 @@ def upgrade() -> None:
     run_sql(f"""
     DO $$
     BEGIN
-        CREATE ROLE cryptoflow_loader NOLOGIN;
+        -- Checked first: a schema owner without CREATEROLE (decision 0036) migrates a cluster
+        -- whose administrator created the roles, and CREATE ROLE would be refused outright.
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'cryptoflow_loader') THEN
+            CREATE ROLE cryptoflow_loader NOLOGIN;
+        END IF;
     EXCEPTION WHEN duplicate_object OR unique_violation THEN
         -- Made by this cluster's other database (or concurrently): roles are cluster-wide.
         NULL;
@@ -41,7 +46,11 @@ def upgrade() -> None:
     $$;
     DO $$
     BEGIN
-        CREATE ROLE cryptoflow_reader NOLOGIN;
+        -- Checked first: a schema owner without CREATEROLE (decision 0036) migrates a cluster
+        -- whose administrator created the roles, and CREATE ROLE would be refused outright.
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'cryptoflow_reader') THEN
+            CREATE ROLE cryptoflow_reader NOLOGIN;
+        END IF;
     EXCEPTION WHEN duplicate_object OR unique_violation THEN
         NULL;
     END

@@ -1,0 +1,207 @@
+"""Issue 15, finding 6: `cryptoflow up` supervises its stack. A service killed with SIGKILL is
+restarted and the data keeps flowing; a killed nats-server or PostgreSQL is restarted in place
+and the services carry on; a server that cannot come back stops the stack with a message naming
+it and its log, and a non-zero exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import psutil
+import pytest
+
+from .harness import S3_ENV
+from .test_cryptoflow_up import stop_up, wait_for_stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
+
+
+@pytest.fixture
+def up_home() -> Iterator[Path]:
+    """The stack's home, outside pytest's basetemp: a concurrent pytest session resets that root
+    to 0700, and PostgreSQL restarted as its own account (when we are root) must still reach its
+    data dir."""
+    with tempfile.TemporaryDirectory(prefix="cryptoflow-up-", ignore_cleanup_errors=True) as root:
+        yield Path(root) / "home"
+
+
+def launch_up(home: Path, log: Path) -> subprocess.Popen[bytes]:
+    """A small stack (one exchange, one symbol, every dataset), polling every second."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "LAKE_URL", "S3_ENDPOINT_URL", "NATS_URL")}
+    since = (datetime.now(UTC) - timedelta(minutes=30)).replace(second=0, microsecond=0)
+    argv = ["up", "--exchanges", "binance", "--symbols", "BTC/USDT", "--since", since.isoformat()]
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "cryptoflow_cli.main", *argv, "--poll-interval", "1"],
+            env={**env, **S3_ENV, "CRYPTOFLOW_HOME": str(home)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def log_shows(log: Path, pattern: str, timeout: float = 60) -> re.Match[str]:
+    """The first line of `up`'s output matching `pattern` (a regex), waiting for it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith("cryptoflow up") or line.startswith(("nats-server ", "postgres ")):
+                if found := re.search(pattern, line):
+                    return found
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no line matching {pattern!r} after {timeout}s:\n{log.read_text()[-5000:]}")
+
+
+async def rows(database_url: str, table: str) -> int:
+    try:
+        conn = await asyncpg.connect(database_url, timeout=2)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return -1
+    try:
+        return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
+    except asyncpg.PostgresError:
+        return -1
+    finally:
+        await conn.close()
+
+
+async def rows_grow(database_url: str, log: Path, table: str = "batches", by: int = 10, timeout: float = 60) -> int:
+    """Wait until `table` has `by` rows more than when first seen (the ledger: a loaded batch per
+    dataset and poll, i.e. every second, as long as data flows end to end)."""
+    start = count = -1
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        count = await rows(database_url, table)
+        if start < 0:
+            start = count
+        elif count >= start + by:
+            return count
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{table}: {start} → {count} rows in {timeout}s; the stack stalled\n{log.read_text()[-5000:]}")
+
+
+async def all_ready(stack: dict[str, object], timeout: float = 60) -> None:
+    urls = [str(s["metrics_url"]).replace("/metrics", "/readyz") for s in stack["services"].values()]  # type: ignore[attr-defined]
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            statuses = []
+            for url in urls:
+                try:
+                    async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
+                        statuses.append(response.status)
+                except aiohttp.ClientError:
+                    statuses.append(0)
+            if statuses == [200] * len(urls):
+                return
+            await asyncio.sleep(0.5)
+    raise AssertionError(f"not every service ready again after {timeout}s: {dict(zip(urls, statuses, strict=True))}")
+
+
+def alive(pid: int) -> bool:
+    return psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+
+
+async def test_up_restarts_a_service_killed_with_sigkill_and_the_data_keeps_flowing(
+    up_home: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "up.log"
+    proc = launch_up(up_home, log)
+    try:
+        stack = wait_for_stack(up_home, proc, log)
+        database_url = str(stack["database_url"])
+        await rows_grow(database_url, log)
+        old_pid = int(stack["services"]["lake-writer"]["pid"])  # type: ignore[index]
+        os.kill(old_pid, signal.SIGKILL)
+
+        await log_shows(log, r"lake-writer exited with code -9; restarting in 1 s \(restart 1\)")
+        new_pid = int((await log_shows(log, r"lake-writer restarted \(pid (\d+)\)"))[1])
+        assert new_pid != old_pid and alive(new_pid)
+        recorded = json.loads((up_home / "stack.json").read_text())["services"]["lake-writer"]["pid"]
+        assert recorded == new_pid
+        await rows_grow(database_url, log)  # through the restarted lake-writer
+        assert proc.poll() is None
+    finally:
+        stop_up(proc, log)
+
+
+async def test_up_restarts_a_killed_nats_server_and_the_services_reconnect(up_home: Path, tmp_path: Path) -> None:
+    log = tmp_path / "up.log"
+    proc = launch_up(up_home, log)
+    try:
+        stack = wait_for_stack(up_home, proc, log)
+        database_url = str(stack["database_url"])
+        await rows_grow(database_url, log)
+        nats_pid = int((await log_shows(log, r"^nats-server\s+\| \S+ \(pid (\d+)\)"))[1])
+        os.kill(nats_pid, signal.SIGKILL)
+
+        await log_shows(log, rf"nats-server \(pid {nats_pid}\) is gone; restarting it on the same port")
+        await log_shows(log, r"nats-server restarted \(pid \d+, port \d+\)")
+        await all_ready(stack)
+        await rows_grow(database_url, log)
+        # They reconnected; none had to be restarted for it.
+        assert "exited with code" not in log.read_text()
+        assert proc.poll() is None
+    finally:
+        stop_up(proc, log)
+
+
+async def test_up_restarts_a_killed_postgres_and_the_loader_carries_on(up_home: Path, tmp_path: Path) -> None:
+    log = tmp_path / "up.log"
+    proc = launch_up(up_home, log)
+    try:
+        stack = wait_for_stack(up_home, proc, log)
+        database_url = str(stack["database_url"])
+        await rows_grow(database_url, log)
+        pg_pid = int((await log_shows(log, r"^postgres\s+\| \S+ \(pid (\d+)\)"))[1])
+        os.kill(pg_pid, signal.SIGKILL)  # the postmaster alone: its backends linger a moment
+
+        await log_shows(log, rf"postgres \(pid {pg_pid}\) is gone; restarting it on the same port")
+        await log_shows(log, r"postgres restarted \(pid \d+, port \d+\)")
+        await rows_grow(database_url, log)
+        await all_ready(stack)
+        assert "exited with code" not in log.read_text()
+        assert proc.poll() is None
+    finally:
+        stop_up(proc, log)
+
+
+async def test_up_stops_cleanly_with_a_non_zero_code_when_postgres_cannot_come_back(
+    up_home: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "up.log"
+    proc = launch_up(up_home, log)
+    try:
+        stack = wait_for_stack(up_home, proc, log)
+        pids = [int(s["pid"]) for s in stack["services"].values()]  # type: ignore[attr-defined]
+        pg_pid = int((await log_shows(log, r"^postgres\s+\| \S+ \(pid (\d+)\)"))[1])
+        # Read at start only: the running server does not notice, a restarted one cannot start.
+        conf = up_home / "postgres" / "postgresql.conf"
+        conf.rename(conf.with_suffix(".moved"))
+        os.kill(pg_pid, signal.SIGKILL)
+
+        code = await asyncio.to_thread(proc.wait, 90)
+        output = log.read_text()
+        assert code == 1, output[-5000:]
+        assert re.search(
+            rf"postgres could not be restarted after 5 attempts \(.*\); see its log {re.escape(str(up_home))}/postgres/postgres.log; stopping the stack",
+            output,
+        ), output[-5000:]
+        assert output.rstrip().endswith("cryptoflow up    | stopped")
+        assert not (up_home / "stack.json").exists()
+        assert not [pid for pid in pids if alive(pid)]
+    finally:
+        if proc.poll() is None:
+            stop_up(proc, log)
