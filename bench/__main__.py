@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "e2e": run_script("e2e.py"),
     "replay": run_script("replay.py"),
     "transformer": run_script("transformer.py"),
+    "rebuild": run_script("rebuild.py"),
 }
 
 

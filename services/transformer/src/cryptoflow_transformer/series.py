@@ -9,7 +9,10 @@ enough recent candles for every window, and every sum runs in the same order eit
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from .checkpoints import WARMUP, Bucket, Checkpoint
@@ -20,12 +23,14 @@ from .indicators import (
     INDICATOR_COLUMNS,
     RSI_N,
     SIGNAL_N,
+    FloatArray,
     bollinger,
-    bollinger_mean,
     ema_alpha,
+    per,
     recursive_mean,
     rsi,
     seeded_mean_from_start,
+    shifted,
     squared_deviations,
     typical_price_volume,
     window_fold,
@@ -40,6 +45,16 @@ CANDLE_SCHEMA = pl.Schema(
         "close": pl.Float64(),
         "volume": pl.Float64(),
         "source_event_id": pl.String(),
+    }
+)
+
+
+RESAMPLED_SCHEMA = pl.Schema(
+    {
+        "timeframe": pl.String(),
+        "ts_ms": pl.Int64(),
+        **dict.fromkeys(["open", "high", "low", "close", "volume"], pl.Float64()),
+        "final": pl.Boolean(),
     }
 )
 
@@ -112,21 +127,27 @@ def advance(
         avg_loss = recursive_mean(start.avg_loss, losses.slice(new_from), 1.0 / RSI_N)  # type: ignore[arg-type]
     macd = fast - slow
 
-    windows = (
-        frame.with_columns(bollinger_mean(), *anomaly_means(rules))
-        .with_columns(*bollinger(), *anomaly_measures(rules))
-        .slice(new_from)
-    )
-    new = windows.with_columns(
-        pl.Series("ema_fast", fast),
-        pl.Series("ema_slow", slow),
-        pl.Series("macd", macd),
-        pl.Series("macd_signal", signal),
-        pl.Series("avg_gain", avg_gain),
-        pl.Series("avg_loss", avg_loss),
-    ).with_columns(
-        (pl.col("macd") - pl.col("macd_signal")).alias("macd_hist"),
-        rsi(pl.col("avg_gain"), pl.col("avg_loss")).alias("rsi_14"),
+    close = closes.to_numpy()
+    index = frame["index"].to_numpy()
+    measures = {
+        **bollinger(close, index),
+        **anomaly_measures(close, frame["volume"].to_numpy(), index, rules),
+    }
+    new = (
+        frame.slice(new_from)
+        .with_columns(
+            *(pl.Series(name, values[new_from:], nan_to_null=True) for name, values in measures.items()),
+            pl.Series("ema_fast", fast),
+            pl.Series("ema_slow", slow),
+            pl.Series("macd", macd),
+            pl.Series("macd_signal", signal),
+            pl.Series("avg_gain", avg_gain),
+            pl.Series("avg_loss", avg_loss),
+        )
+        .with_columns(
+            (pl.col("macd") - pl.col("macd_signal")).alias("macd_hist"),
+            rsi(pl.col("avg_gain"), pl.col("avg_loss")).alias("rsi_14"),
+        )
     )
     new, vwap_end = with_vwap(new, start)
     indicators = new.select("ts_ms", *INDICATOR_COLUMNS, "source_event_id")
@@ -176,30 +197,22 @@ def with_vwap(new: pl.DataFrame, start: Checkpoint | None) -> tuple[pl.DataFrame
     return new.with_columns(sums.select(vwap.alias("vwap")).to_series()), (int(last[0]), float(last[1]), float(last[2]))
 
 
-def anomaly_means(rules: AnomalyRules) -> list[pl.Expr]:
-    """Each row's return, and the mean return and volume of the `window` rows before it."""
-    lags = range(rules.window, 0, -1)
-    ret = pl.col("close") / pl.col("close").shift(1) - 1.0
-    return [
-        ret.alias("ret"),
-        (window_fold(ret, lags) / rules.window).alias("ret_mean"),
-        (window_fold(pl.col("volume"), lags) / rules.window).alias("volume_mean"),
-    ]
-
-
-def anomaly_measures(rules: AnomalyRules) -> list[pl.Expr]:
-    """return_z and volume_ratio of each row against the `window` rows before it (null until full)."""
+def anomaly_measures(
+    close: FloatArray, volume: FloatArray, index: npt.NDArray[np.int64], rules: AnomalyRules
+) -> dict[str, FloatArray]:
+    """return_z and volume_ratio of each row against the `window` rows before it (NaN, i.e. null,
+    until full): the row's simple return against the mean and population std of the returns of
+    the `window` rows before it; its volume over their mean volume."""
     w = rules.window
-    std_ret = (squared_deviations(pl.col("ret"), range(w, 0, -1), pl.col("ret_mean")) / w).sqrt()
-    index = pl.col("index")
-    return [
-        pl.when((index >= w + 1) & (std_ret > 0))
-        .then((pl.col("ret") - pl.col("ret_mean")) / std_ret)
-        .alias("return_z"),
-        pl.when((index >= w) & (pl.col("volume_mean") > 0))
-        .then(pl.col("volume") / pl.col("volume_mean"))
-        .alias("volume_ratio"),
-    ]
+    lags = range(w, 0, -1)
+    ret = close / shifted(close, 1) - 1.0
+    ret_mean = window_fold(ret, lags) * per(w)
+    volume_mean = window_fold(volume, lags) * per(w)
+    std_ret = np.sqrt(squared_deviations(ret, lags, ret_mean) * per(w))
+    with np.errstate(invalid="ignore", divide="ignore"):  # the rows masked out below
+        return_z = np.where((index >= w + 1) & (std_ret > 0), (ret - ret_mean) / std_ret, np.nan)
+        volume_ratio = np.where((index >= w) & (volume_mean > 0), volume / volume_mean, np.nan)
+    return {"return_z": return_z, "volume_ratio": volume_ratio}
 
 
 def anomalies(new: pl.DataFrame, rules: AnomalyRules) -> pl.DataFrame:
@@ -231,63 +244,56 @@ def resample(
     """
     frames = []
     buckets: dict[str, Bucket] = {}
-    newest_close = candles["ts_ms"].max() + source_ms  # type: ignore[operator]
+    ts = candles["ts_ms"].to_numpy()
+    values = {name: candles[name].to_numpy() for name in ("open", "high", "low", "close", "volume")}
+    newest_close = int(ts.max()) + source_ms
     for timeframe, step in resample_to.items():
-        rows = candles.select("ts_ms", "open", "high", "low", "close", "volume").with_columns(
-            (pl.col("ts_ms") - pl.col("ts_ms") % step).alias("bucket")
-        )
+        rows_ts, rows = ts, values
         if (partial := open_buckets.get(timeframe)) is not None:
-            seed = pl.DataFrame(
-                {
-                    "ts_ms": [partial.last_ts],
-                    "open": [partial.open],
-                    "high": [partial.high],
-                    "low": [partial.low],
-                    "close": [partial.close],
-                    "volume": [partial.volume],
-                    "bucket": [partial.start],
-                },
-                schema=rows.schema,
-            )
-            rows = pl.concat([seed, rows])
-        grouped = (
-            rows.group_by("bucket", maintain_order=True)
-            .agg(
-                pl.col("open").first(),
-                pl.col("high").max(),
-                pl.col("low").min(),
-                pl.col("close").last(),
-                pl.col("volume").cum_sum().last(),
-                pl.col("ts_ms").max().alias("last_ts"),
-            )
-            .sort("bucket")
-        )
+            rows_ts = np.concatenate(([partial.last_ts], ts))
+            rows = {name: np.concatenate(([getattr(partial, name)], column)) for name, column in values.items()}
+        grouped = group_buckets(rows_ts, rows, step)
         frames.append(
-            grouped.select(
-                pl.lit(timeframe).alias("timeframe"),
-                pl.col("bucket").alias("ts_ms"),
-                "open",
-                "high",
-                "low",
-                "close",
-                "volume",
-                (pl.col("bucket") + step <= newest_close).alias("final"),
+            pl.DataFrame(
+                {
+                    "timeframe": [timeframe] * grouped["bucket"].shape[0],
+                    "ts_ms": grouped["bucket"],
+                    **{name: grouped[name] for name in ("open", "high", "low", "close", "volume")},
+                    "final": grouped["bucket"] + step <= newest_close,
+                },
+                schema=RESAMPLED_SCHEMA,
             )
         )
-        last = grouped.row(grouped.height - 1, named=True)
         buckets[timeframe] = Bucket(
-            start=int(last["bucket"]),
-            open=float(last["open"]),
-            high=float(last["high"]),
-            low=float(last["low"]),
-            close=float(last["close"]),
-            volume=float(last["volume"]),
-            last_ts=int(last["last_ts"]),
+            start=int(grouped["bucket"][-1]),
+            open=float(grouped["open"][-1]),
+            high=float(grouped["high"][-1]),
+            low=float(grouped["low"][-1]),
+            close=float(grouped["close"][-1]),
+            volume=float(grouped["volume"][-1]),
+            last_ts=int(grouped["last_ts"][-1]),
         )
-    schema = {
-        "timeframe": pl.String(),
-        "ts_ms": pl.Int64(),
-        **dict.fromkeys(["open", "high", "low", "close", "volume"], pl.Float64()),
-        "final": pl.Boolean(),
+    return (pl.concat(frames) if frames else pl.DataFrame(schema=RESAMPLED_SCHEMA)), buckets
+
+
+def group_buckets(ts: npt.NDArray[np.int64], rows: dict[str, FloatArray], step: int) -> dict[str, npt.NDArray[Any]]:
+    """Per bucket (ts − ts mod step), in bucket order, rows in their order within it: open first,
+    high max, low min, close last, volume summed one row at a time from the first (Polars'
+    `cum_sum().last()`: the same additions in the same order), last_ts the newest."""
+    bucket = ts - ts % step
+    order = np.argsort(bucket, kind="stable")
+    if not (order == np.arange(order.shape[0])).all():
+        bucket, ts = bucket[order], ts[order]
+        rows = {name: column[order] for name, column in rows.items()}
+    starts = np.flatnonzero(np.concatenate(([True], bucket[1:] != bucket[:-1])))
+    ends = np.concatenate((starts[1:], [bucket.shape[0]]))
+    volume = rows["volume"]
+    return {
+        "bucket": bucket[starts],
+        "open": rows["open"][starts],
+        "high": np.maximum.reduceat(rows["high"], starts),
+        "low": np.minimum.reduceat(rows["low"], starts),
+        "close": rows["close"][ends - 1],
+        "volume": np.array([np.add.accumulate(volume[a:b])[-1] for a, b in zip(starts, ends, strict=True)]),
+        "last_ts": np.maximum.reduceat(ts, starts),
     }
-    return (pl.concat(frames) if frames else pl.DataFrame(schema=schema)), buckets

@@ -120,7 +120,10 @@ def main(argv: list[str] | None = None) -> None:
         stack_env(home)  # connect to the running local stack unless the environment says otherwise
         if args.command == "replay":
             sys.exit(run_replay(args.stage, args.start, args.end, args.filter))
-        sys.exit(run_rebuild(args.filter, args.concurrency, args.processes))
+        from .stackfile import stack_path
+
+        local_stack = stack_path(home).exists()
+        sys.exit(run_rebuild(args.filter, args.concurrency, args.processes, local_stack=local_stack))
     if args.command == "warehouse":
         from .warehouse import database_url
         from .warehouse import main as warehouse_main

@@ -6,7 +6,8 @@ Every stage is idempotent (content-derived keys, upserts, the batch ledger): rep
 was already processed changes nothing, replaying into a wiped warehouse restores it.
 
 Rebuild reads only bronze objects (the streams' retention may have expired): each object is
-transformed into silver again and loaded, with the same keys and batch ids as the first time.
+transformed into silver again and loaded, with the same keys and batch ids as the first time
+(rebuild.py: which objects, in which order, derived series, refusals).
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ import sys
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import orjson
-from cryptoflow_contracts import STREAM_SUBJECTS, Dataset, ObjectWritten, Stream
-from cryptoflow_runtime import OfflineHandler, load_settings, open_lake
-from cryptoflow_runtime.lake import sha256_hex
+from cryptoflow_contracts import STREAM_SUBJECTS, Dataset, Stream
+from cryptoflow_runtime import OfflineHandler
 from cryptoflow_runtime.progress import Progress
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
@@ -29,6 +29,9 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from .stages import replayable, stage
+
+if TYPE_CHECKING:
+    from .rebuild import RebuildSummary
 
 PREFIX = "cryptoflow"
 
@@ -182,55 +185,11 @@ async def replay(
     return handled
 
 
-async def rebuild_from_lake(where: ReplayFilter, out: TextIO = sys.stderr) -> tuple[int, int]:
-    """Bronze → silver → warehouse with no stream at all; returns (objects, rows loaded)."""
-    from cryptoflow_lake_writer import read_object
-    from cryptoflow_transformer import TransformerSettings, transform_object
-    from cryptoflow_warehouse_loader import TABLES, Warehouse, WarehouseLoaderSettings, load_batch, read_batch
+async def rebuild_from_lake(where: ReplayFilter, out: TextIO = sys.stderr) -> RebuildSummary:
+    """Bronze → silver → warehouse with no stream at all: `rebuild.rebuild` (its docstring)."""
+    from .rebuild import rebuild
 
-    transformer = load_settings(TransformerSettings)
-    lake = await open_lake(transformer.lake_url, transformer.s3_endpoint_url)
-    warehouse = Warehouse(load_settings(WarehouseLoaderSettings))
-    await warehouse.open()
-    objects = rows = 0
-    try:
-        prefix = "bronze/" if where.dataset == "*" else f"bronze/{where.dataset}/"
-        keys = [
-            k
-            for k in await lake.list(prefix)
-            if where.admits_key(k) and (where.exchange == "*" or f"/exchange={where.exchange}/" in k)
-        ]
-        progress = Progress(len(keys), out, "bronze objects")
-        for key in keys:
-            data = await lake.get(key)
-            snapshots = read_object(data)
-            if not snapshots:
-                continue
-            first = snapshots[0]
-            # The same ObjectWritten the lake-writer announced: same key, bytes, ids.
-            written = ObjectWritten(
-                dataset=first.dataset,
-                exchange=first.exchange,
-                lake_url=lake.url,
-                key=key,
-                sha256=sha256_hex(data),
-                bytes=len(data),
-                records=len(snapshots),
-                source_event_ids=[s.event_id for s in snapshots],
-            )
-            result = await transform_object(lake, written)
-            if result.batch is not None:
-                frame = await read_batch(lake, result.batch)
-                async with warehouse.pool.acquire() as conn:
-                    loaded = await load_batch(conn, TABLES[result.batch.table], frame, result.batch)
-                rows += loaded.inserted + loaded.updated
-            objects += 1
-            progress.show(objects)
-        progress.show(objects, final=True)
-    finally:
-        await warehouse.close()
-        await lake.close()
-    return objects, rows
+    return await rebuild(where, out)
 
 
 def run_replay(stage: str, start: str, end: str | None, filter_text: str | None) -> int:
@@ -245,7 +204,13 @@ def run_replay(stage: str, start: str, end: str | None, filter_text: str | None)
     return 0
 
 
-def run_rebuild(filter_text: str | None) -> int:
-    objects, rows = asyncio.run(rebuild_from_lake(ReplayFilter.parse(filter_text)))
-    print(f"rebuilt {objects} bronze object(s) into silver and the warehouse ({rows} row(s) written)")
-    return 0
+def run_rebuild(
+    filter_text: str | None,
+    concurrency: int | None = None,
+    processes: int | None = None,
+    *,
+    local_stack: bool = False,
+) -> int:
+    from .rebuild import DEFAULT_CONCURRENCY, run
+
+    return run(filter_text, concurrency or DEFAULT_CONCURRENCY, processes, local_stack=local_stack)
