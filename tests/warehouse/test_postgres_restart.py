@@ -211,7 +211,10 @@ async def test_a_batch_in_copy_when_postgres_is_killed_loads_within_seconds_of_i
         await stack.settled()
         assert await pipe.fetchval("SELECT count(*) FROM ohlcv") == len(batches) * rows
         assert [d for d in await stack.dead_letters() if d["stage"] == "warehouse-loader"] == []
-        assert "warehouse connection lost" in pipe.procs[0].log(), f"resumed in {resumed_in:.1f}s"
+        # The loader noticed the loss, by its watcher (a COPY paused on the dead connection) or by the
+        # COPY's own error (the kernel reported the reset first): which one is down to timing.
+        log = pipe.procs[0].log()
+        assert "warehouse connection lost" in log or "warehouse unreachable" in log, f"resumed in {resumed_in:.1f}s"
     finally:
         pipe.stop_all()
 
