@@ -48,11 +48,10 @@ import asyncpg
 import polars as pl
 from cryptoflow_cli.servers import start_postgres
 from cryptoflow_cli.up import DERIVED_DEFAULTS
-from cryptoflow_contracts import BatchReady, ObjectWritten
+from cryptoflow_contracts import BatchReady
 from cryptoflow_lake_writer.config import LakeWriterSettings
 from cryptoflow_lake_writer.objects import build_objects
 from cryptoflow_runtime import open_lake
-from cryptoflow_runtime.lake import sha256_hex
 from cryptoflow_transformer import transform_object
 from cryptoflow_warehouse_loader.migrations import migrate
 from cryptoflow_warehouse_loader.tables import TABLES
@@ -87,16 +86,7 @@ async def build_bronze(lake_url: str, candles: int, series: int, page: int, batc
         for offset in range(0, len(pages), batch_pages):
             for obj in build_objects(pages[offset : offset + batch_pages], defaults.zstd_level):
                 await lake.put(obj.key, obj.data)
-                written = ObjectWritten(
-                    dataset=obj.dataset,
-                    exchange=obj.exchange,
-                    lake_url=lake.url,
-                    key=obj.key,
-                    sha256=sha256_hex(obj.data),
-                    bytes=len(obj.data),
-                    records=len(obj.event_ids),
-                    source_event_ids=obj.event_ids,
-                )
+                written = obj.announcement(lake.url)
                 result = await transform_object(lake, written)
                 assert result.batch is not None and result.quarantine is None
                 batches.append(result.batch)

@@ -49,11 +49,10 @@ import asyncpg
 import nats
 import polars as pl
 from cryptoflow_cli.servers import start_nats, start_postgres
-from cryptoflow_contracts import BatchReady, ObjectWritten, Stream
+from cryptoflow_contracts import BatchReady, Stream
 from cryptoflow_lake_writer.config import LakeWriterSettings
 from cryptoflow_lake_writer.objects import build_objects
 from cryptoflow_runtime import Lake, ensure_streams, msg_id_headers, open_lake
-from cryptoflow_runtime.lake import sha256_hex
 from cryptoflow_transformer.batches import transform_object
 from cryptoflow_warehouse_loader.app import read_batch
 from cryptoflow_warehouse_loader.migrations import migrate
@@ -88,16 +87,7 @@ async def build_silver(js: JetStreamContext, lake: Lake, candles: int, series: i
     for offset in range(0, len(pages), defaults.batch_size):
         for obj in build_objects(pages[offset : offset + defaults.batch_size], defaults.zstd_level):
             await lake.put(obj.key, obj.data)
-            written = ObjectWritten(
-                dataset=obj.dataset,
-                exchange=obj.exchange,
-                lake_url=lake.url,
-                key=obj.key,
-                sha256=sha256_hex(obj.data),
-                bytes=len(obj.data),
-                records=len(obj.event_ids),
-                source_event_ids=obj.event_ids,
-            )
+            written = obj.announcement(lake.url)
             result = await transform_object(lake, written)
             assert result.batch is not None and result.quarantine is None
             batches.append(result.batch)

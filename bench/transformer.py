@@ -52,7 +52,6 @@ from cryptoflow_contracts import Dataset, ObjectWritten, RawSnapshot
 from cryptoflow_lake_writer import LakeWriterSettings
 from cryptoflow_lake_writer.objects import build_objects  # not exported at the package root
 from cryptoflow_runtime import Lake, open_lake
-from cryptoflow_runtime.lake import sha256_hex
 from cryptoflow_transformer import transform_object
 
 MB = 1_000_000
@@ -226,16 +225,7 @@ async def store(lake: Lake, snapshots: Iterator[RawSnapshot]) -> list[str]:
         rows = {s.event_id: len(s.payload) for s in batch}
         for obj in build_objects(batch, zstd_level=settings.zstd_level, max_object_bytes=settings.max_object_bytes):
             await lake.put(obj.key, obj.data)
-            written = ObjectWritten(
-                dataset=obj.dataset,
-                exchange=obj.exchange,
-                lake_url=lake.url,
-                key=obj.key,
-                sha256=sha256_hex(obj.data),
-                bytes=len(obj.data),
-                records=len(obj.event_ids),
-                source_event_ids=obj.event_ids,
-            )
+            written = obj.announcement(lake.url)
             entry = {
                 "written": written.to_json().decode(),
                 "ndjson_bytes": obj.ndjson_bytes,

@@ -13,19 +13,17 @@ import asyncio
 import shutil
 import subprocess
 import sys
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import asyncpg
-import nats
 import orjson
 import zstandard
 from cryptoflow_cli.up import DERIVED_DEFAULTS
 from cryptoflow_contracts import Dataset, RawSnapshot
 from cryptoflow_lake_writer import build_objects
 from cryptoflow_runtime.lake import sha256_hex
+from warehouse.support import create_database
 
 from .harness import Pipeline
 from .test_silver_datasets import candles, publish_raw
@@ -87,16 +85,6 @@ async def table_digests(url: str, per_column: bool = False) -> dict[str, tuple[i
         await conn.close()
 
 
-async def create_database(url: str) -> str:
-    name = f"rebuild_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return urlsplit(url)._replace(path=f"/{name}").geturl()
-
-
 def rebuild(
     pipe: Pipeline, database_url: str, nats_url: str, *, derived: bool = True
 ) -> subprocess.CompletedProcess[str]:
@@ -149,20 +137,6 @@ def bad_objects(lake: Path) -> dict[str, str]:
     for key, (data, _) in objects.items():
         (lake / key).write_bytes(data)
     return {key: check for key, (_, check) in objects.items()}
-
-
-async def drained(pipe: Pipeline) -> bool:
-    """Every live consumer has nothing pending and nothing unacked."""
-    nc = await nats.connect(pipe.nats_url)
-    try:
-        js = nc.jetstream()
-        for stream, durable in LIVE_DURABLES:
-            info = await js.consumer_info(stream, durable)
-            if info.num_pending or info.num_ack_pending:
-                return False
-        return True
-    finally:
-        await nc.close()
 
 
 async def dead_letters(pipe: Pipeline) -> list[dict[str, object]]:
@@ -235,9 +209,9 @@ async def test_rebuild_restores_every_table_of_a_live_run_and_refuses_bad_object
     except AssertionError as exc:
         raise AssertionError(f"last seen {seen}") from exc
     procs["extractor"].terminate()
-    await pipe.wait_for("the pipeline to drain", lambda: drained(pipe), timeout=60)
+    await pipe.wait_for("the pipeline to drain", lambda: pipe.drained(LIVE_DURABLES), timeout=60)
     await asyncio.sleep(1.0)  # the loader's last ack after its commit
-    assert await drained(pipe)
+    assert await pipe.drained(LIVE_DURABLES)
     live = await table_digests(pipe.database_url, per_column=True)
     for name in ("lake-writer", "transformer", "warehouse-loader"):
         procs[name].terminate()

@@ -14,7 +14,6 @@ import polars as pl
 from cryptoflow_contracts import Dataset, ObjectWritten, RawSnapshot
 from cryptoflow_lake_writer.objects import build_objects
 from cryptoflow_runtime import Lake
-from cryptoflow_runtime.lake import sha256_hex
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 CANDLES = FIXTURES / "candles" / "binance"
@@ -61,18 +60,7 @@ async def write_bronze(lake: Lake, snapshots: list[RawSnapshot]) -> list[ObjectW
     events = []
     for obj in build_objects(snapshots):
         await lake.put(obj.key, obj.data)
-        events.append(
-            ObjectWritten(
-                dataset=obj.dataset,
-                exchange=obj.exchange,
-                lake_url=lake.url,
-                key=obj.key,
-                sha256=sha256_hex(obj.data),
-                bytes=len(obj.data),
-                records=len(obj.event_ids),
-                source_event_ids=obj.event_ids,
-            )
-        )
+        events.append(obj.announcement(lake.url))
     return events
 
 

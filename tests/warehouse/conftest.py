@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import asyncpg
 import nats
@@ -16,7 +14,7 @@ from cryptoflow_runtime.lake import FileLake
 from cryptoflow_warehouse_loader.migrations import migrate
 from e2e.harness import Pipeline
 
-from .support import LoaderStack
+from .support import LoaderStack, create_database
 
 DURABLES = [
     ("SILVER", "warehouse-loader"),
@@ -39,17 +37,6 @@ async def warehouse(warehouse_url: str) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
-
-
-async def create_database(server_url: str) -> str:
-    """A new database on the server of `server_url`; its URL."""
-    name = f"test_{uuid.uuid4().hex[:16]}"
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return urlsplit(server_url)._replace(path=f"/{name}").geturl()
 
 
 async def wait_for_consumers(nats_url: str, durables: list[tuple[str, str]], pipe: Pipeline) -> None:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import nats
@@ -212,3 +214,14 @@ async def create_streams(nats_url: str) -> None:
         await ensure_streams(nc.jetstream())
     finally:
         await nc.close()
+
+
+async def create_database(server_url: str) -> str:
+    """A new database on the server of `server_url`; its URL."""
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return urlsplit(server_url)._replace(path=f"/{name}").geturl()

@@ -155,10 +155,6 @@ class Service:
             max_ack_pending=consumer.max_ack_pending,
         )
 
-    async def publish(self, event: Event) -> None:
-        """Publish an event on its own stream and subject, deduplicated by its event_id."""
-        await publish(self.broker, event)
-
     def durable_subscriber(
         self,
         subject: str,
@@ -301,16 +297,20 @@ async def publish(broker: NatsBroker, event: Event) -> None:
     data = event.to_json()
     headers = msg_id_headers(event.event_id)
     delay = 0.2
+    recreated = False
     while True:
         try:
             await broker.publish(data, subject=event.subject(), headers=headers, stream=event.STREAM.value)
             return
         except NoStreamResponseError:
             log.warning("stream missing; holding the message until it is back", extra={"stream": event.STREAM.value})
-            with contextlib.suppress(Exception):
-                stream = broker.config.connection_state.stream
-                if stream is not None:
-                    await ensure_streams(stream)
+            if not recreated:
+                # Once: a locked identity is refused (after the request timeout) every time.
+                recreated = True
+                with contextlib.suppress(Exception):
+                    stream = broker.config.connection_state.stream
+                    if stream is not None:
+                        await ensure_streams(stream)
             await in_progress()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)

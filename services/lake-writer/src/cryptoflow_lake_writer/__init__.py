@@ -5,7 +5,7 @@ from cryptoflow_runtime import StageSpec
 
 from .app import NAME, build
 from .config import LakeWriterSettings
-from .objects import build_objects, decompress, partition_date, partition_prefix, read_object
+from .objects import BronzeObject, build_objects, decompress, partition_date, partition_prefix, read_object
 
 STAGE = StageSpec(
     name=NAME,
@@ -20,6 +20,7 @@ STAGE = StageSpec(
 
 __all__ = [
     "STAGE",
+    "BronzeObject",
     "LakeWriterSettings",
     "build",
     "build_objects",

@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 
 import zstandard
-from cryptoflow_contracts import ObjectWritten, RawSnapshot, Stage
+from cryptoflow_contracts import RawSnapshot, Stage
 from cryptoflow_runtime import Consumer, Lake, ObjectConflictError, Outcome, PoisonMessageError, Service, publish
-from cryptoflow_runtime.lake import sha256_hex
 from faststream.nats import NatsBroker
 from prometheus_client import Counter
 
@@ -91,17 +90,7 @@ async def store_and_announce(broker: NatsBroker, lake: Lake, obj: BronzeObject) 
             raise
         log.info("bronze object exists with the same content, other compression", extra={"key": obj.key})
         data = existing
-    event = ObjectWritten(
-        dataset=obj.dataset,
-        exchange=obj.exchange,
-        lake_url=lake.url,
-        key=obj.key,
-        sha256=sha256_hex(data),
-        bytes=len(data),
-        records=len(obj.event_ids),
-        source_event_ids=obj.event_ids,
-    )
-    await publish(broker, event)
+    await publish(broker, obj.announcement(lake.url, data))
     OBJECTS_WRITTEN.labels(obj.dataset.value).inc()
     BYTES_WRITTEN.labels(obj.dataset.value).inc(len(data))
     log.info("bronze object written", extra={"key": obj.key, "bytes": len(data), "records": len(obj.event_ids)})

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import zstandard
-from cryptoflow_contracts import Dataset, RawSnapshot, plausible_ts, symbol_token
+from cryptoflow_contracts import Dataset, ObjectWritten, RawSnapshot, plausible_ts, symbol_token
 from cryptoflow_runtime.lake import checked_key, sha256_hex
 
 
@@ -19,6 +19,21 @@ class BronzeObject:
     data: bytes
     event_ids: list[str]
     ndjson_bytes: int = 0
+
+    def announcement(self, lake_url: str, stored: bytes | None = None) -> ObjectWritten:
+        """The ObjectWritten that says this object is durable in the lake at `lake_url` (`stored`:
+        the bytes actually there, when they are another compression of the same NDJSON)."""
+        data = self.data if stored is None else stored
+        return ObjectWritten(
+            dataset=self.dataset,
+            exchange=self.exchange,
+            lake_url=lake_url,
+            key=self.key,
+            sha256=sha256_hex(data),
+            bytes=len(data),
+            records=len(self.event_ids),
+            source_event_ids=self.event_ids,
+        )
 
 
 def partition_date(snapshot: RawSnapshot) -> str:

@@ -190,9 +190,7 @@ async def read_batch(lake: Lake, batch: BatchReady) -> pl.DataFrame:
 class Loader:
     """The loader's handlers: a silver batch into its table, an event into its table."""
 
-    def __init__(
-        self, broker: NatsBroker, lake: LakeHandle | Lake, warehouse: Warehouse, tracker: RunTracker | None
-    ) -> None:
+    def __init__(self, broker: NatsBroker, lake: LakeHandle, warehouse: Warehouse, tracker: RunTracker | None) -> None:
         self.broker = broker
         self._lake = lake
         self.warehouse = warehouse
@@ -200,7 +198,7 @@ class Loader:
 
     @property
     def lake(self) -> Lake:
-        return self._lake.lake if isinstance(self._lake, LakeHandle) else self._lake
+        return self._lake.lake  # opened at start, after the handlers were registered
 
     async def load(self, batch: BatchReady) -> bool:
         """Load one BatchReady and announce it; True when rows changed (marts are due a refresh)."""

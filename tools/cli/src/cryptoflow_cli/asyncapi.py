@@ -27,6 +27,7 @@ from faststream.nats import JStream, NatsBroker
 from faststream.specification import AsyncAPI
 from opentelemetry.sdk.trace import TracerProvider
 
+from .generated import write_or_check
 from .stages import stages
 
 DEFAULT_OUTPUT = Path("docs/asyncapi/cryptoflow.yaml")
@@ -211,19 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default: {DEFAULT_OUTPUT}")
     parser.add_argument("--check", action="store_true", help="exit 1 when the file differs from a fresh rendering")
     args = parser.parse_args(argv)
-    text = render(asyncio.run(generate()))
-    path: Path = args.output
-    if args.check:
-        current = path.read_text() if path.exists() else None
-        if current != text:
-            print(f"{path} is out of date: regenerate it with `python -m cryptoflow_cli.asyncapi`", file=sys.stderr)
-            return 1
-        print(f"{path} is up to date")
-        return 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    print(path)
-    return 0
+    return write_or_check(
+        args.output, render(asyncio.run(generate())), check=args.check, regenerate="python -m cryptoflow_cli.asyncapi"
+    )
 
 
 if __name__ == "__main__":

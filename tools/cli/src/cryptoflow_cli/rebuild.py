@@ -48,7 +48,7 @@ import asyncpg
 import nats
 import zstandard
 from cryptoflow_contracts import BatchReady, Dataset, DeadLetter, ObjectWritten, RawSnapshot, Stage
-from cryptoflow_lake_writer import partition_date, partition_prefix
+from cryptoflow_lake_writer import BronzeObject, partition_date, partition_prefix
 from cryptoflow_runtime import Lake, PoisonMessageError, ensure_streams, load_settings, msg_id_headers, open_lake
 from cryptoflow_runtime.dead_letters import permanent
 from cryptoflow_runtime.lake import sha256_hex
@@ -500,16 +500,9 @@ class Rebuilder:
                 raise found
             data, snapshots = found
             # The ObjectWritten the lake-writer announced for it: same key, bytes and ids.
-            written = ObjectWritten(
-                dataset=snapshots[0].dataset,
-                exchange=snapshots[0].exchange,
-                lake_url=self.lake.url,
-                key=bronze.key,
-                sha256=sha256_hex(data),
-                bytes=len(data),
-                records=len(snapshots),
-                source_event_ids=[s.event_id for s in snapshots],
-            )
+            first = snapshots[0]
+            stored = BronzeObject(first.dataset, first.exchange, bronze.key, data, [s.event_id for s in snapshots])
+            written = stored.announcement(self.lake.url)
             cache.remember(bronze.key, data)
             if await self.transform(conn, cache, written):  # none of its batches rejected either
                 self.summary.rebuilt += 1
