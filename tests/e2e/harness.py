@@ -111,9 +111,19 @@ class Pipeline:
     def start_all(self) -> dict[str, Proc]:
         return {name: self.start(name) for name in ("warehouse-loader", "transformer", "lake-writer", "extractor")}
 
-    def stop_all(self) -> None:
-        for proc in reversed(self.procs):
-            proc.terminate()
+    def stop_all(self, timeout: float = 30) -> None:
+        """SIGTERM to every process at once, then wait for each (SIGKILL after `timeout`): each
+        service's graceful shutdown takes a moment, and one after the other adds them up."""
+        running = [proc for proc in reversed(self.procs) if proc.popen.poll() is None]
+        for proc in running:
+            proc.popen.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in running:
+            try:
+                proc.popen.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.popen.kill()
+                proc.popen.wait(10)
 
     def logs(self) -> str:
         return "\n".join(f"===== {p.name} ({p.log_path.name}) =====\n{p.log()[-6000:]}" for p in self.procs)

@@ -10,12 +10,15 @@ with the served values), every consumer drained (nothing stuck), DLQ empty.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
+import nats
 import pytest
 from contract.s3_faults import FaultPlan, faulty_s3_proxy
 from cryptoflow_cli.nats_cluster import cluster_url, replication_env, start_nats_cluster, wait_for_jetstream
@@ -81,7 +84,9 @@ async def running_stack(tmp_path: Path, s3: tuple[str, str] | None = None) -> As
             try:
                 yield Stack(pipe, nats_server, pg, plan)
             finally:
-                pipe.stop_all()
+                # In a thread: the proxy runs on this event loop, and services shutting down
+                # still talk to S3 through it.
+                await asyncio.to_thread(pipe.stop_all)
 
 
 @pytest.fixture
@@ -96,7 +101,7 @@ async def s3_stack(tmp_path: Path, s3_endpoint_url: str, s3_bucket: str) -> Asyn
         yield running
 
 
-def start_flow(pipe: Pipeline) -> None:
+def start_flow(pipe: Pipeline, extractor_env: dict[str, str] | None = None) -> None:
     window = ["--start", str(T0), "--end", str(T0 + N * MINUTE)]
     pipe.start_simulator(["--exchange", "binance", "--symbols", "BTC/USDT", "--seed", str(SEED), *window])
     assert pipe.sim_url
@@ -113,13 +118,27 @@ def start_flow(pipe: Pipeline) -> None:
             "WAREHOUSE_LOADER_ACK_WAIT_S": "10",
         }
     )
-    pipe.start_all()
+    for name in ("warehouse-loader", "transformer", "lake-writer"):
+        pipe.start(name)
+    pipe.start("extractor", env=extractor_env)
+
+
+def served_trades() -> int:
+    end = T0 + N * MINUTE
+    market = RandomWalkMarket(["BTC/USDT"], SEED, T0, end)
+    return len(market.trades("BTCUSDT", TradeWindow(start_ms=T0, end_ms=end, limit=10**6), int(time.time() * 1000)))
 
 
 async def mid_flow(pipe: Pipeline) -> None:
+    """Until data reaches the warehouse but not all of it: candles are in, trades (the longest
+    part of the flow, a few hundred pages) still coming. The loader loads what waits in SILVER
+    together, so the candles alone may land in one go."""
+    total = served_trades()
+
     async def started_not_done() -> bool:
-        count = await pipe.fetchval("SELECT count(*) FROM ohlcv", default=0) or 0
-        return 0 < count < N
+        candles = await pipe.fetchval("SELECT count(*) FROM ohlcv", default=0) or 0
+        trades = await pipe.fetchval("SELECT count(*) FROM trades", default=0) or 0
+        return candles > 0 and trades < total
 
     await pipe.wait_for("the first candles", lambda: _safe(started_not_done), interval=0.05, timeout=120)
 
@@ -215,6 +234,49 @@ async def test_chaos_loader_killed_while_postgres_restarts(stack: Stack) -> None
     stack.postgres.start()
     stack.pipe.start("warehouse-loader")
     await assert_recovered(stack)
+
+
+async def raw_messages(pipe: Pipeline) -> bool:
+    nc = await nats.connect(pipe.nats_url)
+    try:
+        return bool((await nc.jetstream().stream_info("RAW")).state.messages)
+    finally:
+        await nc.close()
+
+
+def wall_clock_from(offset_file: Path) -> dict[str, str]:
+    """libfaketime for one process: its wall clock (CLOCK_REALTIME) is the real one plus the
+    offset written in `offset_file` ("+7200", "-3600"), re-read on every call; its monotonic
+    clock is left alone, as when NTP steps a host's clock."""
+    import libfaketime
+
+    _, env = libfaketime.get_reload_information()
+    return {**env, "DONT_FAKE_MONOTONIC": "1", "FAKETIME_NO_CACHE": "1", "FAKETIME_TIMESTAMP_FILE": str(offset_file)}
+
+
+async def test_chaos_clock_jump_on_the_extractor_host(stack: Stack) -> None:
+    """The extractor host's clock steps 2 h ahead mid-flow, then 3 h back: paging follows the
+    exchange's own timestamps and checkpoints, so nothing is skipped or fetched twice."""
+    offset = stack.pipe.workdir / "extractor-clock"
+    offset.write_text("+0\n")
+    start_flow(stack.pipe, extractor_env=wall_clock_from(offset))
+    # Ahead while the backfill is being fetched (its first page is out, the rest not yet) ...
+    await stack.pipe.wait_for("the first snapshot", lambda: _safe(raw_messages, stack.pipe), interval=0.02)
+    offset.write_text("+7200\n")
+    await mid_flow(stack.pipe)
+    await asyncio.sleep(2)
+    # ... and behind while it polls tickers and books.
+    offset.write_text("-3600\n")
+    await asyncio.sleep(3)
+    await assert_recovered(stack)
+    # The extractor did live in both: its ticker and book polls stamp snapshots with its clock.
+    now = time.time()
+    fetched = [
+        datetime.fromisoformat(json.loads(m.data)["fetched_at"]).timestamp()
+        for m in await stack.pipe.stream_messages("RAW")
+    ]
+    assert max(fetched) > now + 5400, "the extractor never lived 2 h ahead"
+    assert min(fetched) < now - 1800, "the extractor never lived 1 h behind"
 
 
 async def test_chaos_lake_write_errors_mid_flow(s3_stack: Stack) -> None:

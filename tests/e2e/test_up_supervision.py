@@ -20,8 +20,12 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+import nats
 import psutil
 import pytest
+from cryptoflow_cli.access import ADMIN
+from cryptoflow_contracts import Stream
+from cryptoflow_runtime.nats_auth import inbox_prefix, server_urls
 
 from .harness import S3_ENV
 from .test_cryptoflow_up import stop_up, wait_for_stack
@@ -38,14 +42,14 @@ def up_home() -> Iterator[Path]:
         yield Path(root) / "home"
 
 
-def launch_up(home: Path, log: Path) -> subprocess.Popen[bytes]:
+def launch_up(home: Path, log: Path, *options: str) -> subprocess.Popen[bytes]:
     """A small stack (one exchange, one symbol, every dataset), polling every second."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "LAKE_URL", "S3_ENDPOINT_URL", "NATS_URL")}
     since = (datetime.now(UTC) - timedelta(minutes=30)).replace(second=0, microsecond=0)
     argv = ["up", "--exchanges", "binance", "--symbols", "BTC/USDT", "--since", since.isoformat()]
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "cryptoflow_cli.main", *argv, "--poll-interval", "1"],
+            [sys.executable, "-m", "cryptoflow_cli.main", *argv, "--poll-interval", "1", *options],
             env={**env, **S3_ENV, "CRYPTOFLOW_HOME": str(home)},
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -205,3 +209,40 @@ async def test_up_stops_cleanly_with_a_non_zero_code_when_postgres_cannot_come_b
     finally:
         if proc.poll() is None:
             stop_up(proc, log)
+
+
+async def test_up_runs_a_three_node_nats_cluster_that_rides_out_a_lost_node(up_home: Path, tmp_path: Path) -> None:
+    """`cryptoflow up --nats-cluster 3`: three routed nats-servers (route ports closed to servers
+    without the stack's route password), every stream at 3 replicas, the services given every
+    server; one node killed with -9 is restarted by the supervisor and no service notices."""
+    log = tmp_path / "up.log"
+    proc = launch_up(up_home, log, "--nats-cluster", "3")
+    try:
+        stack = wait_for_stack(up_home, proc, log, timeout=120)
+        database_url = str(stack["database_url"])
+        nodes = re.findall(r"^nats-server\s+\| (\S+) \(pid (\d+)\)", log.read_text(), re.MULTILINE)
+        assert len(nodes) == 3, log.read_text()[-3000:]
+        assert len(server_urls(str(stack["nats_url"]))) == 3
+        nc = await nats.connect(server_urls(str(stack["nats_url"])), inbox_prefix=inbox_prefix(ADMIN))
+        try:
+            js = nc.jetstream()
+            for stream in Stream:
+                info = await js.stream_info(stream.value)
+                assert info.config.num_replicas == 3, stream
+                assert info.cluster is not None and len(info.cluster.replicas or []) == 2, stream
+        finally:
+            await nc.close()
+        conf = (up_home / "nats" / "n1" / "nats-server.conf").read_text()
+        route_password = json.loads((up_home / "credentials.json").read_text())["nats"]["route"]
+        assert "$NATS_ROUTE_PASSWORD" in conf and route_password not in conf
+        await rows_grow(database_url, log)
+
+        victim = int(nodes[0][1])
+        os.kill(victim, signal.SIGKILL)
+        await log_shows(log, rf"nats-server \(pid {victim}\) is gone; restarting it on the same port")
+        await rows_grow(database_url, log)
+        await all_ready(stack)
+        assert "exited with code" not in log.read_text()
+        assert proc.poll() is None
+    finally:
+        stop_up(proc, log)

@@ -214,7 +214,8 @@ async def test_one_candle_batch_is_one_trace_from_extractor_to_loader(
     raw_id = attribute(batch, "cryptoflow.event_ids")[0]
     assert str(raw_id).startswith("RawSnapshot-")
     assert str(attribute(chain["transformer consume"], "cryptoflow.event_id")).startswith("ObjectWritten-")
-    batch_ready_id = attribute(chain["loader consume"], "cryptoflow.event_id")
+    # The loader pulls silver batches several at a time, like the lake-writer its snapshots.
+    batch_ready_id = attribute(chain["loader consume"], "cryptoflow.event_ids")[0]
     assert str(batch_ready_id).startswith("BatchReady-")
 
     hex_id = format(trace_id, "032x")

@@ -14,7 +14,7 @@ from cryptoflow_runtime.lake import FileLake
 from cryptoflow_warehouse_loader.migrations import migrate
 from e2e.harness import Pipeline
 
-from .support import LoaderStack, create_database
+from .support import LoaderStack, loader_pipeline
 
 DURABLES = [
     ("SILVER", "warehouse-loader"),
@@ -58,24 +58,11 @@ async def wait_for_consumers(nats_url: str, durables: list[tuple[str, str]], pip
 
 @pytest.fixture(scope="package")
 async def loader_stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> AsyncIterator[LoaderStack]:
-    """One loader process (fast maintenance, alert rules off) for the package's handler tests;
-    each test uses its own symbols so they do not see each other's rows."""
+    """One loader process for the package's handler tests; each test uses its own symbols so they
+    do not see each other's rows."""
     root: Path = tmp_path_factory.mktemp("loader-stack")
     with start_nats(root / "nats") as nats_server:
-        workdir = root / "pipeline"
-        workdir.mkdir()
-        pipe = Pipeline(
-            nats_url=nats_server.url,
-            database_url=await create_database(database_url),
-            lake_url=f"file://{root / 'lake'}",
-            workdir=workdir,
-            extra_env={
-                "WAREHOUSE_LOADER_MAINTENANCE_INTERVAL_S": "0.3",
-                "WAREHOUSE_LOADER_RUN_REPORT_INTERVAL_S": "1",
-                "WAREHOUSE_LOADER_ALERT_RULES": "[]",
-                "WAREHOUSE_LOADER_MAX_DELIVER": "3",
-            },
-        )
+        pipe = await loader_pipeline(root, nats_server.url, database_url)
         pipe.start("warehouse-loader")
         await wait_for_consumers(nats_server.url, DURABLES, pipe)
         try:

@@ -9,6 +9,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -225,3 +226,22 @@ async def create_database(server_url: str) -> str:
     finally:
         await conn.close()
     return urlsplit(server_url)._replace(path=f"/{name}").geturl()
+
+
+async def loader_pipeline(root: Path, nats_url: str, database_url: str) -> Pipeline:
+    """A pipeline for a loader (fast maintenance, alert rules off) on its own database and file
+    lake under `root`; the loader is not started yet."""
+    workdir = root / "pipeline"
+    workdir.mkdir()
+    return Pipeline(
+        nats_url=nats_url,
+        database_url=await create_database(database_url),
+        lake_url=f"file://{root / 'lake'}",
+        workdir=workdir,
+        extra_env={
+            "WAREHOUSE_LOADER_MAINTENANCE_INTERVAL_S": "0.3",
+            "WAREHOUSE_LOADER_RUN_REPORT_INTERVAL_S": "1",
+            "WAREHOUSE_LOADER_ALERT_RULES": "[]",
+            "WAREHOUSE_LOADER_MAX_DELIVER": "3",
+        },
+    )

@@ -3,13 +3,28 @@ conflicting update, constraint violation → DLQ while the loader keeps going.""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import orjson
 import polars as pl
 import pytest
+from cryptoflow_cli.servers import start_nats
+from cryptoflow_contracts import Stream
+from cryptoflow_runtime.lake import FileLake
 from cryptoflow_warehouse_loader.tables import TABLES
 
-from .support import CONSTRAINT, UPDATE_COLUMN, VIOLATION, LoaderStack, key_columns, put_batch, sample
+from .support import (
+    CONSTRAINT,
+    UPDATE_COLUMN,
+    VIOLATION,
+    LoaderStack,
+    create_streams,
+    key_columns,
+    loader_pipeline,
+    put_batch,
+    sample,
+)
 
 N = 40
 
@@ -124,3 +139,42 @@ async def test_load_reload_update_and_reject(loader_stack: LoaderStack, table: s
     final = await table_rows(stack, table, symbol)
     assert len(final) == N + 4
     assert {k: v for k, v in final.items() if k in after} == after
+
+
+async def test_a_rejected_batch_pulled_with_good_ones_fails_alone(
+    tmp_path_factory: pytest.TempPathFactory, database_url: str
+) -> None:
+    """Batches waiting in SILVER are pulled and loaded together (one transaction per table); the
+    database rejecting one of them fails the group, whose batches are then loaded one by one:
+    only the bad one is dead-lettered, the others load, each is announced."""
+    root: Path = tmp_path_factory.mktemp("together")
+    with start_nats(root / "nats") as nats_server:
+        await create_streams(nats_server.url)
+        pipe = await loader_pipeline(root, nats_server.url, database_url)
+        stack = LoaderStack(pipe=pipe, lake=FileLake(pipe.lake_url))
+        column, bad_value = VIOLATION["ohlcv"]
+        good = [
+            await put_batch(stack.lake, "ohlcv", sample("ohlcv", 6, symbol=s, start=0), f"together-{n}")
+            for n, s in enumerate(["ONE/USDT", "TWO/USDT", "THREE/USDT", "FOUR/USDT"])
+        ]
+        bad_rows = sample("ohlcv", 3, symbol="TWO/USDT", start=100).with_columns(
+            pl.when(pl.int_range(pl.len()) == 1).then(pl.lit(bad_value)).otherwise(pl.col(column)).alias(column)
+        )
+        bad = await put_batch(stack.lake, "ohlcv", bad_rows, "together-bad")
+        for batch in [good[0], good[1], bad, good[2], good[3]]:
+            await stack.publish_batch(batch)
+        pipe.start("warehouse-loader")  # after the batches: its first pull takes all five
+        try:
+            await stack.settled()
+            letters = await stack.dead_letters()
+            assert [d["source_event_id"] for d in letters] == [bad.event_id]
+            assert CONSTRAINT["ohlcv"] in letters[0]["reason"]
+            for batch in good:
+                entry = await ledger(stack, batch.event_id)
+                assert entry is not None and entry["rows_inserted"] == 6
+            assert await ledger(stack, bad.event_id) is None
+            loaded = [orjson.loads(m.data) for m in await pipe.stream_messages(Stream.WAREHOUSE.value)]
+            assert sorted(e["batch_event_id"] for e in loaded) == sorted(b.event_id for b in good)
+            assert "loading its batches one by one" in next(p for p in pipe.procs).log()
+        finally:
+            pipe.stop_all()

@@ -294,3 +294,85 @@ async def test_rows_of_interleaved_series_get_their_own_series_id_and_range(conn
         assert (entry["first_ts"], entry["last_ts"], entry["rows_received"]) == (min(mine), max(mine), len(mine))
         stored = await conn.fetch("SELECT ts FROM ohlcv_data WHERE series_id = $1 ORDER BY ts", entry["series_id"])
         assert [r["ts"] for r in stored] == sorted(mine)
+
+
+async def warehouse_state(conn: asyncpg.Connection) -> dict[str, Any]:
+    """What loading left behind, without the per-transaction times, batch numbers and paths
+    (quality sums to 9 places: floats added in another order)."""
+    rows = await conn.fetch(
+        "SELECT symbol, ts, open, high, low, close, volume, version, batch_id FROM ohlcv ORDER BY symbol, ts"
+    )
+    ledger = await conn.fetch(
+        "SELECT batch_id, rows, rows_inserted, rows_updated, rows_unchanged FROM batches ORDER BY batch_id"
+    )
+    series = await conn.fetch(
+        "SELECT symbol, first_ts, last_ts, rows_received, batches, round(quality_sum::numeric, 9), min_quality, last_quality,"
+        " last_batch_id FROM series ORDER BY symbol"
+    )
+    return {"rows": [dict(r) for r in rows], "ledger": [dict(r) for r in ledger], "series": [dict(r) for r in series]}
+
+
+def pulled_together() -> list[tuple[BatchReady, pl.DataFrame]]:
+    """BTC 0-9, ETH 0-9, BTC 10-19, then BTC 5-9 again with other closes, then BTC 20-24."""
+    frames = [
+        silver_frame([candle(m) for m in range(10)]),
+        silver_frame([candle(m, symbol="ETH/USDT") for m in range(10)]),
+        silver_frame([candle(m) for m in range(10, 20)]),
+        silver_frame([candle(m, close=111.0) for m in range(5, 10)]),
+        silver_frame([candle(m) for m in range(20, 25)]),
+    ]
+    qualities = [1.0, 0.9, 0.8, 0.7, 0.6]
+    return [
+        (batch(f"g{i}", frame.height).model_copy(update={"quality_score": q}), frame)
+        for i, (frame, q) in enumerate(zip(frames, qualities, strict=True))
+    ]
+
+
+async def test_batches_loaded_together_leave_what_one_by_one_leaves(
+    conn: asyncpg.Connection, fresh_database_url: str, database_url: str
+) -> None:
+    from cryptoflow_warehouse_loader.upsert import load_batches, runs_without_shared_keys
+
+    group = pulled_together()
+    results = await load_batches(conn, OHLCV, group)
+
+    # One by one, into a second database of the same server.
+    other_url = fresh_database_url.rsplit("/", 1)[0] + "/together_reference"
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute("DROP DATABASE IF EXISTS together_reference")
+        await admin.execute("CREATE DATABASE together_reference")
+    finally:
+        await admin.close()
+    await asyncio.to_thread(migrate, other_url)
+    reference = await asyncpg.connect(other_url)
+    try:
+        one_by_one = [await load_batch(reference, OHLCV, frame, b) for b, frame in group]
+        mine, theirs = await warehouse_state(conn), await warehouse_state(reference)
+        for part in mine:
+            assert mine[part] == theirs[part], part
+    finally:
+        await reference.close()
+    counts = [(r.inserted, r.updated, r.unchanged, r.already_loaded) for r in results]
+    assert counts == [(r.inserted, r.updated, r.unchanged, r.already_loaded) for r in one_by_one]
+    assert [(r.inserted, r.updated, r.unchanged) for r in results] == [
+        (10, 0, 0),
+        (10, 0, 0),
+        (10, 0, 0),
+        (0, 5, 0),
+        (5, 0, 0),
+    ]
+
+    # The first three share no key: one transaction (one now()); the fourth repeats keys of the
+    # first, so it starts the next one, which the fifth joins.
+    runs = runs_without_shared_keys(OHLCV, group)
+    assert [[b.event_id for b, _ in run] for run in runs] == [
+        [b.event_id for b, _ in group[:3]],
+        [b.event_id for b, _ in group[3:]],
+    ]
+    times = {r["batch_id"]: r["loaded_at"] for r in await conn.fetch("SELECT batch_id, loaded_at FROM batches")}
+    ids = [b.event_id for b, _ in group]
+    assert times[ids[0]] == times[ids[1]] == times[ids[2]] != times[ids[3]] == times[ids[4]]
+    btc = (await conn.fetch("SELECT batches, quality_sum, last_batch_id FROM series WHERE symbol = 'BTC/USDT'"))[0]
+    assert (btc["batches"], btc["last_batch_id"]) == (4, ids[4])
+    assert btc["quality_sum"] == pytest.approx(1.0 + 0.8 + 0.7 + 0.6)

@@ -19,6 +19,7 @@ of a stage settles exactly as the live consumer does.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import time
@@ -42,18 +43,19 @@ Outcome = BaseException | None
 EventHandler = Callable[[E], Awaitable[None]]
 BatchHandler = Callable[[list[E]], Awaitable[Sequence[Outcome]]]
 
-_delivery: contextvars.ContextVar[Msg] = contextvars.ContextVar("cryptoflow_delivery")
+_delivery: contextvars.ContextVar[tuple[Msg, ...]] = contextvars.ContextVar("cryptoflow_delivery")
 
 
 async def in_progress() -> None:
-    """Tell the server the message being handled is still being worked on (resets its ack wait).
+    """Tell the server the messages being handled (one, or a batch consumer's batch) are still
+    being worked on (resets their ack wait).
 
     For handlers whose side effect may wait on a dependency (a database coming back). A no-op
     outside a delivery.
     """
-    msg = _delivery.get(None)
-    if msg is not None:
-        await msg.in_progress()
+    msgs = _delivery.get(())
+    if msgs:
+        await asyncio.gather(*(msg.in_progress() for msg in msgs))
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,7 @@ async def deliver_each(
     for msg in msgs:
         started = time.perf_counter()
         event: E | None = None
-        token = _delivery.set(msg)
+        token = _delivery.set((msg,))
         try:
             event = decode(consumer.event, msg.data)
             await handler(event)
@@ -175,10 +177,13 @@ async def deliver_batch(
             await settle(broker, consumer, msg, None, poison, service, spill)
     if not decoded:
         return
+    token = _delivery.set(tuple(msg for msg, _ in decoded))
     try:
         outcomes = list(await handler([event for _, event in decoded]))
     except Exception as exc:
         outcomes = [exc] * len(decoded)
+    finally:
+        _delivery.reset(token)
     if len(outcomes) != len(decoded):
         raise RuntimeError(f"{consumer.title}: handler gave {len(outcomes)} outcomes for {len(decoded)} events")
     for (msg, event), outcome in zip(decoded, outcomes, strict=True):

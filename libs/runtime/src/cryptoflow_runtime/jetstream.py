@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import functools
 import logging
 import os
-from collections.abc import Mapping
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 import nats.errors
 from cryptoflow_contracts import STREAM_SUBJECTS, Stream
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import (
+    ConsumerConfig,
     DiscardPolicy,
     KeyValueConfig,
     RetentionPolicy,
@@ -28,6 +32,48 @@ log = logging.getLogger(__name__)
 
 # Retries of a publish within this window carry the same Nats-Msg-Id and are dropped.
 DUPLICATE_WINDOW_S = 15 * 60
+
+
+# What a JetStream API request meets while a server restarts or a cluster elects a leader.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    ServiceUnavailableError,
+)
+
+T = TypeVar("T")
+
+
+async def retry_transient(what: str, step: Callable[[], Awaitable[T]], timeout_s: float = 120.0) -> T:
+    """`step()`, retried with backoff while JetStream does not answer (up to `timeout_s`).
+
+    A service starting while a cluster node dies, or while JetStream elects its leaders, gets
+    timeouts for a few seconds; that is no reason to exit (and be restarted).
+    """
+    deadline = time.monotonic() + timeout_s
+    delay = 0.5
+    while True:
+        try:
+            return await step()
+        except TRANSIENT_ERRORS as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("JetStream not answering; retrying", extra={"what": what, "error": repr(exc)})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def ensure_consumer(js: JetStreamContext, stream: str, subject: str, config: ConsumerConfig) -> None:
+    """Create the durable pull consumer unless it exists (what a pull subscription would do)."""
+    durable = config.durable_name
+    assert durable, "a durable consumer has a name"
+    try:
+        await js.consumer_info(stream, durable)
+    except NotFoundError:
+        wanted = dataclasses.replace(config, name=durable, filter_subject=config.filter_subject or subject)
+        await js.add_consumer(stream, config=wanted)
+        log.info("created consumer", extra={"stream": stream, "durable": durable})
 
 
 # Limits a stream is created with when its STREAM_<NAME>_* variables are unset.

@@ -21,6 +21,11 @@ from .settings import ServiceSettings
 INBOX = "_INBOX"
 
 
+def server_urls(url: str) -> list[str]:
+    """NATS_URL's servers: a cluster's are comma-separated (the client fails over among them)."""
+    return [part.strip() for part in url.split(",") if part.strip()]
+
+
 def inbox_prefix(user: str) -> str:
     """The reply-subject prefix of a NATS user: `_INBOX.<user>` (its permission: `_INBOX.<user>.>`)."""
     return f"{INBOX}.{user}"
@@ -30,7 +35,7 @@ def nats_user(settings: ServiceSettings) -> str | None:
     """NATS_USER, else the user of NATS_URL's first server (`nats://user:password@host`)."""
     if settings.nats_user:
         return settings.nats_user
-    first = settings.nats_url.split(",")[0].strip()
+    first = server_urls(settings.nats_url)[0]
     user = urlsplit(first).username
     return unquote(user) if user else None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,11 +25,11 @@ from prometheus_client import REGISTRY
 
 from .consume import BatchHandler, Consumer, EventHandler, deliver_batch, deliver_each, in_progress
 from .health import HealthServer
-from .jetstream import ensure_streams, msg_id_headers
+from .jetstream import ensure_consumer, ensure_streams, msg_id_headers, retry_transient
 from .lake import Lake, open_lake
 from .logs import configure_logging
 from .metrics import CONSUMER_ACK_PENDING, CONSUMER_PENDING, CONSUMER_REDELIVERED
-from .nats_auth import broker_options, subscriber_options
+from .nats_auth import broker_options, server_urls, subscriber_options
 from .settings import ConfigError, LakeSettings, ServiceSettings
 from .tracing import NatsTelemetryMiddleware, configure_tracing
 
@@ -46,7 +47,7 @@ class Service:
         tracer_provider = configure_tracing(name, settings.otlp_endpoint)
         self.broker = NatsBroker(
             # Every server of a cluster, comma-separated: the client fails over among them.
-            [url.strip() for url in settings.nats_url.split(",")],
+            server_urls(settings.nats_url),
             name=f"cryptoflow-{name}",
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
@@ -72,6 +73,8 @@ class Service:
         self._closes: list[Callable[[], Awaitable[None]]] = []
         self.handlers: dict[str, RegisteredHandler] = {}
         self._lake: LakeHandle | None = None
+        # Every durable consumer's (stream, subject, config), created at start before subscribing.
+        self._durables: list[tuple[str, str, ConsumerConfig]] = []
 
     @property
     def dead_letter_lake(self) -> Lake | None:
@@ -183,6 +186,7 @@ class Service:
         )
         if max_ack_pending is not None:
             config.max_ack_pending = max_ack_pending
+        self._durables.append((stream, subject, config))
         subscriber: Callable[[Callable[..., Awaitable[None]]], Any] = self.broker.subscriber(
             subject,
             stream=JStream(name=stream, declare=False),
@@ -232,7 +236,13 @@ class Service:
 
     async def _start(self) -> None:
         await self.broker.connect()
-        await ensure_streams(self.jetstream)
+        js = self.jetstream
+        await retry_transient("ensure streams", lambda: ensure_streams(js))
+        # Created here, with retries, so that subscribing afterwards only looks them up: a
+        # subscription failing at start would take the whole service down.
+        for stream, subject, config in self._durables:
+            create = functools.partial(ensure_consumer, js, stream, subject, config)
+            await retry_transient(f"ensure consumer {config.durable_name}", create)
         await self.health.start()
 
     @property

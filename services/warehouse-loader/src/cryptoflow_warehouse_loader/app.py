@@ -1,11 +1,13 @@
 """Warehouse-loader service: silver batches, gaps, run reports and quarantine into PostgreSQL.
 
-Consumers (durable pull, manual ack, one message at a time per replica):
+Consumers (durable pull, manual ack):
 
 * SILVER `cryptoflow.silver.>` — BatchReady → the batch's table (upsert.py) → Loaded on WAREHOUSE;
+  pulled up to `batch_size` at a time and loaded together, one transaction per table (decision 0039);
 * GAPS `cryptoflow.gaps.>` — KnownGap → known_gaps;
 * RUNS `cryptoflow.runs.>` — RunReport → service_runs;
-* DLQ `cryptoflow.dlq.transformer.>` — the transformer's quarantine DeadLetters → quarantine.
+* DLQ `cryptoflow.dlq.transformer.>` — the transformer's quarantine DeadLetters → quarantine
+  (these three one message at a time).
 
 A message is acked only after its rows are committed. Input the database rejects (a constraint,
 bad data) is dead-lettered with the database's message; while the database is unreachable,
@@ -14,6 +16,7 @@ messages are held and retried, never dead-lettered (warehouse.py).
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 from collections.abc import Awaitable, Callable
@@ -34,6 +37,7 @@ from cryptoflow_contracts import (
 )
 from cryptoflow_contracts.silver import TABLE_METADATA_KEY
 from cryptoflow_runtime import Consumer, Lake, PoisonMessageError, Service, in_progress, publish
+from cryptoflow_runtime.consume import Outcome
 from cryptoflow_runtime.lake import sha256_hex
 from cryptoflow_runtime.service import LakeHandle
 from faststream.nats import NatsBroker
@@ -44,8 +48,8 @@ from .gaps import record_gap
 from .maintenance import Maintenance
 from .quarantine import load_quarantine
 from .runs import OK, RunTracker, record_report
-from .tables import TABLES
-from .upsert import BatchShapeError, LoadResult, load_batch
+from .tables import TABLES, WarehouseTable
+from .upsert import BatchShapeError, LoadResult, load_batches
 from .warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -68,9 +72,9 @@ EventT = TypeVar("EventT", bound=Event)
 
 
 def consumers(settings: WarehouseLoaderSettings) -> dict[str, Consumer[Any]]:
-    """The loader's four durable consumers; each takes one message at a time per replica, so
-    batches touching the same keys never race for row locks, and a held message (database
-    down) holds nothing else."""
+    """The loader's four durable consumers. Silver batches are pulled several at a time and
+    loaded together per table; the events one at a time. One load at a time per replica, so
+    batches touching the same keys never race for row locks."""
     stage = Stage.WAREHOUSE_LOADER
     ack_wait_s, max_deliver = settings.ack_wait_s, settings.max_deliver
     return {
@@ -82,6 +86,10 @@ def consumers(settings: WarehouseLoaderSettings) -> dict[str, Consumer[Any]]:
             description="BatchReady events; each silver batch is upserted into its table",
             ack_wait_s=ack_wait_s,
             max_deliver=max_deliver,
+            batch_size=settings.batch_size,
+            # A pull that got one batch waits this long for more (nats-py's fetch); short, so a
+            # lone batch is not held back.
+            fetch_timeout_s=settings.batch_timeout_s,
         ),
         "gaps": Consumer(
             KnownGap,
@@ -140,10 +148,12 @@ async def build(settings: WarehouseLoaderSettings) -> Service:
     loader = Loader(service.broker, lake, warehouse, tracker)
     declared = consumers(settings)
 
-    @service.consume(declared["silver"])
-    async def on_batch(batch: BatchReady) -> None:
-        if await loader.load(batch):
+    @service.consume_batches(declared["silver"])
+    async def on_batches(batches: list[BatchReady]) -> list[Outcome]:
+        outcomes, changed = await loader.load(batches)
+        if changed:
             maintenance.rows_changed.set()
+        return outcomes
 
     @service.consume(declared["gaps"])
     async def on_gap(gap: KnownGap) -> None:
@@ -200,16 +210,96 @@ class Loader:
     def lake(self) -> Lake:
         return self._lake.lake  # opened at start, after the handlers were registered
 
-    async def load(self, batch: BatchReady) -> bool:
-        """Load one BatchReady and announce it; True when rows changed (marts are due a refresh)."""
-        try:
-            result, table = await self._load(batch)
-        except Exception as exc:
-            if self.tracker is not None:
-                poison = isinstance(exc, PoisonMessageError)
-                self.tracker.count("batches_dead_lettered" if poison else "batches_failed")
-                self.tracker.error(exc)
-            raise
+    async def load(self, batches: list[BatchReady]) -> tuple[list[Outcome], bool]:
+        """Load the pulled batches, table by table, each table's in one transaction (decision
+        0039), and announce each; an outcome per batch, and whether rows changed (marts due).
+
+        One bad batch never fails its neighbours: when a group's load fails, its batches are
+        loaded one at a time, and only the bad one ends in the DLQ."""
+        outcomes: list[Outcome] = [None] * len(batches)
+        reads = await asyncio.gather(*(self._read(batch) for batch in batches), return_exceptions=True)
+        groups: dict[tuple[str, str], list[int]] = {}
+        frames: dict[int, pl.DataFrame] = {}
+        for index, (batch, read) in enumerate(zip(batches, reads, strict=True)):
+            if isinstance(read, BaseException):
+                outcomes[index] = self._failed(read)
+            else:
+                frames[index] = read
+                groups.setdefault((batch.table, batch.dataset.value), []).append(index)
+        changed = False
+        for (table_name, _), indices in groups.items():
+            table = TABLES[table_name]
+            results: list[LoadResult | None]
+            try:
+                results = await self._load_group(table, [(batches[i], frames[i]) for i in indices])
+            except Exception as exc:
+                if len(indices) == 1:
+                    outcomes[indices[0]] = self._failed(exc)
+                    continue
+                log.info("group load failed; loading its batches one by one", extra={"error": repr(exc)})
+                results = []
+                for i in indices:
+                    try:
+                        results.extend(await self._load_group(table, [(batches[i], frames[i])]))
+                    except Exception as single:
+                        outcomes[i] = self._failed(single)
+                        results.append(None)
+            announced = await asyncio.gather(
+                *(self._announce(batches[i], table.name, result) for i, result in zip(indices, results, strict=True)),
+                return_exceptions=True,
+            )
+            for i, result, announcement in zip(indices, results, announced, strict=True):
+                if result is None:
+                    continue
+                if isinstance(announcement, BaseException):
+                    outcomes[i] = self._failed(announcement)
+                    continue
+                changed |= result.inserted + result.updated > 0
+        return outcomes, changed
+
+    async def _read(self, batch: BatchReady) -> pl.DataFrame:
+        if batch.table not in TABLES:
+            raise PoisonMessageError(f"no warehouse table {batch.table!r} (known: {', '.join(TABLES)})")
+        return await read_batch(self.lake, batch)
+
+    def _failed(self, exc: BaseException) -> BaseException:
+        if self.tracker is not None:
+            poison = isinstance(exc, PoisonMessageError)
+            self.tracker.count("batches_dead_lettered" if poison else "batches_failed")
+            self.tracker.error(exc)
+        return exc
+
+    async def _load_group(
+        self, table: WarehouseTable, group: list[tuple[BatchReady, pl.DataFrame]]
+    ) -> list[LoadResult | None]:
+        run_id = self.tracker.run_id if self.tracker else None
+
+        async def load(conn: asyncpg.Connection) -> list[LoadResult]:
+            try:
+                return await load_batches(conn, table, group, run_id=run_id)
+            except BATCH_ERRORS as exc:
+                raise PoisonMessageError(f"database rejected batch: {type(exc).__name__}: {exc}") from exc
+            except BatchShapeError as exc:
+                raise PoisonMessageError(str(exc)) from exc
+
+        return list(await self.warehouse.run(load, in_progress))
+
+    async def _announce(self, batch: BatchReady, table: str, result: LoadResult | None) -> None:
+        """Publish Loaded for a committed batch, count it and log it."""
+        if result is None:
+            return
+        await publish(
+            self.broker,
+            Loaded(
+                dataset=batch.dataset,
+                table=table,
+                batch_event_id=batch.event_id,
+                rows_inserted=result.inserted,
+                rows_updated=result.updated,
+                rows_unchanged=result.unchanged,
+                already_loaded=result.already_loaded,
+            ),
+        )
         outcome = "already_loaded" if result.already_loaded else "loaded"
         BATCHES.labels(batch.dataset.value, outcome).inc()
         for kind, count in (
@@ -234,37 +324,6 @@ class Loader:
                 "already_loaded": result.already_loaded,
             },
         )
-        return result.inserted + result.updated > 0
-
-    async def _load(self, batch: BatchReady) -> tuple[LoadResult, str]:
-        table = TABLES.get(batch.table)
-        if table is None:
-            raise PoisonMessageError(f"no warehouse table {batch.table!r} (known: {', '.join(TABLES)})")
-        frame = await read_batch(self.lake, batch)
-        run_id = self.tracker.run_id if self.tracker else None
-
-        async def load(conn: asyncpg.Connection) -> LoadResult:
-            try:
-                return await load_batch(conn, table, frame, batch, run_id=run_id)
-            except BATCH_ERRORS as exc:
-                raise PoisonMessageError(f"database rejected batch: {type(exc).__name__}: {exc}") from exc
-            except BatchShapeError as exc:
-                raise PoisonMessageError(str(exc)) from exc
-
-        result = await self.warehouse.run(load, in_progress)
-        await publish(
-            self.broker,
-            Loaded(
-                dataset=batch.dataset,
-                table=table.name,
-                batch_event_id=batch.event_id,
-                rows_inserted=result.inserted,
-                rows_updated=result.updated,
-                rows_unchanged=result.unchanged,
-                already_loaded=result.already_loaded,
-            ),
-        )
-        return result, table.name
 
     async def store(
         self, event: EventT, kind: str, store: Callable[[asyncpg.Connection, EventT], Awaitable[object]]

@@ -52,6 +52,18 @@ class WarehouseLoaderSettings(ServiceSettings, LakeSettings, DatabaseSettings):
     max_deliver: int = Field(default=20, ge=1, description="Deliveries before a message is dead-lettered")
     ack_wait_s: float = Field(default=300.0, gt=0, description="Redelivery timeout of an unacked message")
     durable: str = Field(default="warehouse-loader", description="JetStream durable consumer name (prefix)")
+    batch_size: int = Field(
+        default=32,
+        ge=1,
+        le=1000,
+        description="Silver batches pulled at once; those of one table are loaded in one transaction",
+    )
+    batch_timeout_s: float = Field(
+        default=0.1,
+        gt=0,
+        le=5,
+        description="Longest wait for more silver batches once one has arrived (and between idle pulls)",
+    )
     pool_size: int = Field(default=4, ge=1, le=64, description="PostgreSQL connections the loader keeps open")
     migrate: bool = Field(default=True, description="Apply pending migrations at start (else require head)")
     retention_days: int | None = Field(

@@ -125,39 +125,69 @@ def outside_known_ranges(batch_spans: pl.DataFrame, known: dict[tuple[str, str, 
     return True
 
 
-async def record(
-    conn: asyncpg.Connection,
-    table: WarehouseTable,
-    batch_spans: pl.DataFrame,
-    *,
-    batch_id: str,
-    dataset: str,
-    quality: float,
-) -> None:
+def with_batch_stats(
+    batch_series: BatchSeries, batch_nos: pl.Series, batches: list[tuple[int, float, str]]
+) -> pl.DataFrame:
+    """The spans with, per series, what the batches touching it add to its bookkeeping: how many
+    (`batches`), their quality (`quality_sum`, `min_quality`, `last_quality`) and the last one's
+    id. `batch_nos` is each row's batch number; `batches` is (batch_no, quality, batch_id) in
+    load order."""
+    info = pl.DataFrame(
+        batches, schema={"batch_no": pl.Int64, "quality": pl.Float64, "batch_id": pl.String}, orient="row"
+    )
+    per_span = (
+        pl.DataFrame({"run": batch_series.run, "batch_no": batch_nos.cast(pl.Int64)})
+        .unique(maintain_order=True)
+        .join(info, on="batch_no", how="left")
+        .sort("run", "batch_no")
+        .group_by("run", maintain_order=True)
+        .agg(
+            pl.len().cast(pl.Int64).alias("batches"),
+            pl.col("quality").sum().alias("quality_sum"),
+            pl.col("quality").min().alias("min_quality"),
+            pl.col("quality").last().alias("last_quality"),
+            pl.col("batch_id").last().alias("last_batch_id"),
+        )
+    )
+    return pl.concat([batch_series.spans, per_span.drop("run")], how="horizontal")
+
+
+async def record(conn: asyncpg.Connection, table: WarehouseTable, spans: pl.DataFrame, dataset: str) -> None:
+    """Add the loaded spans (with_batch_stats) to their series' ranges, counts and quality."""
     await conn.execute(
         """
         UPDATE series s SET
             first_ts = least(s.first_ts, u.first_ts),
             last_ts = greatest(s.last_ts, u.last_ts),
             rows_received = s.rows_received + u.rows,
-            batches = s.batches + 1,
-            quality_sum = s.quality_sum + $8,
-            min_quality = least(s.min_quality, $8),
-            last_quality = $8,
-            last_batch_id = $9,
+            batches = s.batches + u.batches,
+            quality_sum = s.quality_sum + u.quality_sum,
+            min_quality = least(s.min_quality, u.min_quality),
+            last_quality = u.last_quality,
+            last_batch_id = u.last_batch_id,
             last_loaded_at = now(),
-            dataset = $10
-        FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::bigint[])
-            AS u(exchange, symbol, timeframe, first_ts, last_ts, rows)
+            dataset = $13
+        FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::bigint[],
+                    $8::bigint[], $9::float8[], $10::float8[], $11::float8[], $12::text[])
+            AS u(exchange, symbol, timeframe, first_ts, last_ts, rows,
+                 batches, quality_sum, min_quality, last_quality, last_batch_id)
         WHERE s.table_name = $1
           AND (s.exchange, s.symbol, s.timeframe) = (u.exchange, u.symbol, u.timeframe)
         """,
         table.name,
-        *_key_arrays(batch_spans),
-        batch_spans["first_ts"].to_list(),
-        batch_spans["last_ts"].to_list(),
-        batch_spans["rows"].to_list(),
-        quality,
-        batch_id,
+        *_key_arrays(spans),
+        *(
+            spans[c].to_list()
+            for c in (
+                "first_ts",
+                "last_ts",
+                "rows",
+                "batches",
+                "quality_sum",
+                "min_quality",
+                "last_quality",
+                "last_batch_id",
+            )
+        ),
         dataset,
     )

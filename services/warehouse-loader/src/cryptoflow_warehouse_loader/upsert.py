@@ -17,6 +17,7 @@ The SQL is built once per table from tables.py; the rows never pass through Pyth
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -75,16 +76,12 @@ def prepare(table: WarehouseTable, frame: pl.DataFrame) -> pl.DataFrame:
     return ordered
 
 
-async def copy_rows(
-    conn: asyncpg.Connection, target: str, table: WarehouseTable, rows: pl.DataFrame, batch_no: int
-) -> None:
-    """COPY the rows (with their series ids, and the batch's number) into `target` as binary,
-    encoding while sending."""
+async def copy_rows(conn: asyncpg.Connection, target: str, table: WarehouseTable, rows: pl.DataFrame) -> None:
+    """COPY the rows (with their series ids and batch numbers) into `target` as binary, encoding
+    while sending."""
     await conn.copy_to_table(
         target,
-        source=copy_binary.stream(
-            rows.with_columns(pl.lit(batch_no, pl.Int64).alias(BATCH_NO)), table.load_column_types
-        ),
+        source=copy_binary.stream(rows, table.load_column_types),
         columns=table.load_columns,
         format="binary",
     )
@@ -124,11 +121,13 @@ def _upsert_sql(table_name: str) -> UpsertSql:
             ON CONFLICT ({idents(table.conflict_key)}) DO UPDATE SET
                 {sets}, {ident(LOADED_AT)} = now(), {ident(VERSION)} = {name}.{ident(VERSION)} + 1
             WHERE {changed}{keep_final}
-            RETURNING {ident(VERSION)}
+            RETURNING {ident(VERSION)}, {ident(BATCH_NO)}
         )
-        SELECT count(*) FILTER (WHERE {ident(VERSION)} = 1) AS inserted,
+        SELECT {ident(BATCH_NO)} AS batch_no,
+               count(*) FILTER (WHERE {ident(VERSION)} = 1) AS inserted,
                count(*) FILTER (WHERE {ident(VERSION)} > 1) AS updated
         FROM upserted
+        GROUP BY {ident(BATCH_NO)}
     """
     create = f"CREATE TEMP TABLE {ident(incoming)} (LIKE {name} INCLUDING DEFAULTS) ON COMMIT DROP"
     return UpsertSql(create_incoming=create, incoming=incoming, upsert=upsert)
@@ -142,53 +141,127 @@ async def load_batch(
     *,
     run_id: str | None = None,
 ) -> LoadResult:
+    """One batch, in a transaction of its own."""
+    return (await load_batches(conn, table, [(batch, frame)], run_id=run_id))[0]
+
+
+async def load_batches(
+    conn: asyncpg.Connection,
+    table: WarehouseTable,
+    batches: Sequence[tuple[BatchReady, pl.DataFrame]],
+    *,
+    run_id: str | None = None,
+) -> list[LoadResult]:
+    """Batches of one table (and dataset), in order, in as few transactions as possible: each
+    transaction takes a run of consecutive batches that share no key, with one ledger row per
+    batch, one COPY and at most one upsert for all their rows, one commit.
+
+    A batch's fixed cost (transaction, commit, series bookkeeping, statements) is most of its
+    load time when batches are small, so the loader loads what it pulled together (decision
+    0039). Batches sharing a key go to separate transactions, so the later row still updates
+    the earlier one: the result is that of loading them one by one, and each gets its own
+    LoadResult.
+    """
+    if len({batch.dataset for batch, _ in batches}) > 1:
+        raise ValueError("the batches of a group have one dataset")
+    prepared = [(batch, prepare(table, frame)) for batch, frame in batches]
+    results: list[LoadResult] = []
+    for run in runs_without_shared_keys(table, prepared):
+        results.extend(await _load_together(conn, table, run, run_id))
+    return results
+
+
+def runs_without_shared_keys(
+    table: WarehouseTable, prepared: list[tuple[BatchReady, pl.DataFrame]]
+) -> list[list[tuple[BatchReady, pl.DataFrame]]]:
+    """Consecutive runs of batches in which no key appears twice (batches are unique within)."""
+    key = list(table.natural_key)
+    runs: list[list[tuple[BatchReady, pl.DataFrame]]] = []
+    keys: pl.DataFrame | None = None
+    for batch, rows in prepared:
+        mine = rows.select(key)
+        if runs and keys is not None and (mine.height == 0 or mine.join(keys, on=key, how="semi").height == 0):
+            runs[-1].append((batch, rows))
+            keys = pl.concat([keys, mine])
+        else:
+            runs.append([(batch, rows)])
+            keys = mine
+    return runs
+
+
+async def _load_together(
+    conn: asyncpg.Connection,
+    table: WarehouseTable,
+    prepared: list[tuple[BatchReady, pl.DataFrame]],
+    run_id: str | None,
+) -> list[LoadResult]:
+    """Batches sharing no key, in one transaction."""
     started = time.perf_counter()
-    rows = prepare(table, frame)
-    if rows.height == 0:
-        span = ledger.BatchSpan(0, None, None)
-    else:
-        span = ledger.BatchSpan(rows.height, rows[TS].min(), rows[TS].max())  # type: ignore[arg-type]
-        assert span.min_ts is not None and span.max_ts is not None
-        await partitions.ensure_months(conn, table.storage, span.min_ts, span.max_ts)
+    spans = [span_of(rows) for _, rows in prepared]
+    firsts = [span.min_ts for span in spans if span.min_ts is not None]
+    lasts = [span.max_ts for span in spans if span.max_ts is not None]
+    if firsts and lasts:
+        await partitions.ensure_months(conn, table.storage, min(firsts), max(lasts))
     async with conn.transaction():
-        batch_no = await ledger.claim(conn, table.name, batch, span, run_id)
-        if batch_no is None:
-            return LoadResult(0, 0, 0, already_loaded=True)
-        inserted = updated = 0
-        path = NONE
-        if rows.height:
-            batch_series = series.of_rows(table, rows)
-            batch_spans = batch_series.spans
-            known = await series.lock(conn, table, batch_spans, batch.dataset.value)
-            rows = series.with_series_ids(rows, batch_series, known)
-            if series.outside_known_ranges(batch_spans, known):
-                path = APPEND
-                await copy_rows(conn, table.storage, table, rows, batch_no)
-                inserted = rows.height
+        claimed: list[tuple[BatchReady, pl.DataFrame, int]] = []
+        results: dict[str, LoadResult] = {}
+        for (batch, rows), span in zip(prepared, spans, strict=True):
+            batch_no = await ledger.claim(conn, table.name, batch, span, run_id)
+            if batch_no is None:
+                results[batch.event_id] = LoadResult(0, 0, 0, already_loaded=True)
             else:
-                path = UPSERT
-                sql = upsert_sql(table)
-                await conn.execute(sql.create_incoming)
-                await copy_rows(conn, sql.incoming, table, rows, batch_no)
-                counts = await conn.fetchrow(sql.upsert)
-                assert counts is not None
-                inserted, updated = int(counts["inserted"]), int(counts["updated"])
-            await series.record(
+                claimed.append((batch, rows, batch_no))
+        counts: dict[int, tuple[int, int]] = {}
+        path = NONE
+        loading = [(batch, rows, batch_no) for batch, rows, batch_no in claimed if rows.height]
+        if loading:
+            path, counts = await _write(conn, table, loading)
+        share_ms = (time.perf_counter() - started) * 1000 / max(1, len(claimed))
+        for batch, rows, batch_no in claimed:
+            inserted, updated = counts.get(batch_no, (0, 0))
+            unchanged = rows.height - inserted - updated
+            batch_path = path if rows.height else NONE
+            await ledger.finish(
                 conn,
-                table,
-                batch_spans,
-                batch_id=batch.event_id,
-                dataset=batch.dataset.value,
-                quality=batch.quality_score,
+                batch.event_id,
+                inserted=inserted,
+                updated=updated,
+                unchanged=unchanged,
+                load_path=batch_path,
+                duration_ms=share_ms,
             )
-        unchanged = rows.height - inserted - updated
-        await ledger.finish(
-            conn,
-            batch.event_id,
-            inserted=inserted,
-            updated=updated,
-            unchanged=unchanged,
-            load_path=path,
-            duration_ms=(time.perf_counter() - started) * 1000,
-        )
-    return LoadResult(inserted, updated, unchanged, already_loaded=False, path=path)
+            results[batch.event_id] = LoadResult(inserted, updated, unchanged, already_loaded=False, path=batch_path)
+    return [results[batch.event_id] for batch, _ in prepared]
+
+
+def span_of(rows: pl.DataFrame) -> ledger.BatchSpan:
+    if rows.height == 0:
+        return ledger.BatchSpan(0, None, None)
+    return ledger.BatchSpan(rows.height, rows[TS].min(), rows[TS].max())  # type: ignore[arg-type]
+
+
+async def _write(
+    conn: asyncpg.Connection, table: WarehouseTable, loading: list[tuple[BatchReady, pl.DataFrame, int]]
+) -> tuple[str, dict[int, tuple[int, int]]]:
+    """The claimed batches' rows into the table; the path taken and (inserted, updated) per batch_no."""
+    parts = [rows.with_columns(pl.lit(batch_no, pl.Int64).alias(BATCH_NO)) for _, rows, batch_no in loading]
+    rows = parts[0] if len(parts) == 1 else pl.concat(parts).sort(list(table.natural_key), maintain_order=True)
+    batch_series = series.of_rows(table, rows)
+    spans = batch_series.spans
+    dataset = loading[0][0].dataset.value
+    known = await series.lock(conn, table, spans, dataset)
+    rows = series.with_series_ids(rows, batch_series, known)
+    if series.outside_known_ranges(spans, known):
+        path = APPEND
+        await copy_rows(conn, table.storage, table, rows)
+        counts = {batch_no: (part.height, 0) for (_, _, batch_no), part in zip(loading, parts, strict=True)}
+    else:
+        path = UPSERT
+        sql = upsert_sql(table)
+        await conn.execute(sql.create_incoming)
+        await copy_rows(conn, sql.incoming, table, rows)
+        counts = {r["batch_no"]: (int(r["inserted"]), int(r["updated"])) for r in await conn.fetch(sql.upsert)}
+    batch_info = [(batch_no, batch.quality_score, batch.event_id) for batch, _, batch_no in loading]
+    stats = series.with_batch_stats(batch_series, rows[BATCH_NO], batch_info)
+    await series.record(conn, table, stats, dataset)
+    return path, counts

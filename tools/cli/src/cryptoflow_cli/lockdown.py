@@ -24,7 +24,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,13 +34,15 @@ import asyncpg
 import nats
 import nats.errors
 from cryptoflow_runtime import ConfigError, ServiceSettings, StageSpec
-from cryptoflow_runtime.jetstream import ensure_streams
+from cryptoflow_runtime.jetstream import ensure_streams, retry_transient
 from cryptoflow_runtime.nats_auth import inbox_prefix, tls_context
 from cryptoflow_runtime.redaction import redact_text
+from cryptoflow_runtime.settings import stream_limits_from_env
 from nats.aio.client import Client
 from pydantic import BaseModel
 
 from .access import ADMIN, CONSUMER, authorization_block, identities
+from .nats_cluster import ROUTE_USER, start_nats_servers
 from .servers import (
     HOST,
     POSTGRES_SUPERUSER,
@@ -96,7 +98,7 @@ def load_credentials(home: Path) -> Credentials:
     its password now. Nothing is ever printed."""
     path = home / CREDENTIALS_FILE
     current = Credentials.model_validate_json(path.read_text()) if path.exists() else Credentials(nats={}, postgres={})
-    users = [identity.user for identity in identities()]
+    users = [identity.user for identity in identities()] + [ROUTE_USER]
     roles = [POSTGRES_SUPERUSER, OWNER_ROLE, READER_ROLE]
     updated = Credentials(
         nats={user: current.nats.get(user) or _new_password() for user in users} | current.nats,
@@ -291,6 +293,13 @@ def _env_settings(spec: StageSpec) -> ServiceSettings:
     return spec.settings.model_construct(**values)
 
 
+NatsServers = ServerProcess | Sequence[ServerProcess]
+
+
+def _servers(servers: NatsServers) -> list[ServerProcess]:
+    return [servers] if isinstance(servers, ServerProcess) else list(servers)
+
+
 class StackSecurity:
     """Starts the local stack's NATS and PostgreSQL locked down, and says how each part connects."""
 
@@ -322,10 +331,29 @@ class StackSecurity:
         env = {identity.password_variable: self.credentials.nats[identity.user] for identity in users}
         return _start_nats(self.home / "nats", config=authorization_block(users), env=env, tls=self.tls)
 
-    def nats_url(self, server: ServerProcess, user: str = ADMIN) -> str:
-        """`server`'s URL with `user`'s credentials in it (for stack.json and the CLI)."""
-        scheme, rest = server.url.split("://", 1)
-        return f"{scheme}://{quote(user, safe='')}:{quote(self.credentials.nats[user], safe='')}@{rest}"
+    def start_nats_cluster(self, size: int) -> list[ServerProcess]:
+        """`size` such servers routed into one cluster; the route ports take only servers with the
+        stack's route password."""
+        users = identities(stages(), self.settings)
+        env = {identity.password_variable: self.credentials.nats[identity.user] for identity in users}
+        return start_nats_servers(
+            self.home / "nats",
+            size,
+            config=authorization_block(users),
+            env=env,
+            tls=self.tls,
+            route_password=self.credentials.nats[ROUTE_USER],
+        )
+
+    def nats_url(self, servers: NatsServers, user: str = ADMIN) -> str:
+        """The servers' URLs (comma-separated for a cluster) with `user`'s credentials in them
+        (for stack.json and the CLI)."""
+        credentials = f"{quote(user, safe='')}:{quote(self.credentials.nats[user], safe='')}"
+        urls = []
+        for server in _servers(servers):
+            scheme, rest = server.url.split("://", 1)
+            urls.append(f"{scheme}://{credentials}@{rest}")
+        return ",".join(urls)
 
     def nats_env(self, user: str) -> dict[str, str]:
         """A service's NATS settings: its user and password, and the CA with TLS."""
@@ -338,9 +366,9 @@ class StackSecurity:
         """Each stage's own NATS identity, by stage name."""
         return {spec.name: self.nats_env(spec.name) for spec in stages()}
 
-    async def connect(self, server: ServerProcess, user: str = ADMIN) -> Client:
+    async def connect(self, servers: NatsServers, user: str = ADMIN) -> Client:
         return await nats.connect(
-            server.url,
+            [server.url for server in _servers(servers)],
             user=user,
             password=self.credentials.nats[user],
             tls=tls_context(self.tls.ca if self.tls else None),
@@ -349,12 +377,16 @@ class StackSecurity:
             max_reconnect_attempts=3,
         )
 
-    async def provision_streams(self, server: ServerProcess) -> None:
-        """Create (or bring up to date) every platform stream as admin, before any service starts."""
+    async def provision_streams(self, servers: NatsServers, environ: Mapping[str, str] | None = None) -> None:
+        """Create (or bring up to date) every platform stream as admin, before any service starts,
+        with the STREAM_* limits of `environ` (default: this process's environment)."""
         try:
-            nc = await self.connect(server, ADMIN)
+            nc = await self.connect(servers, ADMIN)
             try:
-                await ensure_streams(nc.jetstream())
+                js = nc.jetstream()
+                limits = stream_limits_from_env(environ)
+                # A cluster elects its JetStream leader after the servers are up: wait for it.
+                await retry_transient("provision streams", lambda: ensure_streams(js, limits), timeout_s=60)
             finally:
                 await nc.close()
         except (ConfigError, nats.errors.Error) as exc:
@@ -394,7 +426,7 @@ class StackSecurity:
 
     # stack.json
 
-    def stack_fields(self, nats_server: ServerProcess, postgres: ServerProcess | None) -> dict[str, str | None]:
+    def stack_fields(self, nats_server: NatsServers, postgres: ServerProcess | None) -> dict[str, str | None]:
         """What stack.json adds: the read-only identities' URLs and the CA."""
         return {
             "consumer_nats_url": self.nats_url(nats_server, CONSUMER),

@@ -36,6 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="TLS only, with a self-signed CA in $CRYPTOFLOW_HOME/tls (NATS; PostgreSQL too where built with SSL)",
     )
+    up.add_argument(
+        "--nats-cluster",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N nats-servers routed into one cluster (streams and KV buckets at 3 replicas); default 1",
+    )
 
     status = sub.add_parser("status", help="messages per stream, consumer lag, lake objects, ohlcv rows")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -80,8 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     home = (args.home or default_home()).resolve()
+    if args.command == "up" and args.nats_cluster < 1:
+        parser.error("--nats-cluster: at least 1 server")
     if args.command == "up":
         from .up import UpOptions, run_up
 
@@ -97,6 +107,7 @@ def main(argv: list[str] | None = None) -> None:
             datasets=args.datasets,
             config=args.config,
             tls=args.tls,
+            nats_cluster=args.nats_cluster,
         )
         sys.exit(asyncio.run(run_up(options)))
     if args.command == "status":

@@ -52,7 +52,7 @@ from cryptoflow_lake_writer import BronzeObject, partition_date, partition_prefi
 from cryptoflow_runtime import Lake, PoisonMessageError, ensure_streams, load_settings, msg_id_headers, open_lake
 from cryptoflow_runtime.dead_letters import permanent
 from cryptoflow_runtime.lake import sha256_hex
-from cryptoflow_runtime.nats_auth import connect_options
+from cryptoflow_runtime.nats_auth import connect_options, server_urls
 from cryptoflow_runtime.postgres import create_pool
 from cryptoflow_runtime.progress import Progress
 from cryptoflow_runtime.redaction import redact, redact_text
@@ -286,7 +286,7 @@ class LetterBox:
             try:
                 nc = await asyncio.wait_for(
                     nats.connect(
-                        self.settings.nats_url,
+                        server_urls(self.settings.nats_url),
                         connect_timeout=NATS_CONNECT_TIMEOUT_S,
                         allow_reconnect=False,
                         # One attempt per server (nats-py retries an initial connect forever with 0).

@@ -12,7 +12,7 @@ import asyncpg
 import nats
 from cryptoflow_contracts import Stream
 from cryptoflow_runtime import open_lake
-from cryptoflow_runtime.nats_auth import inbox_prefix, tls_context
+from cryptoflow_runtime.nats_auth import inbox_prefix, server_urls, tls_context
 from nats.js.errors import NotFoundError
 
 from .stackfile import read_stack
@@ -29,9 +29,9 @@ async def collect_status(home: Path) -> dict[str, Any]:
     report: dict[str, Any] = {"streams": {}, "consumers": {}, "lake": {}, "warehouse": {}}
     # The read-only identities when the stack has them (decision 0036): status changes nothing.
     nats_url = info.consumer_nats_url or info.nats_url
-    user = urlsplit(nats_url).username
+    user = urlsplit(server_urls(nats_url)[0]).username
     nc = await nats.connect(
-        nats_url,
+        server_urls(nats_url),
         connect_timeout=5,
         tls=tls_context(Path(info.tls_ca) if info.tls_ca else None),
         **({"inbox_prefix": inbox_prefix(unquote(user))} if user else {}),

@@ -23,6 +23,7 @@ import aiohttp
 import yaml
 
 from .lockdown import StackSecurity
+from .nats_cluster import replication_env
 from .processes import ServiceProcess
 from .servers import ServerProcess, free_port
 from .stackfile import StackInfo, stack_path, write_stack
@@ -52,6 +53,7 @@ class UpOptions:
     poll_interval_s: float = 10.0
     ready_timeout_s: float = 120.0
     tls: bool = False  # NATS (and PostgreSQL, where built with SSL) accept TLS connections only
+    nats_cluster: int = 1  # nats-servers; more than one: a routed cluster, streams and KV at 3 replicas
 
     def since_or_default(self) -> datetime:
         if self.since is not None:
@@ -151,10 +153,17 @@ async def run_up(options: UpOptions) -> int:
     try:
         # Locked down (decision 0036): an identity per service, passwords, streams made by admin.
         security = await asyncio.to_thread(StackSecurity, home, tls=options.tls)
-        nats = await asyncio.to_thread(security.start_nats)
-        servers.append(nats)
-        print(f"nats-server      | {nats.url} (pid {nats.pid})", flush=True)
-        await security.provision_streams(nats)
+        replication: dict[str, str] = {}
+        if options.nats_cluster > 1:
+            nodes = await asyncio.to_thread(security.start_nats_cluster, options.nats_cluster)
+            # Every stream and KV bucket on 3 servers (or all of a smaller cluster): one node may die.
+            replication = replication_env(min(3, options.nats_cluster))
+        else:
+            nodes = [await asyncio.to_thread(security.start_nats)]
+        servers.extend(nodes)
+        for node in nodes:
+            print(f"nats-server      | {node.url} (pid {node.pid})", flush=True)
+        await security.provision_streams(nodes, {**os.environ, **replication})
         postgres: ServerProcess | None = None
         database_url = os.environ.get("DATABASE_URL")
         if database_url is None:
@@ -183,7 +192,12 @@ async def run_up(options: UpOptions) -> int:
             sim_url = await wait_for_file(url_file, sim, 30)
             sim.args[sim.args.index("--port") + 1] = str(urlsplit(sim_url).port)  # a restart keeps the URL
 
-        shared_env = {"NATS_URL": nats.url, "DATABASE_URL": database_url, "LAKE_URL": lake_url}
+        shared_env = {
+            "NATS_URL": ",".join(node.url for node in nodes),
+            "DATABASE_URL": database_url,
+            "LAKE_URL": lake_url,
+            **replication,
+        }
         # The local stack shows everything: resampled candles, indicators and anomaly events
         # (the services default them off; a variable set by the user wins).
         for name, value in DERIVED_DEFAULTS.items():
@@ -208,8 +222,8 @@ async def run_up(options: UpOptions) -> int:
             await wait_healthy(health, proc, options.ready_timeout_s)
 
         info = StackInfo(
-            nats_url=security.nats_url(nats),
-            **security.stack_fields(nats, postgres),
+            nats_url=security.nats_url(nodes),
+            **security.stack_fields(nodes, postgres),
             database_url=database_url,
             lake_url=lake_url,
             exchange_sim_url=sim_url,
