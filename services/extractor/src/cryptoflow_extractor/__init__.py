@@ -5,6 +5,7 @@ from cryptoflow_runtime import StageSpec
 
 from .app import NAME, build
 from .config import ExtractorSettings
+from .jobs import DatasetsSpec
 
 STAGE = StageSpec(
     name=NAME,
@@ -17,4 +18,4 @@ STAGE = StageSpec(
     description="ccxt polling, checkpoints in JetStream KV, publishes RawSnapshot",
 )
 
-__all__ = ["STAGE", "ExtractorSettings", "build"]
+__all__ = ["STAGE", "DatasetsSpec", "ExtractorSettings", "build"]

@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--live", action="store_true", help="extract from the real exchange, no simulator")
     up.add_argument("--poll-interval", type=float, default=10.0, help="seconds between polls once caught up")
     up.add_argument("--exchanges", default="binance,bybit,gate", help="ccxt ids, comma-separated")
-    up.add_argument("--datasets", default="ohlcv,ticker,orderbook,trades", help="datasets, comma-separated")
+    up.add_argument("--datasets", default="", help="datasets, comma-separated (default: every one)")
     up.add_argument("--config", type=Path, help="extractor jobs YAML (replaces --exchanges/--datasets/--symbols)")
     up.add_argument(
         "--tls",

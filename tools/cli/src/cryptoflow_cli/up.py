@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import yaml
+from cryptoflow_contracts import Dataset
+from cryptoflow_extractor import DatasetsSpec
 
 from .lockdown import StackSecurity
 from .nats_cluster import replication_env
@@ -48,7 +50,7 @@ class UpOptions:
     sim_data: Path | None = None
     live: bool = False
     exchanges: str = "binance,bybit,gate"
-    datasets: str = "ohlcv,ticker,orderbook,trades"
+    datasets: str = ""  # comma-separated; empty: every dataset the extractor has jobs for
     config: Path | None = None
     poll_interval_s: float = 10.0
     ready_timeout_s: float = 120.0
@@ -63,16 +65,30 @@ class UpOptions:
         return today - timedelta(days=1)
 
 
+def dataset_blocks(options: UpOptions, since: datetime) -> dict[str, dict[str, object]]:
+    """Every dataset the extractor knows, as its `datasets:` block would say it: the poll
+    interval, `timeframes` where the spec has them, and `since` where the spec backfills by
+    default (a dataset that starts at the newest page unless told, like trades, keeps doing so);
+    the rest at their defaults."""
+    blocks: dict[str, dict[str, object]] = {}
+    for dataset in Dataset:
+        try:
+            fields = DatasetsSpec.spec_type(dataset).model_fields
+        except LookupError:
+            continue  # a dataset no extractor job produces
+        block: dict[str, object] = {"poll_interval_s": options.poll_interval_s}
+        if "since" in fields and fields["since"].default is not None:
+            block["since"] = since.isoformat()
+        if "timeframes" in fields:
+            block["timeframes"] = options.timeframes.split(",")
+        blocks[dataset.value] = block
+    return blocks
+
+
 def jobs_yaml(options: UpOptions, since: datetime, url: str | None) -> str:
     """The extractor's jobs file for --exchanges × --symbols × --datasets."""
-    datasets = {d.strip() for d in options.datasets.split(",") if d.strip()}
-    poll = options.poll_interval_s
-    specs = {
-        "ohlcv": {"timeframes": options.timeframes.split(","), "since": since.isoformat(), "poll_interval_s": poll},
-        "ticker": {"poll_interval_s": poll},
-        "orderbook": {"depth": 20, "poll_interval_s": poll},
-        "trades": {"poll_interval_s": poll},
-    }
+    specs = dataset_blocks(options, since)
+    datasets = {d.strip() for d in options.datasets.split(",") if d.strip()} or set(specs)
     unknown = datasets - specs.keys()
     if unknown:
         raise RuntimeError(f"--datasets: unknown {', '.join(sorted(unknown))} (known: {', '.join(specs)})")
