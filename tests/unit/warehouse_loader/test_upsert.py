@@ -376,3 +376,22 @@ async def test_batches_loaded_together_leave_what_one_by_one_leaves(
     btc = (await conn.fetch("SELECT batches, quality_sum, last_batch_id FROM series WHERE symbol = 'BTC/USDT'"))[0]
     assert (btc["batches"], btc["last_batch_id"]) == (4, ids[4])
     assert btc["quality_sum"] == pytest.approx(1.0 + 0.8 + 0.7 + 0.6)
+
+
+async def test_in_one_transaction_new_series_append_and_overlapping_ones_upsert(conn: asyncpg.Connection) -> None:
+    """The path is chosen per series, not per transaction: new 1m candles loaded together with a
+    resampled candle that replaces one already stored still go straight in by COPY."""
+    from cryptoflow_warehouse_loader.upsert import load_batches
+
+    await load_ohlcv(conn, silver_frame([candle(m) for m in range(10)]), batch("first", 10))
+    group = [
+        (batch("eth", 10), silver_frame([candle(m, symbol="ETH/USDT") for m in range(10)])),
+        (batch("btc-again", 3), silver_frame([candle(m, close=99.0) for m in range(3)])),
+    ]
+    eth, btc = await load_batches(conn, OHLCV, group)
+    assert (eth.path, eth.inserted, eth.updated) == (APPEND, 10, 0)
+    assert (btc.path, btc.inserted, btc.updated) == (UPSERT, 0, 3)
+    closes = await conn.fetch(
+        "SELECT symbol, close, version FROM ohlcv WHERE ts < $1 ORDER BY symbol, ts", T0 + timedelta(minutes=3)
+    )
+    assert [tuple(r.values()) for r in closes] == [("BTC/USDT", 99.0, 2)] * 3 + [("ETH/USDT", 100.5, 1)] * 3

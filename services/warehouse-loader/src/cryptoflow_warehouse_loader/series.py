@@ -2,8 +2,8 @@
 
 Kept in each batch's transaction, set-based (one statement per step, arrays of the batch's few
 series). Locking the batch's series rows first (in key order, so two replicas cannot deadlock)
-makes the range check race-free: a batch entirely outside its series' known ranges cannot
-conflict with a stored row, and takes the append path (decision 0021). The same lock hands out
+makes the range check race-free: rows of a series whose batch range lies outside its known range
+cannot conflict with a stored row, and take the append path (decision 0021). The same lock hands out
 the series' ids, which every row carries as the head of its table's primary key (decision 0026).
 """
 
@@ -113,16 +113,19 @@ def with_series_ids(
     return rows.with_columns(pl.Series(SERIES_ID, ids[batch_series.run]))
 
 
-def outside_known_ranges(batch_spans: pl.DataFrame, known: dict[tuple[str, str, str], StoredSeries]) -> bool:
-    """True when no row of the batch can hit a stored key: every series' batch range lies wholly
-    before or after everything loaded for that series so far. (A loop over series, not rows.)"""
+def overlapping_known_ranges(
+    batch_spans: pl.DataFrame, known: dict[tuple[str, str, str], StoredSeries]
+) -> npt.NDArray[np.bool_]:
+    """Per span: can a row of it hit a stored key? False when its range lies wholly before or
+    after everything loaded for that series so far. (A loop over series, not rows.)"""
+    flags = []
     for span in batch_spans.iter_rows(named=True):
         stored = known[(span["exchange"], span["symbol"], span["timeframe"])]
         if stored.first_ts is None or stored.last_ts is None:
-            continue
-        if not (span["last_ts"] < stored.first_ts or span["first_ts"] > stored.last_ts):
-            return False
-    return True
+            flags.append(False)
+        else:
+            flags.append(not (span["last_ts"] < stored.first_ts or span["first_ts"] > stored.last_ts))
+    return np.array(flags, dtype=np.bool_)
 
 
 def with_batch_stats(

@@ -212,15 +212,15 @@ async def _load_together(
             else:
                 claimed.append((batch, rows, batch_no))
         counts: dict[int, tuple[int, int]] = {}
-        path = NONE
+        paths: dict[int, str] = {}
         loading = [(batch, rows, batch_no) for batch, rows, batch_no in claimed if rows.height]
         if loading:
-            path, counts = await _write(conn, table, loading)
+            paths, counts = await _write(conn, table, loading)
         share_ms = (time.perf_counter() - started) * 1000 / max(1, len(claimed))
         for batch, rows, batch_no in claimed:
             inserted, updated = counts.get(batch_no, (0, 0))
             unchanged = rows.height - inserted - updated
-            batch_path = path if rows.height else NONE
+            batch_path = paths.get(batch_no, NONE)
             await ledger.finish(
                 conn,
                 batch.event_id,
@@ -242,8 +242,10 @@ def span_of(rows: pl.DataFrame) -> ledger.BatchSpan:
 
 async def _write(
     conn: asyncpg.Connection, table: WarehouseTable, loading: list[tuple[BatchReady, pl.DataFrame, int]]
-) -> tuple[str, dict[int, tuple[int, int]]]:
-    """The claimed batches' rows into the table; the path taken and (inserted, updated) per batch_no."""
+) -> tuple[dict[int, str], dict[int, tuple[int, int]]]:
+    """The claimed batches' rows into the table: rows of series whose batch range is outside
+    what is stored are COPied straight in (append), the others upserted. The path and
+    (inserted, updated) per batch_no."""
     parts = [rows.with_columns(pl.lit(batch_no, pl.Int64).alias(BATCH_NO)) for _, rows, batch_no in loading]
     rows = parts[0] if len(parts) == 1 else pl.concat(parts).sort(list(table.natural_key), maintain_order=True)
     batch_series = series.of_rows(table, rows)
@@ -251,17 +253,29 @@ async def _write(
     dataset = loading[0][0].dataset.value
     known = await series.lock(conn, table, spans, dataset)
     rows = series.with_series_ids(rows, batch_series, known)
-    if series.outside_known_ranges(spans, known):
-        path = APPEND
-        await copy_rows(conn, table.storage, table, rows)
-        counts = {batch_no: (part.height, 0) for (_, _, batch_no), part in zip(loading, parts, strict=True)}
+    overlapping = series.overlapping_known_ranges(spans, known)[batch_series.run]
+    if overlapping.any():
+        mask = pl.Series(overlapping)
+        appended, upserted = rows.filter(~mask), rows.filter(mask)
     else:
-        path = UPSERT
+        appended, upserted = rows, rows.clear()
+    counts: dict[int, tuple[int, int]] = {}
+    paths: dict[int, str] = {}
+    if appended.height:
+        await copy_rows(conn, table.storage, table, appended)
+        for batch_no, count in appended.group_by(BATCH_NO).len().iter_rows():
+            counts[batch_no] = (count, 0)
+            paths[batch_no] = APPEND
+    if upserted.height:
         sql = upsert_sql(table)
         await conn.execute(sql.create_incoming)
-        await copy_rows(conn, sql.incoming, table, rows)
-        counts = {r["batch_no"]: (int(r["inserted"]), int(r["updated"])) for r in await conn.fetch(sql.upsert)}
+        await copy_rows(conn, sql.incoming, table, upserted)
+        for r in await conn.fetch(sql.upsert):
+            inserted, updated = counts.get(r["batch_no"], (0, 0))
+            counts[r["batch_no"]] = (inserted + int(r["inserted"]), updated + int(r["updated"]))
+        for batch_no in upserted[BATCH_NO].unique().to_list():
+            paths[batch_no] = UPSERT
     batch_info = [(batch_no, batch.quality_score, batch.event_id) for batch, _, batch_no in loading]
     stats = series.with_batch_stats(batch_series, rows[BATCH_NO], batch_info)
     await series.record(conn, table, stats, dataset)
-    return path, counts
+    return paths, counts
