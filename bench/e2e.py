@@ -23,10 +23,12 @@ bench/loader.py, plus pg_stat_statements to see where the database's time goes) 
    exact to about a publish round trip, and gives the per-stage split for free. Cross-check: a
    20 ms poll of series.last_ts (visible at the first poll that sees it; ≤ 20 ms late).
 4. loader alone: the 1m silver Parquet objects the transformer wrote in phase 2 (from its
-   BatchReady events, in SILVER order), loaded with the loader's own `upsert.load_batch` into a
-   fresh database of the same server, one connection, as bench/loader.py does (files read before
-   timing). For reference, also every SILVER batch of phase 2 (1m + indicators + resampled):
-   what the loader alone needs for the deployed workload.
+   BatchReady events, in SILVER order), loaded into fresh databases of the same server, one
+   connection, files read before timing: with `upsert.load_batch` per batch, and with
+   `upsert.load_batches` per pull of E2E_LOADER_GROUP (32) as the service loads them (decision
+   0039). The denominator is the faster of the two: the loader's best on these rows. For
+   reference, also every SILVER batch of phase 2 (1m + indicators + resampled), grouped: what the
+   loader alone needs for the deployed workload.
 
 The services are stopped before phase 4 so it has the machine. Per-stage profile from each
 service's /metrics (handler seconds, batch sizes, objects, rows), OS CPU time per process,
