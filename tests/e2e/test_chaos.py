@@ -282,10 +282,13 @@ async def test_chaos_clock_jump_on_the_extractor_host(stack: Stack) -> None:
 async def test_chaos_lake_write_errors_mid_flow(s3_stack: Stack) -> None:
     stack = s3_stack
     assert stack.proxy is not None
+    # 3 tries per PUT (instead of 8): the 8 failures below then exhaust a PUT's retries, so the
+    # lake-writer's own nak-and-retry runs too, without ~60 s of botocore backoff.
+    stack.pipe.extra_env["S3_MAX_ATTEMPTS"] = "3"
     start_flow(stack.pipe)
     await mid_flow(stack.pipe)
     stack.proxy.path_contains = "/bronze/"
-    stack.proxy.count = stack.proxy.injected + 8  # the next 8 bronze PUTs fail
+    stack.proxy.count = stack.proxy.injected + 8  # the next 8 bronze PUTs fail (503 SlowDown)
     await assert_recovered(stack)
     assert stack.proxy.injected >= 8
 

@@ -341,7 +341,8 @@ class LakeHandle:
         return self._lake is not None
 
     async def open(self) -> None:
-        self._lake = await open_lake(self.settings.lake_url, self.settings.s3_endpoint_url)
+        settings = self.settings
+        self._lake = await open_lake(settings.lake_url, settings.s3_endpoint_url, settings.s3_max_attempts)
 
     async def close(self) -> None:
         if self._lake is not None:

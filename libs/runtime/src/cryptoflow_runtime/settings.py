@@ -94,6 +94,13 @@ class LakeSettings(BaseSettings):
         validation_alias=AliasChoices("S3_ENDPOINT_URL", "s3_endpoint_url"),
         description="S3 API endpoint (MinIO, moto); AWS when unset",
     )
+    s3_max_attempts: int = Field(
+        default=8,
+        ge=1,
+        le=20,
+        validation_alias=AliasChoices("S3_MAX_ATTEMPTS", "s3_max_attempts"),
+        description="Tries of one S3 request (botocore's backoff between them) before it fails and is retried later",
+    )
 
     @field_validator("lake_url")
     @classmethod
