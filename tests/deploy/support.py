@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import inspect
 import json
 import os
 import re
@@ -12,12 +14,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 import yaml
 from cryptoflow_cli.stages import stages
 from cryptoflow_runtime import DatabaseSettings, LakeSettings, StageSpec
+from cryptoflow_warehouse_loader.migrations import migrate
 from pydantic_settings import BaseSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -382,6 +386,22 @@ def run_compose_init(database_url: str, *, owner: tuple[str, str], reader: tuple
             timeout=60,
         )
         assert result.returncode == 0, f"{script.name}: {result.stdout}{result.stderr}"
+
+
+def role_url(url: str, role: str) -> str:
+    """`url` connecting as `role` instead (its password given to connect separately)."""
+    parts = urlsplit(url)
+    netloc = f"{role}@{parts.hostname}:{parts.port}" if parts.port else f"{role}@{parts.hostname}"
+    return parts._replace(netloc=netloc).geturl()
+
+
+async def apply_migrations(database_url: str, conn: asyncpg.Connection) -> None:
+    """The warehouse-loader's own migrations, whichever form `migrate` has (a URL, or a connection)."""
+    first = next(iter(inspect.signature(migrate).parameters))
+    if inspect.iscoroutinefunction(migrate):
+        await migrate(conn if first in {"conn", "connection"} else database_url)
+    else:
+        await asyncio.to_thread(migrate, database_url)
 
 
 async def drop_roles(admin: asyncpg.Connection, *roles: str) -> None:

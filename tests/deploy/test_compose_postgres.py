@@ -16,8 +16,7 @@ import asyncpg
 import pytest
 import yaml
 
-from .support import COMPOSE_FILE, drop_roles, run_compose_init
-from .test_grafana import _netloc, apply_migrations
+from .support import COMPOSE_FILE, apply_migrations, drop_roles, role_url, run_compose_init
 
 
 def compose() -> dict[str, Any]:
@@ -43,7 +42,7 @@ async def test_the_init_scripts_leave_the_loader_a_schema_owner_without_server_a
     owner, reader = f"cf_owner_{uuid.uuid4().hex[:12]}", f"cf_reader_{uuid.uuid4().hex[:12]}"
     try:
         run_compose_init(fresh_database_url, owner=(owner, "owner-secret"), reader=(reader, "reader-secret"))
-        owner_url = urlsplit(fresh_database_url)._replace(netloc=_netloc(fresh_database_url, owner)).geturl()
+        owner_url = role_url(fresh_database_url, owner)
         loader = await asyncpg.connect(owner_url, password="owner-secret")
         try:
             assert not await loader.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
@@ -59,7 +58,7 @@ async def test_the_init_scripts_leave_the_loader_a_schema_owner_without_server_a
             assert foreign == 0
         finally:
             await loader.close()
-        reader_url = urlsplit(fresh_database_url)._replace(netloc=_netloc(fresh_database_url, reader)).geturl()
+        reader_url = role_url(fresh_database_url, reader)
         as_reader = await asyncpg.connect(reader_url, password="reader-secret")
         try:
             assert await as_reader.fetchval("SELECT count(*) FROM ohlcv") == 0

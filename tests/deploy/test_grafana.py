@@ -7,27 +7,25 @@ migrations, after Grafana's macros and template variables are expanded.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 import yaml
-from cryptoflow_warehouse_loader.migrations import migrate
 
 from .support import (
     GRAFANA_DIR,
     POSTGRES_DS_UID,
     PROMETHEUS_DS_UID,
+    apply_migrations,
     dashboards,
     drop_roles,
     iter_panels,
     panel_datasource_uid,
     render_grafana_sql,
+    role_url,
     run_compose_init,
     sql_queries,
 )
@@ -109,15 +107,6 @@ def test_market_dashboard_reads_only_the_warehouse() -> None:
 
 
 # --- the SQL, against the real schema --------------------------------------------------------------
-
-
-async def apply_migrations(database_url: str, conn: asyncpg.Connection) -> None:
-    """The warehouse-loader's own migrations, whichever form `migrate` has (a URL, or a connection)."""
-    first = next(iter(inspect.signature(migrate).parameters))
-    if inspect.iscoroutinefunction(migrate):
-        await migrate(conn if first in {"conn", "connection"} else database_url)
-    else:
-        await asyncio.to_thread(migrate, database_url)
 
 
 # Filler for NOT NULL columns without a default that the seed does not name (bookkeeping columns
@@ -236,14 +225,14 @@ async def test_every_sql_panel_and_variable_runs_as_the_read_only_role(fresh_dat
         # Compose order: the init scripts run on the empty database, the loader (as the owner
         # role) migrates later.
         run_compose_init(fresh_database_url, owner=(owner, "owner-secret"), reader=(role, "reader-secret"))
-        owner_url = urlsplit(fresh_database_url)._replace(netloc=_netloc(fresh_database_url, owner)).geturl()
+        owner_url = role_url(fresh_database_url, owner)
         as_owner = await asyncpg.connect(owner_url, password="owner-secret")
         try:
             await apply_migrations(owner_url, as_owner)
             await seed(as_owner)
         finally:
             await as_owner.close()
-        reader_url = urlsplit(fresh_database_url)._replace(netloc=_netloc(fresh_database_url, role)).geturl()
+        reader_url = role_url(fresh_database_url, role)
         reader = await asyncpg.connect(reader_url, password="reader-secret")
         try:
             variables = await resolve_variables(reader)
@@ -268,11 +257,6 @@ async def test_every_sql_panel_and_variable_runs_as_the_read_only_role(fresh_dat
     finally:
         await drop_roles(admin, role, owner)
         await admin.close()
-
-
-def _netloc(url: str, user: str) -> str:
-    parts = urlsplit(url)
-    return f"{user}@{parts.hostname}:{parts.port}" if parts.port else f"{user}@{parts.hostname}"
 
 
 async def resolve_variables(conn: asyncpg.Connection) -> dict[str, str]:
