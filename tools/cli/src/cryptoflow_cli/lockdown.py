@@ -327,19 +327,22 @@ class StackSecurity:
     def start_nats(self) -> ServerProcess:
         """nats-server with every identity's permissions and no anonymous access; passwords are
         in the server's environment, not in its configuration file."""
+        config, env = self._nats_authorization()
+        return _start_nats(self.home / "nats", config=config, env=env, tls=self.tls)
+
+    def _nats_authorization(self) -> tuple[str, dict[str, str]]:
+        """The servers' authorization block and the environment holding the passwords it names."""
         users = identities(stages(), self.settings)
-        env = {identity.password_variable: self.credentials.nats[identity.user] for identity in users}
-        return _start_nats(self.home / "nats", config=authorization_block(users), env=env, tls=self.tls)
+        return authorization_block(users), {u.password_variable: self.credentials.nats[u.user] for u in users}
 
     def start_nats_cluster(self, size: int) -> list[ServerProcess]:
         """`size` such servers routed into one cluster; the route ports take only servers with the
         stack's route password."""
-        users = identities(stages(), self.settings)
-        env = {identity.password_variable: self.credentials.nats[identity.user] for identity in users}
+        config, env = self._nats_authorization()
         return start_nats_servers(
             self.home / "nats",
             size,
-            config=authorization_block(users),
+            config=config,
             env=env,
             tls=self.tls,
             route_password=self.credentials.nats[ROUTE_USER],
