@@ -30,8 +30,11 @@ lint: $(SYNCED)
 typecheck: $(SYNCED)
 	$(UV) run --no-sync mypy libs/*/src services/*/src tools/*/src
 
+# Two workers, each taking whole test files (module fixtures start once): most tests wait on
+# servers and OS processes, so on 2 cores two at a time take little more than half the time.
+PYTEST_WORKERS ?= 2
 pytest: $(SYNCED)
-	$(UV) run --no-sync pytest $(PYTEST_ARGS)
+	$(UV) run --no-sync pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 

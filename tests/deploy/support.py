@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import importlib.util
 import inspect
 import json
@@ -10,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,6 +171,14 @@ def prometheus_tool(binary: str = "promtool") -> str:
 
 
 def _apt_install(apt: str, package: str) -> str:
+    # `make test` runs two pytest workers: one installs while the other waits (dpkg takes one
+    # installer at a time and fails the second at once).
+    with open(Path(tempfile.gettempdir()) / "cryptoflow-apt-install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _apt_install_locked(apt, package)
+
+
+def _apt_install_locked(apt: str, package: str) -> str:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     command = [apt, "install", "-y", "--no-install-recommends", package]
     try:

@@ -394,4 +394,16 @@ async def test_alert_rules_evaluate_cleanly_and_dead_letters_fire(live: Live, pr
     # The quarantined candle and the undecodable RAW message were both dead-lettered.
     assert ("CryptoflowDeadLettersGrowing", "transformer", "RowsQuarantined") in firing, alerts
     assert ("CryptoflowDeadLettersGrowing", "lake-writer", "PoisonMessageError") in firing, alerts
-    assert not {name for name, *_ in firing} & {"CryptoflowServiceDown", "CryptoflowStageStalled"}, alerts
+    # A healthy stack raises neither. One may be pending for a scrape or two while a consumer's
+    # gauge still shows work that the stage has since processed (a loaded CI machine saw that
+    # once); a rule that misfires stays pending.
+    bad = {"CryptoflowServiceDown", "CryptoflowStageStalled"}
+
+    async def none_bad() -> bool:
+        alerts = (await prometheus.get("/api/v1/alerts"))["alerts"]
+        return not {a["labels"]["alertname"] for a in alerts} & bad
+
+    try:
+        await prometheus.wait_until(f"none of {sorted(bad)} pending or firing", none_bad, timeout=30)
+    except AssertionError:
+        pytest.fail(f"{sorted(bad)} still raised: {(await prometheus.get('/api/v1/alerts'))['alerts']}")

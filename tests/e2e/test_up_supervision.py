@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -56,11 +57,11 @@ def launch_up(home: Path, log: Path, *options: str) -> subprocess.Popen[bytes]:
         )
 
 
-async def log_shows(log: Path, pattern: str, timeout: float = 60) -> re.Match[str]:
-    """The first line of `up`'s output matching `pattern` (a regex), waiting for it."""
+async def log_shows(log: Path, pattern: str, timeout: float = 60, since: int = 0) -> re.Match[str]:
+    """The first line of `up`'s output (after character `since`) matching `pattern` (a regex), waiting for it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for line in log.read_text(errors="replace").splitlines():
+        for line in log.read_text(errors="replace")[since:].splitlines():
             if line.startswith("cryptoflow up") or line.startswith(("nats-server ", "postgres ")):
                 if found := re.search(pattern, line):
                     return found
@@ -118,97 +119,127 @@ def alive(pid: int) -> bool:
     return psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
 
 
-async def test_up_restarts_a_service_killed_with_sigkill_and_the_data_keeps_flowing(
-    up_home: Path, tmp_path: Path
-) -> None:
-    log = tmp_path / "up.log"
-    proc = launch_up(up_home, log)
-    try:
-        stack = wait_for_stack(up_home, proc, log)
-        database_url = str(stack["database_url"])
-        await rows_grow(database_url, log)
-        old_pid = int(stack["services"]["lake-writer"]["pid"])  # type: ignore[index]
-        os.kill(old_pid, signal.SIGKILL)
+@dataclass
+class Supervised:
+    """One `cryptoflow up` that the supervision tests below fault one after the other (a stack
+    takes ~15 s to start and stop; the faults are independent once the data flows again)."""
 
-        await log_shows(log, r"lake-writer exited with code -9; restarting in 1 s \(restart 1\)")
-        new_pid = int((await log_shows(log, r"lake-writer restarted \(pid (\d+)\)"))[1])
-        assert new_pid != old_pid and alive(new_pid)
-        recorded = json.loads((up_home / "stack.json").read_text())["services"]["lake-writer"]["pid"]
-        assert recorded == new_pid
-        await rows_grow(database_url, log)  # through the restarted lake-writer
-        assert proc.poll() is None
-    finally:
-        stop_up(proc, log)
+    home: Path
+    log: Path
+    proc: subprocess.Popen[bytes]
+    stack: dict[str, object]
 
+    @property
+    def database_url(self) -> str:
+        return str(self.stack["database_url"])
 
-async def test_up_restarts_a_killed_nats_server_and_the_services_reconnect(up_home: Path, tmp_path: Path) -> None:
-    log = tmp_path / "up.log"
-    proc = launch_up(up_home, log)
-    try:
-        stack = wait_for_stack(up_home, proc, log)
-        database_url = str(stack["database_url"])
-        await rows_grow(database_url, log)
-        nats_pid = int((await log_shows(log, r"^nats-server\s+\| \S+ \(pid (\d+)\)"))[1])
-        os.kill(nats_pid, signal.SIGKILL)
+    def mark(self) -> int:
+        """Where the log ends now: what a test looks for must come after its own fault."""
+        return len(self.log.read_text(errors="replace"))
 
-        await log_shows(log, rf"nats-server \(pid {nats_pid}\) is gone; restarting it on the same port")
-        await log_shows(log, r"nats-server restarted \(pid \d+, port \d+\)")
-        await all_ready(stack)
-        await rows_grow(database_url, log)
-        # They reconnected; none had to be restarted for it.
-        assert "exited with code" not in log.read_text()
-        assert proc.poll() is None
-    finally:
-        stop_up(proc, log)
+    def since(self, mark: int) -> str:
+        return self.log.read_text(errors="replace")[mark:]
+
+    def postgres_pid(self) -> int:
+        return int((self.home / "postgres" / "postmaster.pid").read_text().split()[0])
+
+    def nats_pid(self) -> int:
+        """The running nats-server's pid: from the start banner, or its latest restart."""
+        pids = re.findall(
+            r"^nats-server\s+\| \S+ \(pid (\d+)\)|nats-server restarted \(pid (\d+)", self.log.read_text(), re.M
+        )
+        return int(next(p for pair in reversed(pids) for p in pair if p))
 
 
-async def test_up_restarts_a_killed_postgres_and_the_loader_carries_on(up_home: Path, tmp_path: Path) -> None:
-    log = tmp_path / "up.log"
-    proc = launch_up(up_home, log)
-    try:
-        stack = wait_for_stack(up_home, proc, log)
-        database_url = str(stack["database_url"])
-        await rows_grow(database_url, log)
-        pg_pid = int((await log_shows(log, r"^postgres\s+\| \S+ \(pid (\d+)\)"))[1])
-        os.kill(pg_pid, signal.SIGKILL)  # the postmaster alone: its backends linger a moment
-
-        await log_shows(log, rf"postgres \(pid {pg_pid}\) is gone; restarting it on the same port")
-        await log_shows(log, r"postgres restarted \(pid \d+, port \d+\)")
-        await rows_grow(database_url, log)
-        await all_ready(stack)
-        assert "exited with code" not in log.read_text()
-        assert proc.poll() is None
-    finally:
-        stop_up(proc, log)
+@pytest.fixture(scope="module")
+def supervised(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Supervised]:
+    # The home outside pytest's basetemp: see `up_home`.
+    with tempfile.TemporaryDirectory(prefix="cryptoflow-up-", ignore_cleanup_errors=True) as root:
+        home = Path(root) / "home"
+        log = tmp_path_factory.mktemp("supervised") / "up.log"
+        proc = launch_up(home, log)
+        try:
+            yield Supervised(home, log, proc, wait_for_stack(home, proc, log))
+        finally:
+            if proc.poll() is None:
+                stop_up(proc, log)
 
 
-async def test_up_stops_cleanly_with_a_non_zero_code_when_postgres_cannot_come_back(
-    up_home: Path, tmp_path: Path
-) -> None:
-    log = tmp_path / "up.log"
-    proc = launch_up(up_home, log)
-    try:
-        stack = wait_for_stack(up_home, proc, log)
-        pids = [int(s["pid"]) for s in stack["services"].values()]  # type: ignore[attr-defined]
-        pg_pid = int((await log_shows(log, r"^postgres\s+\| \S+ \(pid (\d+)\)"))[1])
-        # Read at start only: the running server does not notice, a restarted one cannot start.
-        conf = up_home / "postgres" / "postgresql.conf"
-        conf.rename(conf.with_suffix(".moved"))
-        os.kill(pg_pid, signal.SIGKILL)
+async def flowing(up: Supervised) -> None:
+    """The precondition of every fault: the stack runs and data reaches the warehouse."""
+    assert up.proc.poll() is None, up.log.read_text()[-5000:]
+    await rows_grow(up.database_url, up.log)
 
-        code = await asyncio.to_thread(proc.wait, 90)
-        output = log.read_text()
-        assert code == 1, output[-5000:]
-        assert re.search(
-            rf"postgres could not be restarted after 5 attempts \(.*\); see its log {re.escape(str(up_home))}/postgres/postgres.log; stopping the stack",
-            output,
-        ), output[-5000:]
-        assert output.rstrip().endswith("cryptoflow up    | stopped")
-        assert not (up_home / "stack.json").exists()
-        assert not [pid for pid in pids if alive(pid)]
-    finally:
-        if proc.poll() is None:
-            stop_up(proc, log)
+
+async def test_up_restarts_a_service_killed_with_sigkill_and_the_data_keeps_flowing(supervised: Supervised) -> None:
+    up = supervised
+    await flowing(up)
+    old_pid = int(up.stack["services"]["lake-writer"]["pid"])  # type: ignore[index]
+    mark = up.mark()
+    os.kill(old_pid, signal.SIGKILL)
+
+    await log_shows(up.log, r"lake-writer exited with code -9; restarting in 1 s \(restart 1\)", since=mark)
+    new_pid = int((await log_shows(up.log, r"lake-writer restarted \(pid (\d+)\)", since=mark))[1])
+    assert new_pid != old_pid and alive(new_pid)
+    recorded = json.loads((up.home / "stack.json").read_text())["services"]["lake-writer"]["pid"]
+    assert recorded == new_pid
+    await rows_grow(up.database_url, up.log)  # through the restarted lake-writer
+    assert up.proc.poll() is None
+
+
+async def test_up_restarts_a_killed_nats_server_and_the_services_reconnect(supervised: Supervised) -> None:
+    up = supervised
+    await flowing(up)
+    nats_pid = up.nats_pid()
+    mark = up.mark()
+    os.kill(nats_pid, signal.SIGKILL)
+
+    await log_shows(up.log, rf"nats-server \(pid {nats_pid}\) is gone; restarting it on the same port", since=mark)
+    await log_shows(up.log, r"nats-server restarted \(pid \d+, port \d+\)", since=mark)
+    await all_ready(up.stack)
+    await rows_grow(up.database_url, up.log)
+    # They reconnected; none had to be restarted for it.
+    assert "exited with code" not in up.since(mark)
+    assert up.proc.poll() is None
+
+
+async def test_up_restarts_a_killed_postgres_and_the_loader_carries_on(supervised: Supervised) -> None:
+    up = supervised
+    await flowing(up)
+    pg_pid = up.postgres_pid()
+    mark = up.mark()
+    os.kill(pg_pid, signal.SIGKILL)  # the postmaster alone: its backends linger a moment
+
+    await log_shows(up.log, rf"postgres \(pid {pg_pid}\) is gone; restarting it on the same port", since=mark)
+    await log_shows(up.log, r"postgres restarted \(pid \d+, port \d+\)", since=mark)
+    await rows_grow(up.database_url, up.log)
+    await all_ready(up.stack)
+    assert "exited with code" not in up.since(mark)
+    assert up.proc.poll() is None
+
+
+async def test_up_stops_cleanly_with_a_non_zero_code_when_postgres_cannot_come_back(supervised: Supervised) -> None:
+    """Last of the module: it ends the shared stack."""
+    up = supervised
+    await flowing(up)
+    services = json.loads((up.home / "stack.json").read_text())["services"]
+    pids = [int(s["pid"]) for s in services.values()]
+    pg_pid = up.postgres_pid()
+    # Read at start only: the running server does not notice, a restarted one cannot start.
+    conf = up.home / "postgres" / "postgresql.conf"
+    conf.rename(conf.with_suffix(".moved"))
+    os.kill(pg_pid, signal.SIGKILL)
+
+    code = await asyncio.to_thread(up.proc.wait, 90)
+    output = up.log.read_text()
+    assert code == 1, output[-5000:]
+    assert re.search(
+        rf"postgres could not be restarted after 5 attempts \(.*\); see its log {re.escape(str(up.home))}/postgres/postgres.log; stopping the stack",
+        output,
+    ), output[-5000:]
+    assert output.rstrip().endswith("cryptoflow up    | stopped")
+    assert not (up.home / "stack.json").exists()
+    assert not [pid for pid in pids if alive(pid)]
 
 
 async def test_up_runs_a_three_node_nats_cluster_that_rides_out_a_lost_node(up_home: Path, tmp_path: Path) -> None:

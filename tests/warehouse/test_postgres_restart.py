@@ -139,6 +139,57 @@ async def test_the_loader_is_not_ready_while_its_database_is_down(
         pipe.stop_all()
 
 
+async def test_a_loader_stopped_while_holding_a_batch_for_its_database_lets_it_go_at_once(
+    own_postgres: ServerProcess, fresh_nats_url: str, tmp_path: Path
+) -> None:
+    """A loader holding a batch through an outage, told to stop, kept its shutdown waiting for the
+    database until its graceful timeout ran out (30 s; `cryptoflow up` took that long to stop
+    with PostgreSQL gone). It lets the batch go at once instead, and the next loader loads it."""
+    workdir = tmp_path / "pipeline"
+    workdir.mkdir()
+    pipe = Pipeline(
+        nats_url=fresh_nats_url,
+        database_url=own_postgres.url,
+        lake_url=f"file://{tmp_path / 'lake'}",
+        workdir=workdir,
+        extra_env={"WAREHOUSE_LOADER_ALERT_RULES": "[]"},
+    )
+    stack = LoaderStack(pipe=pipe, lake=FileLake(pipe.lake_url))
+    try:
+        await create_streams(fresh_nats_url)
+        loader = pipe.start("warehouse-loader")
+
+        async def migrated() -> bool:
+            return await pipe.fetchval("SELECT count(*) FROM batches", default=None) is not None
+
+        await pipe.wait_for("the loader's schema", migrated, timeout=60)
+        own_postgres.stop()
+        batch = await put_batch(stack.lake, "ohlcv", sample("ohlcv", 100, symbol="HLD/USDT"), "held")
+        await stack.publish_batch(batch)
+
+        async def holding() -> bool:
+            return "holding the message until it is back" in loader.log()
+
+        await pipe.wait_for("the batch held for the database", holding, timeout=30)
+        stopping = time.monotonic()
+        assert loader.terminate(timeout=60) == 0, loader.log()[-3000:]
+        took = time.monotonic() - stopping
+        assert took < 10, f"the loader took {took:.0f} s to stop"
+        assert "message released unprocessed" in loader.log()
+
+        own_postgres.start()
+        pipe.start("warehouse-loader")
+
+        async def loaded() -> bool:
+            return int(await pipe.fetchval("SELECT count(*) FROM ohlcv", default=0) or 0) == 100
+
+        await pipe.wait_for("the released batch loaded by the next loader", loaded, timeout=60)
+        await stack.settled()
+        assert [d for d in await stack.dead_letters() if d["stage"] == "warehouse-loader"] == []
+    finally:
+        pipe.stop_all()
+
+
 async def test_a_batch_in_copy_when_postgres_is_killed_loads_within_seconds_of_its_return(
     killable_postgres: ServerProcess, fresh_nats_url: str, tmp_path: Path
 ) -> None:

@@ -1,6 +1,16 @@
 """Runtime helpers every cryptoflow service shares, written once."""
 
-from .consume import BatchHandler, Consumer, EventHandler, Outcome, decode, deliver_batch, deliver_each, in_progress
+from .consume import (
+    BatchHandler,
+    Consumer,
+    EventHandler,
+    Outcome,
+    Released,
+    decode,
+    deliver_batch,
+    deliver_each,
+    in_progress,
+)
 from .dead_letters import PoisonMessageError, publish_dead_letter, settle_failure
 from .jetstream import ensure_kv, ensure_streams, msg_id_headers
 from .lake import Lake, ObjectConflictError, open_lake
@@ -20,6 +30,7 @@ __all__ = [
     "OfflineHandler",
     "Outcome",
     "PoisonMessageError",
+    "Released",
     "Service",
     "ServiceSettings",
     "StageSpec",

@@ -94,6 +94,12 @@ def decode(event: type[E], data: bytes) -> E:
         raise PoisonMessageError(f"not a {event.__name__}: {first['msg']} at {where}") from exc
 
 
+class Released(Exception):
+    """A handler lets go of its message unprocessed because its service is stopping (it was
+    waiting for a dependency that is down): the message goes back at once for the next consumer,
+    and is neither a failure nor a retry."""
+
+
 def dataset_of(event: Event | None) -> Dataset | None:
     dataset = getattr(event, "dataset", None)
     return dataset if isinstance(dataset, Dataset) else None
@@ -113,6 +119,10 @@ async def settle(
         await msg.ack()
         dataset = dataset_of(event)
         MESSAGES_PROCESSED.labels(service, dataset.value if dataset else "unknown").inc()
+        return
+    if isinstance(outcome, Released):
+        log.info("message released unprocessed", extra={"stage": consumer.stage.value, "reason": str(outcome)})
+        await msg.nak()
         return
     if permanent(outcome) is None:  # a permanent error is reported by its DeadLetter, not a traceback
         log.warning(

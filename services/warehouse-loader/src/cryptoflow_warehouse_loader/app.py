@@ -142,6 +142,8 @@ async def build(settings: WarehouseLoaderSettings) -> Service:
 
     # The warehouse closes after the broker stopped (in-flight messages settled), not before.
     service.resource(warehouse.open, warehouse.close, close_after_broker=True)
+    # Before the broker waits for in-flight messages: one held through an outage is let go.
+    service.app.on_shutdown(warehouse.release_held)
     service.ready_when(warehouse.is_up)
     service.app.on_startup(start)
     service.app.on_shutdown(stop)

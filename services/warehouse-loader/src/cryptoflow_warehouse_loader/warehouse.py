@@ -3,7 +3,9 @@
 When a load fails and a fresh connection cannot be made either, the database is down (or
 restarting): the message is not nak'ed — that would spend its deliveries and dead-letter good
 batches during a long outage — but held (`in_progress` keeps JetStream from redelivering it)
-while we wait, and loaded once the database is back.
+while we wait, and loaded once the database is back. When the loader is stopped meanwhile, a
+held message is released (nak'ed at once, `Released`) for the next loader instead of keeping the
+shutdown waiting for a database that may not come back.
 
 An operation is watched while it runs. asyncpg can wait forever on a connection that is already
 gone: a COPY whose writes were paused (the server reading slower than we send) when the server
@@ -23,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import asyncpg
-from cryptoflow_runtime import PoisonMessageError
+from cryptoflow_runtime import PoisonMessageError, Released
 from cryptoflow_runtime.postgres import RETRYABLE_CONNECT_ERRORS, create_pool, redact
 
 from .config import WarehouseLoaderSettings
@@ -58,6 +60,12 @@ class Warehouse:
         self.up = False
         self._watch: asyncio.Task[None] | None = None
         self._keepalive_s = min(KEEPALIVE_INTERVAL_S, settings.ack_wait_s / 3)
+        # Set when the service stops: operations waiting out an outage let their messages go.
+        self._stopping = asyncio.Event()
+
+    async def release_held(self) -> None:
+        """The service is stopping: operations waiting for the database give up (`Released`)."""
+        self._stopping.set()
 
     def is_up(self) -> bool:
         return self.up
@@ -113,8 +121,11 @@ class Warehouse:
     async def wait_until_reachable(self, keepalive: Callable[[], Awaitable[None]]) -> None:
         delay = 0.2
         while not await self.reachable():
+            if self._stopping.is_set():
+                raise Released("the warehouse is unreachable and the loader is stopping")
             await keepalive()
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
             delay = min(delay * 2, MAX_WAIT_STEP_S)
         # Every pooled connection predates the outage: replace them rather than fail on each.
         await self.pool.expire_connections()
