@@ -11,10 +11,10 @@ from typing import Any
 import orjson
 import pytest
 from cryptoflow_contracts import Dataset, RawSnapshot, timeframe_ms
+from cryptoflow_exchange_sim import EXCHANGES as SIMULATED
 from cryptoflow_exchange_sim import RandomWalkMarket, running_simulator
 from cryptoflow_extractor.checkpoints import CheckpointStore
 from cryptoflow_extractor.ohlcv import OhlcvJob
-from cryptoflow_extractor.profiles import PROFILES
 from cryptoflow_extractor.snapshots import OrderBookJob, TickerJob
 from cryptoflow_extractor.trades import TradesJob
 
@@ -23,7 +23,7 @@ from .conftest import Recorder, make_session
 START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 NOW_MS = START_MS + 2 * 86_400_000 + 30_500  # two days in, a 1m candle half formed
 HOUR = timeframe_ms("1h")
-EXCHANGES = tuple(PROFILES)
+EXCHANGES = SIMULATED
 
 
 def published(snapshot: RawSnapshot) -> bytes:

@@ -70,6 +70,79 @@ def test_validate_config_accepts_a_good_file(tmp_path: Path) -> None:
     assert "binance: 2 symbol(s)" in result.stdout and "ok" in result.stdout
 
 
+ANY_CCXT_EXCHANGE = """
+exchanges:
+  kraken:
+    symbols: [BTC/USD]
+    datasets:
+      ohlcv: {timeframes: [1m, 1h], since: 2024-01-01T00:00:00Z}
+      trades: {}
+  okx:
+    symbols: [BTC/USDT]
+    datasets:
+      ohlcv: {timeframes: [1m, 3m]}
+      orderbook: {depth: 5}
+  coinbase:
+    symbols: [BTC/USD, ETH/USD]
+    datasets:
+      ticker: {}
+      ohlcv: {timeframes: [5m]}
+"""
+
+
+def validate_config(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cryptoflow_extractor.main", "validate-config", str(path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_validate_config_accepts_any_ccxt_exchange(tmp_path: Path) -> None:
+    """Issue 11: kraken, okx and coinbase by their ccxt ids, with what ccxt says they offer."""
+    path = tmp_path / "jobs.yaml"
+    path.write_text(ANY_CCXT_EXCHANGE)
+    assert set(load_jobs(path).exchanges) == {"kraken", "okx", "coinbase"}
+    result = validate_config(path)
+    assert result.returncode == 0, result.stderr
+    assert "kraken: 1 symbol(s)" in result.stdout and "coinbase: 2 symbol(s)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "named", "cli"),
+    [
+        # Not a ccxt exchange id at all; the message offers the close ones.
+        (ANY_CCXT_EXCHANGE.replace("okx:", "nosuchexchange:"), ["nosuchexchange", "not a ccxt exchange id"], True),
+        (ANY_CCXT_EXCHANGE.replace("kraken:", "krakn:"), ["krakn", "did you mean kraken"], False),
+        # A timeframe ccxt knows, but kraken's kline endpoint does not take.
+        (
+            ANY_CCXT_EXCHANGE.replace("[1m, 1h]", "[1m, 3m]"),
+            ["exchanges.kraken.datasets.ohlcv", "'kraken'", "'3m'"],
+            True,
+        ),
+        # A dataset the exchange does not have at all (bitflyer serves no candles).
+        (
+            ANY_CCXT_EXCHANGE.replace("coinbase:", "bitflyer:"),
+            ["exchanges.bitflyer.datasets.ohlcv", "'bitflyer' does not offer this dataset", "fetchOHLCV"],
+            False,
+        ),
+    ],
+)
+def test_validate_config_names_an_exchange_or_timeframe_it_does_not_know(
+    tmp_path: Path, text: str, named: list[str], cli: bool
+) -> None:
+    path = tmp_path / "jobs.yaml"
+    path.write_text(text)
+    with pytest.raises(JobsConfigError) as raised:
+        load_jobs(path)
+    for part in named:
+        assert part in str(raised.value)
+    if cli:  # the command says the same (each run is a few seconds: two cases suffice)
+        result = validate_config(path)
+        assert result.returncode == 2
+        for part in named:
+            assert part in result.stderr
+
+
 def test_env_urls_override_the_file_and_unknown_exchange_is_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

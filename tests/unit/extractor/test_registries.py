@@ -17,21 +17,38 @@ from cryptoflow_extractor.profiles import PROFILES, SPOT_PUBLIC, ExchangeProfile
 from cryptoflow_extractor.session import ExchangeSession
 
 
-def test_the_profile_table_is_what_jobs_files_may_name() -> None:
-    assert list(PROFILES) == ["binance", "bybit", "gate"]
+def test_any_ccxt_exchange_may_be_named_and_the_profile_table_holds_only_facts() -> None:
+    assert list(PROFILES)[:3] == ["binance", "bybit", "gate"]
+    assert len(PROFILES) >= 11
     for exchange_id, facts in PROFILES.items():
         assert facts.ccxt_id == exchange_id
         assert check_exchange(exchange_id) == exchange_id
-    with pytest.raises(ValueError, match="unknown exchange 'kraken'; supported: binance, bybit, gate"):
-        check_exchange("kraken")
+    # Not in the table, still an exchange: ccxt knows it.
+    assert "poloniex" not in PROFILES and check_exchange("poloniex") == "poloniex"
+    with pytest.raises(ValueError, match="unknown exchange 'mtgox': not a ccxt exchange id"):
+        check_exchange("mtgox")
 
 
 def test_paging_per_exchange_and_a_generic_default() -> None:
     assert [p.ccxt_id for p in PROFILES.values() if p.windowed_ohlcv] == ["bybit", "gate"]
     assert profile("binance").ohlcv_paging == "since"
-    unknown = profile("kraken")
-    assert unknown == generic_profile("kraken") == ExchangeProfile("kraken")
+    unknown = profile("poloniex")
+    assert unknown == generic_profile("poloniex") == ExchangeProfile("poloniex")
     assert (unknown.ohlcv_paging, dict(unknown.load_options)) == ("since", {})
+    assert (unknown.max_ohlcv_page, unknown.max_trades_page) == (100, 100)
+
+
+def test_pages_never_ask_for_more_than_the_exchange_returns() -> None:
+    """A short page reads as the end of the data: a page_limit above the exchange's maximum
+    (okx returns at most 100 candles) would stop every backfill after its first page."""
+    datasets = DatasetsSpec.model_validate(
+        {"ohlcv": {"timeframes": ["1m"], "page_limit": 1000}, "trades": {"page_limit": 1000}}
+    )
+    for exchange_id, ohlcv_page, trades_page in (("okx", 100, 100), ("binance", 1000, 1000), ("poloniex", 100, 100)):
+        session = cast(ExchangeSession, SimpleNamespace(exchange_id=exchange_id))
+        jobs = scheduled_jobs(JobContext(session, "BTC/USDT", cast(CheckpointStore, object())), datasets)
+        assert [s.job.page_limit for s in jobs[Dataset.OHLCV]] == [ohlcv_page]  # type: ignore[attr-defined]
+        assert [s.job.page_limit for s in jobs[Dataset.TRADES]] == [trades_page]  # type: ignore[attr-defined]
 
 
 async def test_exchanges_are_built_from_their_profile_with_options_of_their_own() -> None:

@@ -22,6 +22,7 @@ from .app import load_markets, make_session, poll_forever
 from .checkpoints import CheckpointStore
 from .config import ExtractorSettings
 from .ohlcv import OhlcvJob
+from .profiles import profile
 from .publishing import jetstream_publisher
 
 
@@ -74,7 +75,7 @@ async def run_backfill(settings: ExtractorSettings, request: BackfillRequest, ou
                 timeframe=request.timeframe,
                 since_ms=request.start_ms,
                 until_ms=request.end_ms,
-                page_limit=settings.page_limit,
+                page_limit=min(settings.page_limit, profile(request.exchange).max_ohlcv_page),
                 checkpoints=checkpoints,
                 checkpoint_prefix=request.checkpoint_prefix,
             )

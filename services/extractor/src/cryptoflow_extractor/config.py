@@ -26,7 +26,6 @@ from .jobs import (
     check_unified_symbols,
     load_jobs,
 )
-from .profiles import PROFILES
 
 
 def _split(value: object) -> object:
@@ -40,7 +39,8 @@ class ExtractorSettings(ServiceSettings):
 
     config: Path | None = Field(default=None, description="YAML jobs file; the variables below when unset")
     exchange: str = Field(
-        default="binance", description=f"ccxt exchange id (without a jobs file): {', '.join(PROFILES)}"
+        default="binance",
+        description="ccxt exchange id (without a jobs file): any exchange ccxt knows, e.g. binance, kraken, okx",
     )
     exchange_url: str | None = Field(
         default=None, description="Base URL replacing the exchange's API host (the simulator); live when unset"

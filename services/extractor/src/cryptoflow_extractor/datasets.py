@@ -19,6 +19,7 @@ from cryptoflow_contracts import Dataset
 from .checkpoints import CheckpointStore
 from .jobs import DatasetsSpec, OhlcvSpec, OrderBookSpec, TickerSpec, TradesSpec
 from .ohlcv import OhlcvJob
+from .profiles import profile
 from .session import ExchangeSession
 from .snapshots import OrderBookJob, TickerJob
 from .trades import TradesJob
@@ -66,7 +67,7 @@ def ohlcv_jobs(context: JobContext, spec: OhlcvSpec) -> list[Scheduled]:
                 timeframe=timeframe,
                 since_ms=_ms(spec.since),
                 until_ms=_ms(spec.until) if spec.until else None,
-                page_limit=spec.page_limit,
+                page_limit=min(spec.page_limit, profile(context.session.exchange_id).max_ohlcv_page),
                 checkpoints=context.checkpoints,
             ),
             spec.poll_interval_s,
@@ -85,7 +86,8 @@ def orderbook_jobs(context: JobContext, spec: OrderBookSpec) -> list[Scheduled]:
 
 def trades_jobs(context: JobContext, spec: TradesSpec) -> list[Scheduled]:
     since = _ms(spec.since) if spec.since else None
-    job = TradesJob(context.session, context.symbol, since, spec.page_limit, context.checkpoints)
+    page_limit = min(spec.page_limit, profile(context.session.exchange_id).max_trades_page)
+    job = TradesJob(context.session, context.symbol, since, page_limit, context.checkpoints)
     return [Scheduled(job, spec.poll_interval_s)]
 
 

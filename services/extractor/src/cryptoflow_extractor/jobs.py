@@ -20,13 +20,13 @@ import types
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol, Self, Union, get_args, get_origin
+from typing import ClassVar, Protocol, Self, Union, get_args, get_origin
 
 import yaml
 from cryptoflow_contracts import TIMEFRAME_MS, Dataset
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .profiles import PROFILES
+from .capabilities import capabilities, unknown_exchange_message
 
 
 class _Spec(BaseModel):
@@ -57,8 +57,11 @@ def check_http_url(value: str | None) -> str | None:
 
 
 def check_exchange(value: str) -> str:
-    if value not in PROFILES:
-        raise ValueError(f"unknown exchange {value!r}; supported: {', '.join(PROFILES)}")
+    """Any exchange ccxt knows, by its ccxt id."""
+    try:
+        capabilities(value)
+    except LookupError:
+        raise ValueError(unknown_exchange_message(value)) from None
     return value
 
 
@@ -88,6 +91,16 @@ class EnvJobs(Protocol):
 class DatasetSpec(_Spec):
     """One dataset's block of a jobs file; its jobs are built by `datasets.JOB_FACTORIES`."""
 
+    # The unified ccxt method the dataset's jobs call: an exchange without it cannot have the dataset.
+    ccxt_method: ClassVar[str]
+
+    def unsupported_by(self, exchange_id: str) -> list[str]:
+        """What of this block `exchange_id` does not offer (empty: all of it), each named."""
+        offered = capabilities(exchange_id)
+        if not offered.offers(self.ccxt_method):
+            return [f"exchange {exchange_id!r} does not offer this dataset (ccxt has no {self.ccxt_method} for it)"]
+        return []
+
     @classmethod
     def from_env(cls, env: EnvJobs) -> Self:
         """This dataset's spec from the EXTRACTOR_* variables alone."""
@@ -95,6 +108,7 @@ class DatasetSpec(_Spec):
 
 
 class OhlcvSpec(DatasetSpec):
+    ccxt_method = "fetchOHLCV"
     timeframes: list[str] = Field(default_factory=lambda: ["1m"])
     since: datetime = Field(default_factory=lambda: datetime.now(UTC) - timedelta(days=1))
     until: datetime | None = None
@@ -104,6 +118,15 @@ class OhlcvSpec(DatasetSpec):
     _timeframes = field_validator("timeframes")(check_timeframes)
 
     _since_utc = field_validator("since", "until")(_utc)
+
+    def unsupported_by(self, exchange_id: str) -> list[str]:
+        problems = super().unsupported_by(exchange_id)
+        offered = capabilities(exchange_id).timeframes
+        for timeframe in self.timeframes:
+            if offered and timeframe not in offered:
+                known = ", ".join(sorted(offered & set(TIMEFRAME_MS), key=TIMEFRAME_MS.__getitem__))
+                problems.append(f"exchange {exchange_id!r} does not offer timeframe {timeframe!r} (it offers {known})")
+        return problems
 
     @classmethod
     def from_env(cls, env: EnvJobs) -> Self:
@@ -117,6 +140,7 @@ class OhlcvSpec(DatasetSpec):
 
 
 class TickerSpec(DatasetSpec):
+    ccxt_method = "fetchTicker"
     poll_interval_s: float = Field(default=5.0, gt=0)
 
     @classmethod
@@ -125,6 +149,7 @@ class TickerSpec(DatasetSpec):
 
 
 class OrderBookSpec(DatasetSpec):
+    ccxt_method = "fetchOrderBook"
     depth: int = Field(default=20, ge=1, le=1000)
     poll_interval_s: float = Field(default=5.0, gt=0)
 
@@ -134,6 +159,7 @@ class OrderBookSpec(DatasetSpec):
 
 
 class TradesSpec(DatasetSpec):
+    ccxt_method = "fetchTrades"
     since: datetime | None = Field(default=None, description="First trade time; the newest page when unset")
     poll_interval_s: float = Field(default=5.0, gt=0)
     page_limit: int = Field(default=1000, ge=1, le=1000)
@@ -199,6 +225,18 @@ class JobsConfig(_Spec):
         for exchange_id in value:
             check_exchange(exchange_id)
         return value
+
+    @model_validator(mode="after")
+    def _offered_by_the_exchange(self) -> Self:
+        problems = [
+            f"exchanges.{exchange_id}.datasets.{dataset.value}: {problem}"
+            for exchange_id, spec in self.exchanges.items()
+            for dataset, dataset_spec in spec.datasets.configured().items()
+            for problem in dataset_spec.unsupported_by(exchange_id)
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class JobsConfigError(ValueError):

@@ -1,9 +1,11 @@
-"""What the extractor knows about each exchange, in one table: adding an exchange's facts is one entry.
+"""What the extractor knows about each exchange beyond what ccxt says, in one table.
 
-Everything exchange-specific in the extractor reads `profile(exchange_id)`: how its ccxt class is
-named and built (`exchanges.py`), how its candles are paged (`ohlcv.py`), and which exchanges a jobs
-file may name (`jobs.check_exchange`, the keys of `PROFILES`). An exchange not in the table gets
-`generic_profile`: ccxt's own defaults and "next N candles from since" paging.
+Any ccxt exchange may be named in a jobs file (`capabilities.py` reads what it offers from ccxt
+itself). This table holds the facts ccxt does not describe: how its ccxt class is built
+(`exchanges.py`), how its candles are paged (`ohlcv.py`), and how many records one request may
+return (the jobs ask for no more: a short page reads as "the end of the data"). An exchange not
+in the table gets `generic_profile`: ccxt's own defaults, "since" paging, pages of 100, which
+every exchange we know of serves in full.
 """
 
 from __future__ import annotations
@@ -35,24 +37,38 @@ class ExchangeProfile:
     """ccxt `options` the instance is built with (copied, never shared between instances)."""
     ohlcv_paging: OhlcvPaging = "since"
     """How `fetch_ohlcv` pages (see `OhlcvPaging`)."""
+    max_ohlcv_page: int = 100
+    """Most candles one kline request returns (larger `page_limit`s are lowered to it)."""
+    max_trades_page: int = 100
+    """Most trades one trades request returns."""
 
     @property
     def windowed_ohlcv(self) -> bool:
         return self.ohlcv_paging == "windowed"
 
 
+# Page sizes are the exchanges' documented maxima for their public spot endpoints.
 _PROFILES = (
-    ExchangeProfile("binance", load_options=SPOT_PUBLIC, ohlcv_paging="since"),
-    ExchangeProfile("bybit", load_options=SPOT_PUBLIC, ohlcv_paging="windowed"),
-    ExchangeProfile("gate", load_options=SPOT_PUBLIC, ohlcv_paging="windowed"),
+    ExchangeProfile("binance", SPOT_PUBLIC, "since", max_ohlcv_page=1000, max_trades_page=1000),
+    ExchangeProfile("bybit", SPOT_PUBLIC, "windowed", max_ohlcv_page=1000, max_trades_page=1000),
+    ExchangeProfile("gate", SPOT_PUBLIC, "windowed", max_ohlcv_page=1000, max_trades_page=1000),
+    # ccxt's default options (its market loading is public for these); "since" paging.
+    ExchangeProfile("okx", max_ohlcv_page=100, max_trades_page=100),
+    ExchangeProfile("kraken", max_ohlcv_page=720, max_trades_page=1000),
+    ExchangeProfile("coinbase", max_ohlcv_page=300, max_trades_page=1000),
+    ExchangeProfile("kucoin", max_ohlcv_page=1000, max_trades_page=100),
+    ExchangeProfile("bitfinex", max_ohlcv_page=1000, max_trades_page=1000),
+    ExchangeProfile("bitstamp", max_ohlcv_page=1000, max_trades_page=1000),
+    ExchangeProfile("htx", max_ohlcv_page=1000, max_trades_page=1000),
+    ExchangeProfile("mexc", max_ohlcv_page=1000, max_trades_page=1000),
 )
 
-# The exchanges the extractor knows (and, for now, the only ones a jobs file may name).
+# The exchanges with facts of their own; any other ccxt exchange runs on `generic_profile`.
 PROFILES: Mapping[str, ExchangeProfile] = MappingProxyType({p.ccxt_id: p for p in _PROFILES})
 
 
 def generic_profile(exchange_id: str) -> ExchangeProfile:
-    """An exchange without an entry: ccxt's default options, "since" paging."""
+    """An exchange without an entry: ccxt's default options, "since" paging, pages of 100."""
     return ExchangeProfile(exchange_id)
 
 

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +23,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import yaml
 from cryptoflow_contracts import Dataset
+from cryptoflow_exchange_sim import EXCHANGES as SIMULATED_EXCHANGES
 from cryptoflow_extractor import DatasetsSpec
 
 from .lockdown import StackSecurity
@@ -57,6 +59,9 @@ class UpOptions:
     tls: bool = False  # NATS (and PostgreSQL, where built with SSL) accept TLS connections only
     nats_cluster: int = 1  # nats-servers; more than one: a routed cluster, streams and KV at 3 replicas
 
+    def exchange_ids(self) -> list[str]:
+        return [e.strip() for e in self.exchanges.split(",") if e.strip()]
+
     def since_or_default(self) -> datetime:
         if self.since is not None:
             return self.since
@@ -85,6 +90,16 @@ def dataset_blocks(options: UpOptions, since: datetime) -> dict[str, dict[str, o
     return blocks
 
 
+def check_simulated(exchanges: Iterable[str]) -> None:
+    """Without --live, every exchange is the simulator: it speaks three exchanges' wire formats."""
+    other = sorted(set(exchanges) - set(SIMULATED_EXCHANGES))
+    if other:
+        raise RuntimeError(
+            f"the exchange simulator speaks {', '.join(SIMULATED_EXCHANGES)}, not {', '.join(other)}: "
+            "add --live to collect from the real exchange"
+        )
+
+
 def jobs_yaml(options: UpOptions, since: datetime, url: str | None) -> str:
     """The extractor's jobs file for --exchanges × --symbols × --datasets."""
     specs = dataset_blocks(options, since)
@@ -93,7 +108,7 @@ def jobs_yaml(options: UpOptions, since: datetime, url: str | None) -> str:
     if unknown:
         raise RuntimeError(f"--datasets: unknown {', '.join(sorted(unknown))} (known: {', '.join(specs)})")
     exchanges: dict[str, object] = {}
-    for exchange in (e.strip() for e in options.exchanges.split(",") if e.strip()):
+    for exchange in options.exchange_ids():
         block: dict[str, object] = {
             "symbols": options.symbols.split(","),
             "datasets": {name: spec for name, spec in specs.items() if name in datasets},
@@ -102,6 +117,10 @@ def jobs_yaml(options: UpOptions, since: datetime, url: str | None) -> str:
             block["url"] = url
         exchanges[exchange] = block
     return json.dumps({"exchanges": exchanges}, indent=2)  # JSON is YAML
+
+
+def configured_exchanges(config: Path) -> list[str]:
+    return list((yaml.safe_load(config.read_text()) or {}).get("exchanges", {}))
 
 
 def configured_symbols(config: Path) -> list[str]:
@@ -156,6 +175,12 @@ def service_processes(
 
 
 async def run_up(options: UpOptions) -> int:
+    if not options.live:
+        try:
+            check_simulated(configured_exchanges(options.config) if options.config else options.exchange_ids())
+        except RuntimeError as exc:
+            print(f"cryptoflow up    | error: {exc}", flush=True)
+            return 2
     home = options.home
     home.mkdir(parents=True, exist_ok=True)
     (home / "run").mkdir(exist_ok=True)
