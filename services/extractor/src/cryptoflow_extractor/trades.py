@@ -13,6 +13,7 @@ from cryptoflow_contracts import Dataset, RawSnapshot
 
 from .checkpoints import CheckpointStore, checkpoint_key
 from .metrics import FRESHNESS_LAG, NEWEST_RECORD, TRADES_PUBLISHED
+from .profiles import with_trade_ids
 from .session import ExchangeSession, Page
 from .validation import Trade, validate_trades
 
@@ -70,13 +71,19 @@ class TradesJob:
         seen: set[str] = set(state.get("ids_at_last_ts", [])) if state else set()
         exchange = self.session.exchange
         published = 0
+
+        async def fetch_page(since: int | None) -> Any:
+            return with_trade_ids(
+                self.session.exchange_id, await exchange.fetch_trades(self.symbol, since, self.page_limit)
+            )
+
         while True:
             since = after_ts
             page = await self.session.fetch(
                 Dataset.TRADES,
                 self.symbol,
                 # Called before the loop moves on, so binding `since` late is safe.
-                lambda: exchange.fetch_trades(self.symbol, since, self.page_limit),  # noqa: B023
+                lambda: fetch_page(since),  # noqa: B023
                 validate_trades,
             )
             trades = new_trades(trades_of(page), after_ts, seen)

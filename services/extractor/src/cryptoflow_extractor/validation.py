@@ -12,9 +12,9 @@ not a Python loop of model constructions: a 1000-candle page costs a fraction of
 
 from __future__ import annotations
 
-from typing import Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, StrictInt, TypeAdapter, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictInt, TypeAdapter, field_validator
 
 Number = float
 
@@ -55,10 +55,19 @@ class Ticker(_Lenient):
         return value
 
 
+def _price_and_amount(level: Any) -> Any:
+    """ccxt's book level is [price, amount], and some exchanges add to it (Crypto.com and Bitfinex
+    the number of orders, Kraken a timestamp): the first two are what a level is."""
+    return level[:2] if isinstance(level, list | tuple) and len(level) > 2 else level
+
+
+Level = Annotated[tuple[Number, Number], BeforeValidator(_price_and_amount)]
+
+
 class OrderBook(_Lenient):
     symbol: str
-    bids: list[tuple[Number, Number]]
-    asks: list[tuple[Number, Number]]
+    bids: list[Level]
+    asks: list[Level]
     timestamp: int | None = None
     nonce: int | None = None
 

@@ -67,7 +67,8 @@ def level_checks() -> list[Check]:
         (pl.col("payload_symbol").is_not_null() & (pl.col("payload_symbol") != pl.col("symbol")), "symbol_mismatch"),
         (unparsable("raw_ts", "ts_ms"), "unparsable_number"),
         (pl.col("ts_ms").is_null(), "null_ts"),
-        (pl.col("fields") != 2, "malformed_level: expected [price, amount]"),
+        # [price, amount], and some exchanges add to it (order count, a timestamp): ignored.
+        (pl.col("fields") < 2, "malformed_level: expected [price, amount]"),
         (unparsable("raw_price", "price") | unparsable("raw_amount", "amount"), "unparsable_number"),
         (pl.col("price").is_null() | pl.col("amount").is_null(), "null_field"),
         (non_finite(["price", "amount"]), "non_finite_value"),
