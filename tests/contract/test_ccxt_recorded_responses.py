@@ -21,11 +21,11 @@ from typing import Any
 import ccxt
 import polars as pl
 import pytest
-from cryptoflow_contracts import Dataset, RawSnapshot
-from cryptoflow_extractor.profiles import with_trade_ids
+from cryptoflow_contracts import Dataset, NativeCall, NativeResponse, RawSnapshot
 from cryptoflow_extractor.validation import validate_ohlcv, validate_order_book, validate_ticker, validate_trades
-from cryptoflow_native import RecordedCall, ReplayError, replay
+from cryptoflow_native import RecordedCall, ReplayError, complete, json_safe, replay
 from cryptoflow_transformer.datasets import TRANSFORMS
+from cryptoflow_transformer.native import unified_bronze
 
 from .ccxt_equal import ccxt_mismatch
 
@@ -103,30 +103,48 @@ def test_the_pipeline_turns_a_recorded_response_into_silver_rows_equal_to_ccxts(
             )
 
 
-def silver_rows(exchange: str, symbol: str, dataset: Dataset, entry: dict[str, Any], result: Any) -> pl.DataFrame:
+def native_call(exchange: str, symbol: str, entry: dict[str, Any]) -> NativeCall:
+    fixture = fixtures()[exchange]
+    return NativeCall(
+        ccxt_version=ccxt.__version__,
+        method=entry["method"],
+        args=entry["input"],
+        market=json_safe(fixture["markets"].get(symbol)),
+        options={**fixture["options"], **entry.get("options", {})},
+        responses=[NativeResponse(method="GET", path="/recorded", status=200, body=json.dumps(entry["httpResponse"]))],
+    )
+
+
+def silver_rows(
+    exchange: str, symbol: str, dataset: Dataset, entry: dict[str, Any], result: Any, payload: Any = None
+) -> pl.DataFrame:
     """What the extractor publishes for this result and the transformer makes of it."""
     if dataset is Dataset.OHLCV:
         candles = validate_ohlcv(result)
         first, last = candles[0].ts, candles[-1].ts
     elif dataset is Dataset.TRADES:
-        result = with_trade_ids(exchange, result)  # what the trades job publishes
+        result = complete(exchange, "fetchTrades", result)  # what the trades job publishes
         trades = validate_trades(result)
         first, last = min(t.timestamp for t in trades), max(t.timestamp for t in trades)
     else:
         parsed = validate_ticker(result) if dataset is Dataset.TICKER else validate_order_book(result)
         first = last = parsed.timestamp or int(datetime.now(UTC).timestamp() * 1000)
     snapshot = RawSnapshot(
+        schema_version=2,
+        # What the extractor records of the call: the exchange's body as received.
+        native=[native_call(exchange, symbol, entry)],
         dataset=dataset,
         exchange=exchange,
         symbol=symbol,
         timeframe=(entry["input"][1] if len(entry["input"]) > 1 else "1m") if dataset is Dataset.OHLCV else None,
         fetched_at=datetime.now(UTC),
         request={"args": entry["input"]},
-        payload=result,
+        # ccxt's result at fetch time; the transformer parses the native body instead.
+        payload=payload if payload is not None else result,
         first_ts=first,
         last_ts=last,
     )
-    checked = TRANSFORMS[dataset].check(snapshot.to_json() + b"\n")
+    checked = TRANSFORMS[dataset].check(unified_bronze(snapshot.to_json() + b"\n"))
     assert checked.rejected.is_empty(), checked.rejected.to_dicts()[:3]
     assert checked.duplicates == 0
     return checked.good
@@ -180,3 +198,14 @@ def test_a_replay_that_asks_for_more_than_was_recorded_says_so() -> None:
         replay(RecordedCall(call.exchange_id, call.method, call.args, [], call.markets))
     with pytest.raises(ReplayError, match="unknown exchange 'nosuchexchange'"):
         replay(RecordedCall("nosuchexchange", call.method, call.args, call.bodies, call.markets))
+
+
+def test_silver_is_parsed_from_the_native_body_not_from_the_payload() -> None:
+    """A version 2 snapshot's payload is what ccxt returned when the page was fetched; silver
+    comes from the exchange's body parsed now. Here the payload is off by one everywhere: silver
+    still holds the exchange's values."""
+    exchange, entry = "kraken", fixtures()["kraken"]["methods"]["fetchOHLCV"][0]
+    result = replay(recorded_call(exchange, entry))
+    stale = [[row[0], *(float(v) + 1 for v in row[1:])] for row in result]
+    rows = silver_rows(exchange, entry["input"][0], Dataset.OHLCV, entry, result, payload=stale)
+    assert rows["close"].to_list() == [float(row[4]) for row in entry["parsedResponse"]]

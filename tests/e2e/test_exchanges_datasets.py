@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import orjson
+import zstandard
 from cryptoflow_exchange_sim import (
     INTERVALS,
     KlineWindow,
@@ -111,3 +112,25 @@ async def test_four_datasets_from_three_exchanges_equal_what_the_simulator_serve
         if exchange == "binance":
             # Binance pages history by time: every trade since the start, exactly once.
             assert sorted(int(i) for i in ids) == sorted(sim_trades)
+
+    # Issue 11: bronze keeps what the exchange sent. Binance's klines as received: all twelve
+    # fields (quote volume, trade count, taker volumes...), with the request and its weight.
+    lake = Path(pipe.lake_url.removeprefix("file://"))
+    objects = sorted((lake / "bronze" / "ohlcv" / "exchange=binance").rglob("*.ndjson.zst"))
+    snapshots = [
+        orjson.loads(line)
+        for path in objects
+        for line in zstandard.ZstdDecompressor().decompress(path.read_bytes(), max_output_size=1 << 30).splitlines()
+    ]
+    assert snapshots and all(s["schema_version"] == 2 for s in snapshots)
+    native_klines = {}
+    for snapshot in snapshots:
+        (call,) = snapshot["native"]
+        assert call["method"] == "fetchOHLCV" and call["market"]["id"] == "BTCUSDT"
+        (response,) = call["responses"]
+        assert (response["method"], response["path"], response["status"]) == ("GET", "/api/v3/klines", 200)
+        assert response["params"]["symbol"] == "BTCUSDT" and int(response["headers"]["x-mbx-used-weight-1m"]) > 0
+        native_klines.update({row[0]: row for row in orjson.loads(response["body"])})
+    served_klines = {k.open_time: list(k) for k in served}
+    assert all(len(row) == 12 for row in native_klines.values())
+    assert {ts: native_klines[ts] for ts in served_klines} == served_klines

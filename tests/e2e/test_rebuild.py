@@ -10,18 +10,25 @@ live run's, row for row (load bookkeeping aside), and every bad object be refuse
 from __future__ import annotations
 
 import asyncio
+import io
 import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+import cryptoflow_transformer.native
 import orjson
+import pytest
 import zstandard
+from cryptoflow_cli.rebuild import rebuild as rebuild_from_lake
+from cryptoflow_cli.replay import ReplayFilter
 from cryptoflow_cli.up import DERIVED_DEFAULTS
 from cryptoflow_contracts import Dataset, RawSnapshot
 from cryptoflow_lake_writer import build_objects
+from cryptoflow_native import RecordedCall
 from cryptoflow_runtime.lake import sha256_hex
 from warehouse.support import create_database
 
@@ -152,7 +159,7 @@ def quarantined_page() -> RawSnapshot:
 
 
 async def test_rebuild_restores_every_table_of_a_live_run_and_refuses_bad_objects(
-    file_pipeline: Pipeline, database_url: str
+    file_pipeline: Pipeline, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pipe = file_pipeline
     pipe.start_simulator(
@@ -249,6 +256,64 @@ async def test_rebuild_restores_every_table_of_a_live_run_and_refuses_bad_object
         assert letter["details"]["check"] == expected_refusals[key]  # type: ignore[index]
         assert letter["details"]["found_by"] == "cryptoflow rebuild --from-lake"  # type: ignore[index]
     assert f"{len(expected_refusals)} DeadLetter(s) published to DLQ" in result.stdout
+
+    # Issue 11: the lake holds both bronze formats — the extractor's pages with what the exchange
+    # sent (schema version 2), the XRP/ETH pages published here as ccxt results only (version 1) —
+    # and the rebuild above restored all of them.
+    versions = {
+        orjson.loads(line)["schema_version"]
+        for path in lake.glob("bronze/**/*.ndjson.zst")
+        if str(path.relative_to(lake)) not in expected_refusals
+        for line in zstandard.ZstdDecompressor().decompress(path.read_bytes(), max_output_size=1 << 30).splitlines()
+    }
+    assert versions == {1, 2}
+
+    # A parser change replayed over history: candles parsed from the exchange's own bodies take
+    # it, with the simulator gone (no request is made); pages kept as ccxt results cannot.
+    for proc in pipe.procs:
+        proc.terminate()
+    for layer in ("silver", "quarantine"):  # silver is write-once: a new parse starts without it
+        shutil.rmtree(lake / layer)
+    changed = await create_database(database_url)
+    await rebuild_in_process(pipe, changed, monkeypatch)
+    closes = "SELECT symbol, (extract(epoch FROM ts) * 1000)::bigint AS ms, close FROM ohlcv WHERE NOT resampled"
+    before = {(r["symbol"], r["ms"]): r["close"] for r in await pipe.fetch(closes)}
+    after = {(r["symbol"], r["ms"]): r["close"] for r in await fetch_from(changed, closes)}
+    quarantined = await fetch_from(changed, "SELECT reason, count(*) FROM quarantine GROUP BY reason")
+    assert after.keys() == before.keys(), [tuple(r.values()) for r in quarantined]
+    for (symbol, ms), close in before.items():
+        expected = float(round(close)) if symbol in ("BTC/USDT", "ETH/USDT") else close
+        assert after[(symbol, ms)] == expected, (symbol, ms, close, after[(symbol, ms)])
+    assert any(round(close) != close for (symbol, _), close in before.items() if symbol == "BTC/USDT")
+
+
+async def rebuild_in_process(pipe: Pipeline, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rebuild --from-lake` in this process (one process, no children), its candle parser
+    changed: every price rounded to a whole number."""
+    env = {k: v for k, v in pipe.env("cli").items() if k != "CRYPTOFLOW_HOME" and not k.startswith("TRANSFORMER_")}
+    for name, value in {**env, "DATABASE_URL": database_url, **DERIVED_DEFAULTS}.items():
+        monkeypatch.setenv(name, value)
+    original = cryptoflow_transformer.native.replay
+
+    def rounding(call: RecordedCall) -> Any:
+        result = original(call)
+        if call.method != "fetchOHLCV":
+            return result
+        # Every price (rounding keeps low <= open, close <= high): a changed rounding.
+        return [[row[0], *(float(round(price)) for price in row[1:5]), *row[5:]] for row in result]
+
+    monkeypatch.setattr(cryptoflow_transformer.native, "replay", rounding)
+    out = io.StringIO()
+    summary = await rebuild_from_lake(ReplayFilter(), out, processes=1)
+    assert summary.rebuilt > 0, (summary, out.getvalue()[-3000:])
+
+
+async def fetch_from(database_url: str, sql: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return list(await conn.fetch(sql))
+    finally:
+        await conn.close()
 
 
 async def test_without_nats_the_refusals_are_reported_and_a_second_rebuild_changes_nothing(

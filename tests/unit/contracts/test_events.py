@@ -325,8 +325,10 @@ def test_an_event_from_a_newer_schema_is_refused_with_the_reason() -> None:
         fetched_at=datetime(2024, 1, 1, tzinfo=UTC),
         payload=[],
     )
-    newer = orjson.loads(good.to_json()) | {"schema_version": 2}
-    with pytest.raises(ValidationError, match="schema_version 2 is not one this reader knows"):
+    newer = orjson.loads(good.to_json()) | {"schema_version": RawSnapshot.SCHEMA_VERSION + 1}
+    with pytest.raises(
+        ValidationError, match=f"schema_version {RawSnapshot.SCHEMA_VERSION + 1} is not one this reader knows"
+    ):
         RawSnapshot.model_validate(newer)
     with pytest.raises(ValidationError):
         RawSnapshot.model_validate(orjson.loads(good.to_json()) | {"schema_version": 0})

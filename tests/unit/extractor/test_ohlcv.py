@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from cryptoflow_contracts import TIMEFRAME_MS
+from cryptoflow_contracts import TIMEFRAME_MS, NativeCall
 from cryptoflow_extractor.ohlcv import Candle, candles_of, closed_candles
 from cryptoflow_extractor.session import Page
 from cryptoflow_extractor.validation import validate_ohlcv
 
 MINUTE = 60_000
 T0 = 1_717_243_200_000  # 2024-06-01T12:00:00Z
+# Pages made here, not read from an exchange: nothing was sent.
+NOTHING_SENT = NativeCall(ccxt_version="none", method="fetchOHLCV", args=[], responses=[])
 
 
 def rows(start: int, n: int, step: int = MINUTE) -> list[list[Any]]:
@@ -20,7 +22,7 @@ def rows(start: int, n: int, step: int = MINUTE) -> list[list[Any]]:
 
 def page(start: int, n: int, step: int = MINUTE) -> list[Candle]:
     raw = rows(start, n, step)
-    return candles_of(Page(raw, validate_ohlcv(raw)))
+    return candles_of(Page(raw, validate_ohlcv(raw), NOTHING_SENT))
 
 
 def test_forming_candle_is_dropped() -> None:
@@ -59,7 +61,7 @@ def test_order_and_values_are_kept() -> None:
 
 def test_each_candle_keeps_the_row_ccxt_returned() -> None:
     raw = [[T0, 1, 2, 0.5, 1.5, 3]]  # integers where floats are expected: parsed as floats
-    (candle,) = candles_of(Page(raw, validate_ohlcv(raw)))
+    (candle,) = candles_of(Page(raw, validate_ohlcv(raw), NOTHING_SENT))
     assert candle.raw is raw[0], "the published row is ccxt's own object, not a re-serialisation"
     assert candle.row.open == 1.0 and isinstance(candle.row.open, float)
     assert (candle.ts, candle.row.volume) == (T0, 3.0)

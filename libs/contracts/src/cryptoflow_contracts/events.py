@@ -111,8 +111,43 @@ class Event(BaseModel):
         return cls.model_validate_json(data)
 
 
+class NativeResponse(BaseModel):
+    """One HTTP response as the exchange sent it, with the request it answered."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    method: str = Field(description="HTTP method, e.g. GET")
+    path: str = Field(description="URL path of the request, e.g. /api/v3/klines")
+    params: dict[str, str] = Field(default_factory=dict, description="Query parameters, credentials removed")
+    status: int | None = Field(default=None, description="HTTP status")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="The response headers that matter (rate-limit weight, dates)"
+    )
+    body: str = Field(description="The response body exactly as received")
+
+
+class NativeCall(BaseModel):
+    """One unified ccxt call and every response it read: enough to parse it again, offline."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ccxt_version: str
+    method: str = Field(description="The unified ccxt method, e.g. fetchOHLCV")
+    args: list[Any] = Field(description="Its arguments, e.g. [symbol, timeframe, since, limit, params]")
+    market: dict[str, Any] | None = Field(default=None, description="The ccxt market of the symbol, as loaded")
+    options: dict[str, Any] = Field(default_factory=dict, description="ccxt options the exchange was built with")
+    responses: list[NativeResponse]
+
+
 class RawSnapshot(Event):
-    """One page of what ccxt returned for one exchange·symbol·dataset, untouched."""
+    """One page of what ccxt returned for one exchange·symbol·dataset, untouched.
+
+    From schema version 2, `native` holds what the exchange sent (every response body of the
+    calls that made the page, as received, with their requests): silver is parsed from it, so a
+    newer parser can be replayed over history. Version 1 snapshots carry ccxt's result only.
+    """
+
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     STREAM: ClassVar[Stream] = Stream.RAW
     SUBJECT: ClassVar[str] = subjects.RAW_SUBJECT
@@ -129,6 +164,15 @@ class RawSnapshot(Event):
     first_ts: int | None = Field(default=None, description="Earliest record time in payload, ms")
     last_ts: int | None = Field(default=None, description="Latest record time in payload, ms")
     final: bool = Field(default=True, description="True when every record is closed and final")
+    native: list[NativeCall] | None = Field(
+        default=None, description="What the exchange sent for this page (schema version 2 on)"
+    )
+
+    @model_validator(mode="after")
+    def _native_from_version_2(self) -> RawSnapshot:
+        if self.native is not None and self.schema_version < 2:
+            raise ValueError("native responses come with schema_version 2")
+        return self
 
     @field_validator("payload")
     @classmethod

@@ -14,6 +14,9 @@ HTTP session (run it in a thread from async code).
 from __future__ import annotations
 
 import copy
+import functools
+import json
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,30 +48,45 @@ class RecordedCall:
 
 def replay(call: RecordedCall) -> Any:
     """ccxt's unified result for the recorded bodies (what the call returned when it was made)."""
-    cls = getattr(ccxt, call.exchange_id, None)
-    if call.exchange_id not in ccxt.exchanges or cls is None:
-        raise ReplayError(f"unknown exchange {call.exchange_id!r}")
-    exchange = cls(
-        {
-            "enableRateLimit": False,
-            # Copies: ccxt keeps and may change what it is given (it edits raw rows in place).
-            "markets": copy.deepcopy(dict(call.markets)),
-            "options": copy.deepcopy(dict(call.options)),
-        }
-    )
-    method = getattr(exchange, call.method, None)
-    if method is None or not exchange.has.get(call.method):
-        raise ReplayError(f"{call.exchange_id} has no unified method {call.method!r}")
-    bodies = iter(copy.deepcopy(list(call.bodies)))
+    offline = _offline_exchange(call.exchange_id, _options_key(call.options))
+    with offline.lock:
+        exchange = offline.exchange
+        # Copies: ccxt keeps and may change what it is given (it edits raw rows in place).
+        exchange.set_markets(copy.deepcopy(list(call.markets.values())))
+        method = getattr(exchange, call.method, None)
+        if method is None or not exchange.has.get(call.method):
+            raise ReplayError(f"{call.exchange_id} has no unified method {call.method!r}")
+        bodies = iter(copy.deepcopy(list(call.bodies)))
 
-    def fetch(url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
-        try:
-            return next(bodies)
-        except StopIteration:
-            raise ReplayError(
-                f"{call.exchange_id} {call.method} made more requests than the {len(call.bodies)} recorded "
-                f"(the next: {method} {url.split('?')[0]})"
-            ) from None
+        def fetch(url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
+            try:
+                return next(bodies)
+            except StopIteration:
+                raise ReplayError(
+                    f"{call.exchange_id} {call.method} made more requests than the {len(call.bodies)} recorded "
+                    f"(the next: {method} {url.split('?')[0]})"
+                ) from None
 
-    exchange.fetch = fetch
-    return method(*call.args)
+        exchange.fetch = fetch
+        return method(*copy.deepcopy(list(call.args)))
+
+
+@dataclass
+class _Offline:
+    exchange: ccxt.Exchange
+    # One replay at a time per instance: its `fetch` and markets are set for the call.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _options_key(options: Mapping[str, Any]) -> str:
+    return json.dumps(options, sort_keys=True, default=str)
+
+
+@functools.lru_cache(maxsize=64)
+def _offline_exchange(exchange_id: str, options_key: str) -> _Offline:
+    """A ccxt instance per exchange and options, built once: building one takes milliseconds,
+    more than parsing a page."""
+    cls = getattr(ccxt, exchange_id, None)
+    if exchange_id not in ccxt.exchanges or cls is None:
+        raise ReplayError(f"unknown exchange {exchange_id!r}")
+    return _Offline(cls({"enableRateLimit": False, "options": json.loads(options_key)}))

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import ccxt.async_support as ccxt
 
+from .native import capture_responses
 from .profiles import profile
 
 
@@ -46,6 +47,7 @@ def create_exchange(
     if base_url is not None:
         exchange.urls["api"] = _rehost_tree(exchange.urls["api"], base_url)
     record_http_status(exchange)
+    capture_responses(exchange)
     return exchange
 
 

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from cryptoflow_contracts import Dataset, KnownGap, RawSnapshot, timeframe_ms
+from cryptoflow_contracts import Dataset, KnownGap, NativeCall, RawSnapshot, timeframe_ms
 
 from .checkpoints import CheckpointStore, checkpoint_key
 from .gaps import holes
 from .metrics import CANDLES_PUBLISHED, FRESHNESS_LAG, KNOWN_GAPS, NEWEST_RECORD
+from .native import UnifiedCall
 from .profiles import profile
 from .session import ExchangeSession, Page
 from .validation import OhlcvRow, validate_ohlcv
@@ -66,16 +67,15 @@ class OhlcvJob:
     def name(self) -> str:
         return f"{self.session.exchange_id} {self.symbol} ohlcv {self.timeframe}"
 
-    async def _page(self, since: int, limit: int, until: int | None = None) -> list[Candle]:
-        exchange = self.session.exchange
+    async def _page(self, since: int, limit: int, until: int | None = None) -> tuple[list[Candle], NativeCall]:
         params = {"until": until} if until is not None else {}
         page = await self.session.fetch(
             Dataset.OHLCV,
             self.symbol,
-            lambda: exchange.fetch_ohlcv(self.symbol, self.timeframe, since, limit, params),
+            UnifiedCall("fetchOHLCV", (self.symbol, self.timeframe, since, limit, params)),
             validate_ohlcv,
         )
-        return candles_of(page)
+        return candles_of(page), page.native
 
     async def catch_up(self, now_ms: Callable[[], int] = wall_clock_ms) -> int:
         """Publish every closed candle from the checkpoint to now (or `until`); returns how many."""
@@ -92,7 +92,8 @@ class OhlcvJob:
                 window_end = since + (self.page_limit - 1) * tf_ms
                 if self.until_ms is not None:
                     window_end = min(window_end, self.until_ms)
-            page = await self._page(since, self.page_limit, until=window_end)
+            page, native = await self._page(since, self.page_limit, until=window_end)
+            natives = [native]
             fetched_at = datetime.now(UTC)
             candles = [c for c in closed_candles(page, tf_ms, now_ms()) if c.ts >= since]
             if self.until_ms is not None:
@@ -111,14 +112,16 @@ class OhlcvJob:
                 # The exchange skipped from our checkpoint to a later candle: ask for exactly the
                 # missing interval once before calling it a gap.
                 start, end = gaps[0]
-                refetched = [c for c in await self._page(start, self.page_limit, until=end) if start <= c.ts <= end]
+                again, native = await self._page(start, self.page_limit, until=end)
+                refetched = [c for c in again if start <= c.ts <= end]
                 if refetched:
                     log.info(
                         "missing candles re-requested and found", extra={"job": self.name, "found": len(refetched)}
                     )
                     candles = sorted({c.ts: c for c in [*refetched, *candles]}.values(), key=lambda c: c.ts)
+                    natives.insert(0, native)
                     gaps = holes([c.ts for c in candles], tf_ms, since)
-            await self._publish(candles, fetched_at, since)
+            await self._publish(candles, fetched_at, since, natives)
             for start, end in gaps:
                 await self._record_gap(start, end, tf_ms)
             last_ts = candles[-1].ts
@@ -137,8 +140,12 @@ class OhlcvJob:
                 break
         return published
 
-    async def _publish(self, candles: list[Candle], fetched_at: datetime, since: int) -> None:
+    async def _publish(
+        self, candles: list[Candle], fetched_at: datetime, since: int, natives: list[NativeCall]
+    ) -> None:
         snapshot = RawSnapshot(
+            schema_version=2,
+            native=natives,
             dataset=Dataset.OHLCV,
             exchange=self.session.exchange_id,
             symbol=self.symbol,

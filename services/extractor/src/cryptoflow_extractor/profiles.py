@@ -41,10 +41,6 @@ class ExchangeProfile:
     """Most candles one kline request returns (larger `page_limit`s are lowered to it)."""
     max_trades_page: int = 100
     """Most trades one trades request returns."""
-    trade_id_field: str | None = None
-    """The field of the exchange's own trade (ccxt's `info`) that identifies it, for an exchange
-    whose trades ccxt leaves without an `id` (KuCoin's `sequence`): without an id, trades of one
-    millisecond cannot be told apart across pages."""
 
     @property
     def windowed_ohlcv(self) -> bool:
@@ -60,7 +56,7 @@ _PROFILES = (
     ExchangeProfile("okx", max_ohlcv_page=100, max_trades_page=100),
     ExchangeProfile("kraken", max_ohlcv_page=720, max_trades_page=1000),
     ExchangeProfile("coinbase", max_ohlcv_page=300, max_trades_page=1000),
-    ExchangeProfile("kucoin", max_ohlcv_page=1000, max_trades_page=100, trade_id_field="sequence"),
+    ExchangeProfile("kucoin", max_ohlcv_page=1000, max_trades_page=100),
     ExchangeProfile("bitfinex", max_ohlcv_page=1000, max_trades_page=1000),
     ExchangeProfile("bitstamp", max_ohlcv_page=1000, max_trades_page=1000),
     ExchangeProfile("htx", max_ohlcv_page=1000, max_trades_page=1000),
@@ -74,23 +70,6 @@ PROFILES: Mapping[str, ExchangeProfile] = MappingProxyType({p.ccxt_id: p for p i
 def generic_profile(exchange_id: str) -> ExchangeProfile:
     """An exchange without an entry: ccxt's default options, "since" paging, pages of 100."""
     return ExchangeProfile(exchange_id)
-
-
-def with_trade_ids(exchange_id: str, trades: Any) -> Any:
-    """ccxt's trades, each with an id: ones ccxt left without take the exchange's own (see
-    `ExchangeProfile.trade_id_field`); anything else is returned as it is, to be validated."""
-    field_name = profile(exchange_id).trade_id_field
-    if field_name is None or not isinstance(trades, list):
-        return trades
-    return [
-        {**trade, "id": str(trade["info"][field_name])}
-        if isinstance(trade, dict)
-        and trade.get("id") is None
-        and isinstance(trade.get("info"), dict)
-        and trade["info"].get(field_name) is not None
-        else trade
-        for trade in trades
-    ]
 
 
 def profile(exchange_id: str) -> ExchangeProfile:

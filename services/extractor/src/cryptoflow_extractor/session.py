@@ -9,11 +9,14 @@ from datetime import UTC, datetime
 from typing import Any, Generic, NoReturn, TypeVar
 
 import ccxt.async_support as ccxt
-from cryptoflow_contracts import Dataset, DeadLetter, KnownGap, RawSnapshot, SchemaDrift, Stage
+from cryptoflow_contracts import Dataset, DeadLetter, KnownGap, NativeCall, RawSnapshot, SchemaDrift, Stage
+from cryptoflow_native import complete
 from pydantic import ValidationError
 
 from .drift import DriftDetector
 from .metrics import DRIFT_EVENTS, PAGES_DEAD_LETTERED
+from .native import UnifiedCall, unified_call
+from .profiles import profile
 from .resilience import ExchangeCaller
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,7 @@ class Page(Generic[ParsedT]):
 
     result: Any  # what is published (RawSnapshot.payload): never rebuilt from `parsed`
     parsed: ParsedT  # what the job reasons with (validation.py models)
+    native: NativeCall  # what the exchange sent for it (RawSnapshot.native)
 
 
 def describe_invalid(exc: Exception) -> str:
@@ -73,14 +77,23 @@ class ExchangeSession:
         self,
         dataset: Dataset,
         symbol: str,
-        request: Callable[[], Awaitable[Any]],
+        call: UnifiedCall,
         validate: Callable[[Any], ParsedT],
     ) -> Page[ParsedT]:
         """Call the exchange, check the answer (drift, structure), dead-letter it when bad.
 
-        Raises BadPageError after dead-lettering; otherwise the result and its typed view.
+        Raises BadPageError after dead-lettering; otherwise the result, its typed view and what
+        the exchange sent for it.
         """
+        options = profile(self.exchange_id).load_options
+
+        def request() -> Awaitable[tuple[Any, NativeCall]]:
+            return unified_call(self.exchange, call, symbol, options)
+
         fetched = await self.caller.call(dataset.value, request)
+        result, native = fetched.result
+        # Completed where ccxt leaves a gap, as the replay of `native` completes it.
+        result = complete(self.exchange_id, call.method, result)
         if fetched.raw_json is None and fetched.raw_text:
             # ccxt turns a body that is not JSON (cut short, an HTML error page) into empty results.
             await self._dead_letter(dataset, symbol, "response is not valid JSON", "BadResponse", fetched.raw_text)
@@ -92,7 +105,7 @@ class ExchangeSession:
                     dataset, symbol, f"schema drift: {drift.describe()}", "SchemaDrift", fetched.raw_text
                 )
         try:
-            parsed = validate(fetched.result)
+            parsed = validate(result)
         except (ValidationError, ValueError, TypeError) as exc:
             await self._dead_letter(
                 dataset,
@@ -101,7 +114,7 @@ class ExchangeSession:
                 type(exc).__name__,
                 fetched.raw_text,
             )
-        return Page(fetched.result, parsed)
+        return Page(result, parsed, native)
 
     async def _report_drift(
         self,

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from cryptoflow_contracts import Dataset, RawSnapshot
+from cryptoflow_contracts import Dataset, NativeCall, RawSnapshot
 
 from .metrics import FRESHNESS_LAG, NEWEST_RECORD, SNAPSHOTS_PUBLISHED
+from .native import UnifiedCall
 from .session import ExchangeSession
 from .validation import validate_order_book, validate_ticker
 
@@ -28,13 +29,19 @@ class TickerJob:
         return f"{self.session.exchange_id} {self.symbol} ticker"
 
     async def catch_up(self, now_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> int:
-        exchange = self.session.exchange
         page = await self.session.fetch(
-            Dataset.TICKER, self.symbol, lambda: exchange.fetch_ticker(self.symbol), validate_ticker
+            Dataset.TICKER, self.symbol, UnifiedCall("fetchTicker", (self.symbol,)), validate_ticker
         )
         request = {"symbol": self.symbol}
         await publish_state(
-            self.session, Dataset.TICKER, self.symbol, page.result, page.parsed.timestamp, request, now_ms()
+            self.session,
+            Dataset.TICKER,
+            self.symbol,
+            page.result,
+            page.parsed.timestamp,
+            request,
+            now_ms(),
+            page.native,
         )
         return 1
 
@@ -50,11 +57,10 @@ class OrderBookJob:
         return f"{self.session.exchange_id} {self.symbol} orderbook"
 
     async def catch_up(self, now_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> int:
-        exchange = self.session.exchange
         page = await self.session.fetch(
             Dataset.ORDERBOOK,
             self.symbol,
-            lambda: exchange.fetch_order_book(self.symbol, self.depth),
+            UnifiedCall("fetchOrderBook", (self.symbol, self.depth)),
             validate_order_book,
         )
         # Some exchanges return more levels than asked (fixed depth steps): keep the configured top N.
@@ -62,7 +68,7 @@ class OrderBookJob:
         book = {**raw, "bids": raw["bids"][: self.depth], "asks": raw["asks"][: self.depth]}
         request = {"symbol": self.symbol, "limit": self.depth}
         await publish_state(
-            self.session, Dataset.ORDERBOOK, self.symbol, book, page.parsed.timestamp, request, now_ms()
+            self.session, Dataset.ORDERBOOK, self.symbol, book, page.parsed.timestamp, request, now_ms(), page.native
         )
         return 1
 
@@ -75,12 +81,15 @@ async def publish_state(
     timestamp: int | None,
     request: dict[str, Any],
     now: int,
+    native: NativeCall,
 ) -> None:
     """Publish one state snapshot; `payload` is ccxt's result, `timestamp` its parsed time."""
     fetched_at = datetime.now(UTC)
     # Binance's REST order book has no timestamp: the fetch time is when we saw that state.
     ts = timestamp or int(fetched_at.timestamp() * 1000)
     snapshot = RawSnapshot(
+        schema_version=2,
+        native=[native],
         dataset=dataset,
         exchange=session.exchange_id,
         symbol=symbol,

@@ -13,7 +13,7 @@ from cryptoflow_contracts import Dataset, RawSnapshot
 
 from .checkpoints import CheckpointStore, checkpoint_key
 from .metrics import FRESHNESS_LAG, NEWEST_RECORD, TRADES_PUBLISHED
-from .profiles import with_trade_ids
+from .native import UnifiedCall
 from .session import ExchangeSession, Page
 from .validation import Trade, validate_trades
 
@@ -69,21 +69,14 @@ class TradesJob:
         state = await self.checkpoints.state(self.key)
         after_ts: int | None = state.get("last_ts", self.since_ms) if state else self.since_ms
         seen: set[str] = set(state.get("ids_at_last_ts", [])) if state else set()
-        exchange = self.session.exchange
         published = 0
-
-        async def fetch_page(since: int | None) -> Any:
-            return with_trade_ids(
-                self.session.exchange_id, await exchange.fetch_trades(self.symbol, since, self.page_limit)
-            )
 
         while True:
             since = after_ts
             page = await self.session.fetch(
                 Dataset.TRADES,
                 self.symbol,
-                # Called before the loop moves on, so binding `since` late is safe.
-                lambda: fetch_page(since),  # noqa: B023
+                UnifiedCall("fetchTrades", (self.symbol, since, self.page_limit)),
                 validate_trades,
             )
             trades = new_trades(trades_of(page), after_ts, seen)
@@ -91,6 +84,8 @@ class TradesJob:
                 break
             fetched_at = datetime.now(UTC)
             snapshot = RawSnapshot(
+                schema_version=2,
+                native=[page.native],
                 dataset=Dataset.TRADES,
                 exchange=self.session.exchange_id,
                 symbol=self.symbol,

@@ -12,6 +12,7 @@ from cryptoflow_runtime import Lake, PoisonMessageError
 from cryptoflow_runtime.lake import sha256_hex
 
 from .datasets import TRANSFORMS
+from .native import unified_bronze
 from .silver_files import to_parquet
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,8 @@ async def transform_object(lake: Lake, written: ObjectWritten) -> TransformResul
         ndjson = zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 31)
     except zstandard.ZstdError as exc:
         raise PoisonMessageError(f"{written.key}: not a zstd object ({exc})") from exc
-    checked = transform.check(ndjson)
+    # Version 2 snapshots are parsed from what the exchange sent, with the current ccxt.
+    checked = transform.check(unified_bronze(ndjson))
     table = transform.table.name
     reasons = checked.reasons
 
