@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 from cryptoflow_contracts import SILVER_SCHEMA_VERSION, Dataset, RawSnapshot
 from cryptoflow_contracts.silver import OHLCV
+from cryptoflow_native import OHLCV_EXTRAS
 from cryptoflow_transformer.ohlcv import (
     SILVER_SCHEMA,
     frame_from_bronze,
@@ -157,7 +158,31 @@ def test_good_frame_has_the_silver_schema(bronze: tuple[bytes, RawSnapshot, RawS
     assert good.columns == OHLCV.column_names
     for name, dtype in CORE_SCHEMA.items():
         assert good.schema[name] == dtype, name
-    assert good.null_count().sum_horizontal().item() == 0
+    # ccxt's six fields make every value; the kline extras are null where bronze has no native body.
+    assert good.drop(OHLCV_EXTRAS).null_count().sum_horizontal().item() == 0
+    assert good.select(OHLCV_EXTRAS).null_count().row(0) == (good.height,) * len(OHLCV_EXTRAS)
+
+
+def test_a_native_kline_s_extras_become_columns_and_bad_ones_are_quarantined() -> None:
+    """Issue 11: a candle parsed from Binance's own kline carries ten fields, the last four its
+    extras; they land in silver, and a negative or non-finite extra quarantines the candle."""
+    snapshot = RawSnapshot(
+        dataset=Dataset.OHLCV,
+        exchange="binance",
+        symbol="BTC/USDT",
+        timeframe="1m",
+        fetched_at=datetime(2024, 1, 2, tzinfo=UTC),
+        payload=[
+            [T0, 1.0, 2.0, 0.5, 1.5, 10.0, 15.0, 7, 4.0, 6.0],
+            [T0 + 60_000, 1.5, 2.0, 1.0, 1.8, 11.0, 18.0, 9, 5.0, 8.0],
+            [T0 + 120_000, 1.8, 2.0, 1.0, 1.9, 12.0, -1.0, 9, 5.0, 8.0],
+        ],
+        first_ts=T0,
+        last_ts=T0 + 120_000,
+    )
+    checked = validate_ohlcv(frame_from_bronze(snapshot.to_json() + b"\n"))
+    assert checked.good.select(OHLCV_EXTRAS).rows() == [(15.0, 7, 4.0, 6.0), (18.0, 9, 5.0, 8.0)]
+    assert checked.rejected["reason"].to_list() == ["invalid_kline_field"]
 
 
 def test_good_rows_are_unique_and_sorted_by_key(bronze: tuple[bytes, RawSnapshot, RawSnapshot, RawSnapshot]) -> None:

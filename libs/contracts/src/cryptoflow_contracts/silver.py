@@ -38,7 +38,8 @@ class SilverTable:
         return [name for name, _ in self.columns]
 
 
-SILVER_SCHEMA_VERSION = 1
+# 2: ohlcv's native kline fields (quote_volume, trade_count, taker_buy_*).
+SILVER_SCHEMA_VERSION = 2
 SCHEMA_VERSION_METADATA_KEY = "cryptoflow.schema_version"
 TABLE_METADATA_KEY = "cryptoflow.table"  # the silver table a Parquet file's rows belong to
 
@@ -49,12 +50,22 @@ OHLCV = SilverTable(
     (
         ("exchange", T), ("symbol", T), ("timeframe", T), ("ts", TS),
         ("open", F), ("high", F), ("low", F), ("close", F), ("volume", F),
+        # What the exchange's own kline carries beyond ccxt's six fields (Binance's: quote-asset
+        # volume, number of trades, taker-buy base and quote volume); null where it does not.
+        ("quote_volume", F), ("trade_count", N), ("taker_buy_base_volume", F), ("taker_buy_quote_volume", F),
         # resampled: built from a finer timeframe; final: the candle's interval is complete.
         ("resampled", B), ("final", B),
         ("source_event_id", T),
     ),
     key=("exchange", "symbol", "timeframe", "ts"),
-    defaults={"resampled": False, "final": True},
+    defaults={
+        "resampled": False,
+        "final": True,
+        "quote_volume": None,
+        "trade_count": None,
+        "taker_buy_base_volume": None,
+        "taker_buy_quote_volume": None,
+    },
     not_null=frozenset({"open", "high", "low", "close", "volume", "resampled", "final"}),
 )  # fmt: skip
 INDICATORS = SilverTable(

@@ -39,7 +39,8 @@ class RecordedCall:
     args: Sequence[Any]
     """Its arguments, e.g. ("BTC/USDT", "1m", since, limit, params)."""
     bodies: Sequence[Any]
-    """Each HTTP response body the call received, decoded from JSON, in order."""
+    """Each HTTP response body the call received, decoded from JSON, in order (handed to ccxt,
+    which may change them: decode them for the call)."""
     markets: Mapping[str, Mapping[str, Any]]
     """The ccxt markets (by unified symbol) the call refers to, as ccxt had loaded them."""
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -56,7 +57,9 @@ def replay(call: RecordedCall) -> Any:
         method = getattr(exchange, call.method, None)
         if method is None or not exchange.has.get(call.method):
             raise ReplayError(f"{call.exchange_id} has no unified method {call.method!r}")
-        bodies = iter(copy.deepcopy(list(call.bodies)))
+        # Not copied (a 1000-candle body costs more to copy than to parse): ccxt may change the
+        # bodies it is given (it edits raw rows in place), so they are the caller's to give up.
+        bodies = iter(list(call.bodies))
 
         def fetch(url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
             try:

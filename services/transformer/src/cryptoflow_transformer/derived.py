@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import polars as pl
 from cryptoflow_contracts import Anomaly, BatchReady, Dataset, ObjectWritten, symbol_token
 from cryptoflow_contracts.silver import INDICATORS, OHLCV
+from cryptoflow_native import OHLCV_EXTRAS
 from cryptoflow_runtime import Lake
 from cryptoflow_runtime.lake import sha256_hex
 
@@ -140,6 +141,8 @@ async def write_outputs(
             "low",
             "close",
             "volume",
+            # The kline extras are the exchange's own, for its own candles: none on resampled ones.
+            *[pl.lit(None, dtype=pl.Float64).alias(name) for name in OHLCV_EXTRAS],
             pl.lit(True).alias("resampled"),
             "final",
             pl.lit(written.event_id).alias("source_event_id"),

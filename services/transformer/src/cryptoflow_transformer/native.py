@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 from cryptoflow_contracts import Dataset
-from cryptoflow_native import RecordedCall, complete, replay
+from cryptoflow_native import RecordedCall, complete, ohlcv_extras, replay
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +50,18 @@ def payload_from_native(snapshot: dict[str, Any]) -> Any:
     """What the snapshot's calls return when their responses are parsed now, narrowed to the
     records the snapshot was published with."""
     exchange = snapshot["exchange"]
-    results = [
-        complete(exchange, call["method"], replay(_recorded(exchange, snapshot["symbol"], call)))
-        for call in snapshot["native"]
-    ]
+    calls = [_recorded(exchange, snapshot["symbol"], call) for call in snapshot["native"]]
+    # The exchange's own fields beyond ccxt's, read before ccxt sees (and may change) the bodies.
+    extras = ohlcv_extras(exchange, [body for call in calls for body in call.bodies])
+    results = [complete(exchange, call.method, replay(call)) for call in calls]
     dataset = Dataset(snapshot["dataset"])
     first, last = snapshot.get("first_ts"), snapshot.get("last_ts")
     if dataset is Dataset.OHLCV:
         # Later calls first: a re-requested interval is recorded before the page it completes,
         # and the page's own candle wins (as when the extractor merged them).
         by_ts = {row[0]: row for result in results for row in result if _within(row[0], first, last)}
-        return [by_ts[ts] for ts in sorted(by_ts)]
+        # [ts, open, high, low, close, volume] and, where the exchange sends them, the extras.
+        return [[*by_ts[ts][:6], *extras[ts]] if ts in extras else by_ts[ts] for ts in sorted(by_ts)]
     if dataset is Dataset.TRADES:
         by_id = {t["id"]: t for result in results for t in result if _within(t["timestamp"], first, last)}
         return sorted(by_id.values(), key=lambda t: (t["timestamp"], str(t["id"])))

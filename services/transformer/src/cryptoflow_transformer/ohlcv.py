@@ -1,5 +1,8 @@
 """OHLCV bronze (pages of ccxt candles [ts, open, high, low, close, volume]) → typed, checked `ohlcv` rows.
 
+A candle parsed from the exchange's own kline (native bronze) may carry four more fields, the
+kline's extras (quote volume, trade count, taker-buy base and quote volume): ten fields.
+
 Pure functions: no I/O here.
 """
 
@@ -10,6 +13,7 @@ import io
 import polars as pl
 from cryptoflow_contracts import TIMEFRAME_MS
 from cryptoflow_contracts.silver import OHLCV
+from cryptoflow_native import OHLCV_EXTRAS
 
 from . import bounds, silver_files
 from .bronze import read_snapshots, try_read_snapshots
@@ -19,6 +23,9 @@ from .schemas import polars_schema
 KEY = list(OHLCV.key)
 PRICES = ["open", "high", "low", "close"]
 VALUES = [*PRICES, "volume"]
+EXTRAS = list(OHLCV_EXTRAS)
+# A candle: ccxt's six fields, or those and the kline's extras.
+FIELDS = (6, 6 + len(EXTRAS))
 SILVER_SCHEMA = polars_schema(OHLCV)
 # Candles read as text: one malformed value nulls that row instead of failing the whole object.
 PAYLOAD = pl.List(pl.List(pl.String()))
@@ -46,12 +53,13 @@ def _with_tf_ms(snapshots: pl.DataFrame) -> pl.DataFrame:
 
 
 def _columns(ts_ms: pl.Expr, values: list[pl.Expr]) -> list[pl.Expr]:
+    """`values`: the five values, then the four extras."""
     return [
         pl.col("exchange"),
         pl.col("symbol"),
         pl.col("timeframe"),
         ts_ms.alias("ts_ms"),
-        *[value.alias(name) for value, name in zip(values, VALUES, strict=True)],
+        *[value.alias(name) for value, name in zip(values, [*VALUES, *EXTRAS], strict=True)],
         pl.col("payload").list.len().alias("fields"),
         pl.col("event_id").alias("source_event_id"),
         pl.col("fetched"),
@@ -73,7 +81,7 @@ def _from_text(ndjson: bytes) -> pl.DataFrame:
     cell = pl.col("payload").list
     columns = _columns(
         cell.get(0, null_on_oob=True).cast(pl.Int64, strict=False),
-        [cell.get(i, null_on_oob=True).cast(pl.Float64, strict=False) for i in range(1, 6)],
+        [cell.get(i, null_on_oob=True).cast(pl.Float64, strict=False) for i in range(1, 10)],
     )
     rows = _candles(snapshots).select(columns)
     broken = snapshots.filter(pl.col("malformed"))
@@ -96,7 +104,7 @@ def _from_numbers(ndjson: bytes) -> pl.DataFrame | None:
         return None
     cell = pl.col("payload").list
     rows = _candles(_with_tf_ms(snapshots)).select(
-        _columns(cell.get(0, null_on_oob=True), [cell.get(i, null_on_oob=True) for i in range(1, 6)])
+        _columns(cell.get(0, null_on_oob=True), [cell.get(i, null_on_oob=True) for i in range(1, 10)])
     )
     ts = rows["ts_ms"]
     largest = ts.abs().max()
@@ -107,7 +115,7 @@ def _from_numbers(ndjson: bytes) -> pl.DataFrame | None:
 
 def checks() -> list[Check]:
     return [
-        (pl.col("fields") != 6, "malformed_row: expected [ts, open, high, low, close, volume]"),
+        (~pl.col("fields").is_in(FIELDS), "malformed_row: expected [ts, open, high, low, close, volume]"),
         (pl.any_horizontal(pl.col(c).is_null() for c in ["ts_ms", *VALUES]), "null_field"),
         # "NaN"/"inf" parse as floats, and every comparison with NaN is false: refuse them by name.
         (pl.any_horizontal(~pl.col(c).is_finite() for c in VALUES), "non_finite_value"),
@@ -118,6 +126,8 @@ def checks() -> list[Check]:
         (pl.col("high") < pl.max_horizontal("open", "close"), "high_below_open_close"),
         (pl.col("low") > pl.min_horizontal("open", "close"), "low_above_open_close"),
         (pl.col("volume") < 0, "negative_volume"),
+        # The extras, where present: finite, not negative.
+        (pl.any_horizontal(~pl.col(c).is_finite() | (pl.col(c) < 0) for c in EXTRAS), "invalid_kline_field"),
         ((pl.col("ts_ms") % pl.col("tf_ms")) != 0, "ts_not_aligned_to_timeframe"),
     ]
 
@@ -129,6 +139,7 @@ def validate_ohlcv(raw: pl.DataFrame) -> CheckedRows:
         pl.col("timeframe"),
         pl.from_epoch(pl.col("ts_ms"), time_unit="ms").dt.replace_time_zone("UTC").alias("ts"),
         *[pl.col(c) for c in VALUES],
+        *[pl.col(c) for c in EXTRAS],
         pl.lit(False).alias("resampled"),
         pl.lit(True).alias("final"),
         pl.col("source_event_id"),
@@ -151,9 +162,14 @@ def _all_pass(raw: pl.DataFrame) -> bool:
     )
     if any(column.null_count() for column in (fields, ts_ms, open_, high, low, close, volume, tf_ms)):
         return False
+    extras = [raw[name] for name in EXTRAS]
+    if any(column.null_count() < column.len() for column in extras) and not all(
+        bool(((column >= 0) & column.is_finite()).fill_null(True).all()) for column in extras
+    ):
+        return False
     return bool(
-        fields.min() == 6
-        and fields.max() == 6
+        raw.height > 0
+        and fields.is_in(FIELDS).all()
         and (open_ + high + low + close + volume).is_finite().all()
         and ((high >= open_) & (high >= close) & (low <= open_) & (low <= close)).all()
         and low.min() > 0  # type: ignore[operator]

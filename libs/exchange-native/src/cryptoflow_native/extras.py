@@ -1,0 +1,57 @@
+"""What an exchange's own records carry beyond ccxt's unified ones, read from its bodies.
+
+ccxt's candle is `[ts, open, high, low, close, volume]`. Binance's kline also sends the quote-asset
+volume, the number of trades and the taker-buy base and quote volumes; bronze keeps the body, and
+these readers take the fields out of it, by the candle's open time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+OHLCV_EXTRAS = ("quote_volume", "trade_count", "taker_buy_base_volume", "taker_buy_quote_volume")
+
+# One candle's extras, in OHLCV_EXTRAS order; None where the exchange sends no such field.
+Extras = tuple[float | None, int | None, float | None, float | None]
+
+
+def _binance_klines(body: Any) -> dict[int, Extras]:
+    """`/api/v3/klines` (and the futures klines): rows of twelve fields, 7-10 the extras."""
+    found: dict[int, Extras] = {}
+    if isinstance(body, list):
+        for row in body:
+            if isinstance(row, list) and len(row) >= 11 and isinstance(row[0], int):
+                found[row[0]] = (_float(row[7]), _int(row[8]), _float(row[9]), _float(row[10]))
+    return found
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+_READERS: Mapping[str, Callable[[Any], dict[int, Extras]]] = MappingProxyType(
+    dict.fromkeys(("binance", "binanceus", "binanceusdm", "binancecoinm"), _binance_klines)
+)
+
+
+def ohlcv_extras(exchange_id: str, bodies: list[Any]) -> dict[int, Extras]:
+    """The extras of every candle in `bodies` (decoded kline responses), by open time; empty for
+    an exchange whose klines carry none."""
+    reader = _READERS.get(exchange_id)
+    found: dict[int, Extras] = {}
+    if reader is not None:
+        for body in bodies:
+            found.update(reader(body))
+    return found
