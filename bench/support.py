@@ -23,10 +23,11 @@ from typing import Any
 import aiohttp
 import asyncpg
 import numpy as np
+import orjson
 import psutil
 from cryptoflow_cli.processes import SERVICE_MODULES
 from cryptoflow_cli.servers import free_port
-from cryptoflow_contracts import Dataset, RawSnapshot, raw_subject
+from cryptoflow_contracts import Dataset, NativeCall, NativeResponse, RawSnapshot, raw_subject
 from cryptoflow_runtime import msg_id_headers
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
@@ -97,11 +98,14 @@ class CandleSource:
         return [[int(t), *values] for t, values in zip(ts.tolist(), zip(*columns, strict=True), strict=True)]
 
     def page(self, series: int, count: int, page_limit: int = 1000) -> RawSnapshot:
-        """One page as `OhlcvJob._publish` builds it (services/extractor/.../ohlcv.py)."""
+        """One page as `OhlcvJob._publish` builds it (services/extractor/.../ohlcv.py): ccxt's
+        candles, and what Binance sent for them (its twelve-field klines, the transformer's input)."""
         since = self.next_ts[series]
         candles = self.candles(series, count)
         symbol = self.symbols[series]
         return RawSnapshot(
+            schema_version=2,
+            native=[binance_klines_call(symbol, since, page_limit, candles)],
             dataset=Dataset.OHLCV,
             exchange=EXCHANGE,
             symbol=symbol,
@@ -386,3 +390,33 @@ async def reset_statements(url: str) -> None:
         await conn.execute("SELECT pg_stat_statements_reset()")
     finally:
         await conn.close()
+
+
+def binance_klines_call(symbol: str, since: int, limit: int, candles: list[list[Any]]) -> NativeCall:
+    """The `fetchOHLCV` call that returned `candles`, as the extractor records it: Binance's
+    `/api/v3/klines` body (twelve fields a candle, decimals as strings) and the ccxt market."""
+    base, quote = symbol.split("/")
+    body = [
+        [ts, *(f"{v:.8f}" for v in (o, h, low, c, v)), ts + MINUTE_MS - 1, f"{v * c:.8f}", 100, f"{v / 2:.8f}",
+         f"{v * c / 2:.8f}", "0"]
+        for ts, o, h, low, c, v in candles
+    ]  # fmt: skip
+    market = {
+        "id": f"{base}{quote}", "symbol": symbol, "base": base, "quote": quote, "baseId": base, "quoteId": quote,
+        "type": "spot", "spot": True, "active": True, "precision": {}, "limits": {}, "info": {},
+    }  # fmt: skip
+    return NativeCall(
+        ccxt_version="bench",
+        method="fetchOHLCV",
+        args=[symbol, "1m", since, limit, {}],
+        market=market,
+        responses=[
+            NativeResponse(
+                method="GET",
+                path="/api/v3/klines",
+                params={"symbol": f"{base}{quote}", "interval": "1m", "startTime": str(since), "limit": str(limit)},
+                status=200,
+                body=orjson.dumps(body).decode(),
+            )
+        ],
+    )
