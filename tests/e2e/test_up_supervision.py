@@ -171,6 +171,16 @@ async def flowing(up: Supervised) -> None:
     await rows_grow(up.database_url, up.log)
 
 
+async def killed_and_restarted(up: Supervised, server: str, pid: int) -> int:
+    """Kill `server` with SIGKILL and wait for the supervisor to say it is gone and restarted;
+    returns where the log stood at the kill."""
+    mark = up.mark()
+    os.kill(pid, signal.SIGKILL)
+    await log_shows(up.log, rf"{server} \(pid {pid}\) is gone; restarting it on the same port", since=mark)
+    await log_shows(up.log, rf"{server} restarted \(pid \d+, port \d+\)", since=mark)
+    return mark
+
+
 async def test_up_restarts_a_service_killed_with_sigkill_and_the_data_keeps_flowing(supervised: Supervised) -> None:
     up = supervised
     await flowing(up)
@@ -190,12 +200,7 @@ async def test_up_restarts_a_service_killed_with_sigkill_and_the_data_keeps_flow
 async def test_up_restarts_a_killed_nats_server_and_the_services_reconnect(supervised: Supervised) -> None:
     up = supervised
     await flowing(up)
-    nats_pid = up.nats_pid()
-    mark = up.mark()
-    os.kill(nats_pid, signal.SIGKILL)
-
-    await log_shows(up.log, rf"nats-server \(pid {nats_pid}\) is gone; restarting it on the same port", since=mark)
-    await log_shows(up.log, r"nats-server restarted \(pid \d+, port \d+\)", since=mark)
+    mark = await killed_and_restarted(up, "nats-server", up.nats_pid())
     await all_ready(up.stack)
     await rows_grow(up.database_url, up.log)
     # They reconnected; none had to be restarted for it.
@@ -206,12 +211,8 @@ async def test_up_restarts_a_killed_nats_server_and_the_services_reconnect(super
 async def test_up_restarts_a_killed_postgres_and_the_loader_carries_on(supervised: Supervised) -> None:
     up = supervised
     await flowing(up)
-    pg_pid = up.postgres_pid()
-    mark = up.mark()
-    os.kill(pg_pid, signal.SIGKILL)  # the postmaster alone: its backends linger a moment
-
-    await log_shows(up.log, rf"postgres \(pid {pg_pid}\) is gone; restarting it on the same port", since=mark)
-    await log_shows(up.log, r"postgres restarted \(pid \d+, port \d+\)", since=mark)
+    # The postmaster alone: its backends linger a moment.
+    mark = await killed_and_restarted(up, "postgres", up.postgres_pid())
     await rows_grow(up.database_url, up.log)
     await all_ready(up.stack)
     assert "exited with code" not in up.since(mark)

@@ -22,7 +22,7 @@ from cryptoflow_warehouse_loader.tables import TABLES
 from cryptoflow_warehouse_loader.warehouse import Warehouse
 from e2e.harness import Pipeline
 
-from .support import LoaderStack, create_streams, put_batch, sample
+from .support import LoaderStack, create_streams, loader_pipeline, put_batch, sample
 
 BATCHES_PER_TABLE = 12
 ROWS_PER_BATCH = 2000
@@ -145,15 +145,7 @@ async def test_a_loader_stopped_while_holding_a_batch_for_its_database_lets_it_g
     """A loader holding a batch through an outage, told to stop, kept its shutdown waiting for the
     database until its graceful timeout ran out (30 s; `cryptoflow up` took that long to stop
     with PostgreSQL gone). It lets the batch go at once instead, and the next loader loads it."""
-    workdir = tmp_path / "pipeline"
-    workdir.mkdir()
-    pipe = Pipeline(
-        nats_url=fresh_nats_url,
-        database_url=own_postgres.url,
-        lake_url=f"file://{tmp_path / 'lake'}",
-        workdir=workdir,
-        extra_env={"WAREHOUSE_LOADER_ALERT_RULES": "[]"},
-    )
+    pipe = await loader_pipeline(tmp_path, fresh_nats_url, own_postgres.url)
     stack = LoaderStack(pipe=pipe, lake=FileLake(pipe.lake_url))
     try:
         await create_streams(fresh_nats_url)

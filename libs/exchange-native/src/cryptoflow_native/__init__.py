@@ -1,7 +1,8 @@
 """Exchange-native responses: what an exchange sent, and ccxt's parse of it, offline."""
 
-from .completion import complete, json_safe
+from .completion import complete
 from .extras import OHLCV_EXTRAS, ohlcv_extras
+from .jsonable import json_safe
 from .replay import RecordedCall, ReplayError, replay
 
 __all__ = ["OHLCV_EXTRAS", "RecordedCall", "ReplayError", "complete", "json_safe", "ohlcv_extras", "replay"]

@@ -33,7 +33,7 @@ def exchange_ids() -> list[str]:
     return list(ccxt.exchanges)
 
 
-def unknown_exchange_message(exchange_id: str) -> str:
+def _unknown_exchange_message(exchange_id: str) -> str:
     close = difflib.get_close_matches(exchange_id, exchange_ids(), n=3)
     hint = f"did you mean {', '.join(close)}?" if close else "e.g. binance, kraken, okx, coinbase"
     return f"unknown exchange {exchange_id!r}: not a ccxt exchange id ({hint})"
@@ -43,7 +43,7 @@ def unknown_exchange_message(exchange_id: str) -> str:
 def capabilities(exchange_id: str) -> Capabilities:
     """ccxt's description of one exchange. Raises LookupError for an id ccxt does not know."""
     if exchange_id not in ccxt.exchanges:
-        raise LookupError(unknown_exchange_message(exchange_id))
+        raise LookupError(_unknown_exchange_message(exchange_id))
     # A bare instance: nothing is requested (no session opens before the first request).
     described = getattr(ccxt, exchange_id)()
     return Capabilities(

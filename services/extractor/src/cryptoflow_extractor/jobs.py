@@ -26,7 +26,7 @@ import yaml
 from cryptoflow_contracts import TIMEFRAME_MS, Dataset
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .capabilities import capabilities, unknown_exchange_message
+from .capabilities import capabilities
 
 
 class _Spec(BaseModel):
@@ -60,8 +60,8 @@ def check_exchange(value: str) -> str:
     """Any exchange ccxt knows, by its ccxt id."""
     try:
         capabilities(value)
-    except LookupError:
-        raise ValueError(unknown_exchange_message(value)) from None
+    except LookupError as exc:
+        raise ValueError(str(exc)) from None
     return value
 
 

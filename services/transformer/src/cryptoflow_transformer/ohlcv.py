@@ -162,10 +162,8 @@ def _all_pass(raw: pl.DataFrame) -> bool:
     )
     if any(column.null_count() for column in (fields, ts_ms, open_, high, low, close, volume, tf_ms)):
         return False
-    extras = [raw[name] for name in EXTRAS]
-    if any(column.null_count() < column.len() for column in extras) and not all(
-        bool(((column >= 0) & column.is_finite()).fill_null(True).all()) for column in extras
-    ):
+    # The kline extras, where present (null is allowed): not negative, finite.
+    if not all(bool(((raw[name] >= 0) & raw[name].is_finite()).fill_null(True).all()) for name in EXTRAS):
         return False
     return bool(
         raw.height > 0
