@@ -5,7 +5,7 @@ Setup (not timed): REPLAY_CANDLES (1,000,000) 1m candles over REPLAY_SERIES (20)
 the way the pipeline makes them but without running the services, so that a million candles
 cost seconds rather than minutes:
   * RawSnapshot pages of 1000 candles as the extractor's backfill publishes them (interleaved
-    across series), taken 500 at a time as the lake-writer's batches (LAKE_WRITER_BATCH_SIZE);
+    across series), taken as the lake-writer's batches (LAKE_WRITER_BATCH_SIZE at a time);
   * each batch → bronze objects by the lake-writer's own `objects.build_objects` (same
     partitions, keys and bytes), stored in a file:// lake;
   * each object → silver Parquet by the transformer's own `batches.transform_object` (same

@@ -128,28 +128,25 @@ def test_env_names_are_real_settings(rendered: tuple[str, list[dict[str, Any]]])
         assert not unknown, f"{info.name}: {sorted(unknown)} are not settings of {info.settings}"
 
 
-def test_the_extractor_is_a_single_replica_replaced_not_rolled(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+def test_the_extractor_is_one_replica_by_default_and_no_keda_scaled_object(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
     _, docs = rendered
     (extractor,) = [d for d in of_kind(docs, "Deployment") if component(d) == "extractor"]
     assert extractor["spec"]["replicas"] == 1
-    assert extractor["spec"]["strategy"] == {"type": "Recreate"}
     assert not [
         d for d in of_kind(docs, "ScaledObject") + of_kind(docs, "PodDisruptionBudget") if component(d) == "extractor"
     ]
 
 
-@pytest.mark.parametrize("replicas", [0, 2, 3])
-def test_the_schema_refuses_more_than_one_extractor(replicas: int) -> None:
-    values = {"components": {"extractor": {"replicaCount": replicas}}}
+def test_extractor_replicas_are_allowed_and_rolled_since_they_share_jobs_by_lease() -> None:
+    """Issue 11: replicas share the jobs through leases (decision 0042); the chart no longer forbids them."""
+    docs = render({"components": {"extractor": {"replicaCount": 3}}})
+    (extractor,) = [d for d in of_kind(docs, "Deployment") if component(d) == "extractor"]
+    assert extractor["spec"]["replicas"] == 3
+    assert extractor["spec"]["strategy"]["type"] == "RollingUpdate"
     with helm.Chart.load(CHART_DIR) as chart, pytest.raises(helm.HelmError, match="replicaCount"):
-        chart.validate_schema(values)
-
-
-def test_the_template_refuses_more_than_one_extractor_even_without_the_schema() -> None:
-    with helm.Chart.load(CHART_DIR) as chart:
-        values = chart.merge_values({"components": {"extractor": {"replicaCount": 2}}})
-        with pytest.raises(helm.HelmError, match="must be 1"):
-            chart.render(values, name=RELEASE, namespace=NAMESPACE)
+        chart.validate_schema({"components": {"extractor": {"replicaCount": 0}}})
 
 
 def test_the_schema_refuses_unknown_settings_prefixes() -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import nats
 from cryptoflow_cli.processes import SERVICE_MODULES
@@ -68,6 +69,9 @@ class Pipeline:
             "LAKE_URL": self.lake_url,
             "LOG_LEVEL": "INFO",
             "EXTRACTOR_POLL_INTERVAL_S": "0.5",
+            # One extractor per pipeline unless a test starts more (each with its own id): a restarted
+            # one takes its job leases back at once instead of waiting them out.
+            "EXTRACTOR_REPLICA_ID": "extractor-0",
             "LAKE_WRITER_BATCH_TIMEOUT_S": "0.3",
             # A killed consumer's unacked messages come back after ack_wait: keep that short here.
             "LAKE_WRITER_ACK_WAIT_S": "3",
@@ -141,6 +145,13 @@ class Pipeline:
                     raise AssertionError(f"{proc.name} exited with {code} while waiting for {what}\n{self.logs()}")
             await asyncio.sleep(interval)
         raise AssertionError(f"timed out waiting for {what}\n{self.logs()}")
+
+    async def simulator_stats(self) -> dict[str, Any]:
+        """The simulator's `/_sim/stats`: what it was asked, and how."""
+        assert self.sim_url, "no simulator started"
+        async with aiohttp.ClientSession() as session, session.get(f"{self.sim_url}/_sim/stats") as response:
+            stats: dict[str, Any] = await response.json()
+        return stats
 
     async def ohlcv_count(self) -> int:
         return int(await self.fetchval("SELECT count(*) FROM ohlcv", default=0))

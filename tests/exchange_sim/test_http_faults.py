@@ -302,3 +302,19 @@ async def test_a_malformed_candle_reaches_every_exchange(exchange_id: str) -> No
 
     assert candle[:5] == FIRST_CANDLE[:5]
     assert candle[5] < 0
+
+
+async def test_the_most_requests_one_job_had_in_flight_at_once_are_counted_per_job() -> None:
+    delay = parse_fault_spec("delay:ohlcv:seconds=0.3,count=always")
+    async with running_simulator(MARKET, exchanges=EXCHANGES, faults=[delay]) as url:
+        async with ccxt_client("binance", url) as one, ccxt_client("binance", url) as other:
+            await one.load_markets()
+            await other.load_markets()
+            # Two clients polling the same job at once, then the same job one after the other.
+            await asyncio.gather(_first_candle(one), _first_candle(other))
+            await _first_candle(one)
+            await one.fetch_ohlcv("XRP/ETH", "5m", since=SINCE, limit=1)
+        stats = await _stats(url)
+    assert stats["most_concurrent"]["binance.ohlcv XRPETH 1m"] == 2
+    assert stats["most_concurrent"]["binance.ohlcv XRPETH 5m"] == 1
+    assert stats["most_concurrent"]["binance.markets"] == 1

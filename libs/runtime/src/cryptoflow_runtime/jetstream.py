@@ -220,13 +220,14 @@ def _described(config: StreamConfig) -> dict[str, Any]:
     }
 
 
-async def ensure_kv(js: JetStreamContext, bucket: str, history: int = 1) -> KeyValue:
+async def ensure_kv(js: JetStreamContext, bucket: str, history: int = 1, ttl_s: float | None = None) -> KeyValue:
     """The KV bucket, created when missing with `KV_REPLICAS` copies (1; 3 on a cluster, so that
-    checkpoints survive a node)."""
+    checkpoints survive a node); `ttl_s`: each key's value expires that long after its last write."""
     try:
         return await js.key_value(bucket)
     except (NotFoundError, BadRequestError):
-        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=history, replicas=kv_replicas()))
+        config = KeyValueConfig(bucket=bucket, history=history, replicas=kv_replicas(), ttl=ttl_s)
+        return await js.create_key_value(config)
 
 
 def kv_replicas(environ: Mapping[str, str] | None = None) -> int:

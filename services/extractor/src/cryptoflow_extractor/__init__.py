@@ -14,7 +14,7 @@ STAGE = StageSpec(
     build=build,
     outputs=(RawSnapshot, KnownGap, SchemaDrift, DeadLetter),
     env_prefix="EXTRACTOR_",
-    kv_buckets=("checkpoint_bucket",),
+    kv_buckets=("checkpoint_bucket", "lease_bucket"),
     description="ccxt polling, checkpoints in JetStream KV, publishes RawSnapshot",
 )
 

@@ -15,14 +15,16 @@ from cryptoflow_runtime import ConfigError, Service, ensure_kv
 
 from .checkpoints import CheckpointStore
 from .config import ExtractorSettings
-from .datasets import Job, JobContext, scheduled_jobs
+from .datasets import Job, JobContext, Scheduled, scheduled_jobs
 from .exchanges import create_exchange
 from .jobs import ExchangeSpec
+from .leases import LeaseLostError, LeaseTable
 from .limiter import RateLimiter
 from .metrics import POLL_ERRORS
 from .publishing import jetstream_publisher
 from .resilience import CircuitBreaker, CircuitOpenError, ExchangeCaller, RetryPolicy
 from .session import BadPageError, ExchangeSession, Publisher
+from .sharing import JobRunner, SharedJobs
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,11 @@ async def poll_forever(
             await asyncio.sleep(interval_s)
         except asyncio.CancelledError:
             raise
+        except LeaseLostError as exc:
+            # Not renewed in time (NATS unreachable?): wait for the next lease round, which renews
+            # the lease or stops this task.
+            log.info("lease too short for a request, waiting", extra={"job": job.name, "error": str(exc)})
+            await asyncio.sleep(1.0)
         except CircuitOpenError as exc:
             POLL_ERRORS.labels(exchange, dataset, "CircuitOpen").inc()
             log.warning("circuit open, waiting", extra={"job": job.name, "error": str(exc)})
@@ -63,7 +70,8 @@ def make_session(
     exchange = create_exchange(exchange_id, spec.url, settings.timeout_ms, spec.rate_limit_ms)
     limiter = RateLimiter(exchange_id, float(exchange.rateLimit) / 1000)
     breaker = CircuitBreaker(exchange_id, settings.breaker_threshold, settings.breaker_cooldown_s)
-    caller = ExchangeCaller(exchange_id, exchange, limiter, breaker, RetryPolicy(settings.max_attempts))
+    policy = RetryPolicy(settings.max_attempts)
+    caller = ExchangeCaller(exchange_id, exchange, limiter, breaker, policy, request_lease_s=settings.request_lease_s)
     return ExchangeSession(exchange_id, exchange, caller, publisher)
 
 
@@ -99,6 +107,8 @@ class Extractor:
         self.config = settings.jobs()
         self.sessions: dict[str, ExchangeSession] = {}
         self.tasks: list[asyncio.Task[None]] = []
+        self.ready: dict[str, asyncio.Event] = {}
+        self.shared: SharedJobs | None = None
         publish = self._publisher()
         for exchange_id, spec in self.config.exchanges.items():
             self.sessions[exchange_id] = make_session(exchange_id, spec, settings, publish)
@@ -115,40 +125,65 @@ class Extractor:
         return await load_markets(self.sessions[exchange_id], self.config.exchanges[exchange_id].symbols, attempts)
 
     async def start(self) -> None:
-        kv = await ensure_kv(self.service.jetstream, self.settings.checkpoint_bucket)
-        checkpoints = CheckpointStore(kv)
+        js = self.service.jetstream
+        checkpoints = CheckpointStore(await ensure_kv(js, self.settings.checkpoint_bucket))
+        lease_kv = await ensure_kv(js, self.settings.lease_bucket, ttl_s=self.settings.lease_ttl_s)
+        jobs: dict[str, JobRunner] = {}
+        for exchange_id, spec in self.config.exchanges.items():
+            self.ready[exchange_id] = asyncio.Event()
+            jobs.update(self._jobs(exchange_id, spec, checkpoints))
         loaded = await asyncio.gather(*(self.load_markets(ex, attempts=2) for ex in self.sessions))
-        for (exchange_id, spec), ready in zip(self.config.exchanges.items(), loaded, strict=True):
+        for exchange_id, ready in zip(self.config.exchanges, loaded, strict=True):
             if ready:
-                self._start_jobs(exchange_id, spec, checkpoints)
+                self.ready[exchange_id].set()
             else:
                 # Down at start: keep trying in the background; the other exchanges go on.
-                self.tasks.append(asyncio.create_task(self._start_when_reachable(exchange_id, spec, checkpoints)))
-        log.info("polling", extra={"exchanges": list(self.sessions), "jobs": len(self.tasks)})
+                self.tasks.append(asyncio.create_task(self._ready_when_reachable(exchange_id)))
+        settings = self.settings
+        table = LeaseTable(js, lease_kv, settings.lease_bucket, settings.replica_id, settings.lease_ttl_s)
+        self.shared = SharedJobs(table, jobs, settings.lease_round_s)
+        await self.shared.round()  # this replica's share starts now, not a round later
+        self.tasks.append(asyncio.create_task(self.shared.run()))
+        log.info(
+            "polling",
+            extra={
+                "exchanges": list(self.sessions),
+                "jobs": len(jobs),
+                "replica": settings.replica_id,
+                "owned": len(self.shared.running),
+            },
+        )
 
-    async def _start_when_reachable(self, exchange_id: str, spec: ExchangeSpec, checkpoints: CheckpointStore) -> None:
+    async def _ready_when_reachable(self, exchange_id: str) -> None:
         while not await self.load_markets(exchange_id, attempts=10):
             pass
-        self._start_jobs(exchange_id, spec, checkpoints)
+        self.ready[exchange_id].set()
 
-    def _start_jobs(self, exchange_id: str, spec: ExchangeSpec, checkpoints: CheckpointStore) -> None:
+    def _jobs(self, exchange_id: str, spec: ExchangeSpec, checkpoints: CheckpointStore) -> dict[str, JobRunner]:
+        """Every job of one exchange by its key; each runs once its exchange's markets are loaded."""
         session = self.sessions[exchange_id]
         backoff = self.settings.max_poll_backoff_s
+        runners: dict[str, JobRunner] = {}
         for symbol in spec.symbols:
             context = JobContext(session, symbol, checkpoints)
             for dataset, scheduled in scheduled_jobs(context, spec.datasets).items():
                 for item in scheduled:
-                    poll = poll_forever(
-                        item.job, item.poll_interval_s, dataset.value, exchange_id, max_backoff_s=backoff
-                    )
-                    self.tasks.append(asyncio.create_task(poll))
+
+                    async def run(item: Scheduled = item, dataset: str = dataset.value) -> None:
+                        await self.ready[exchange_id].wait()
+                        await poll_forever(item.job, item.poll_interval_s, dataset, exchange_id, max_backoff_s=backoff)
+
+                    runners[item.key] = run
+        return runners
 
     async def stop(self) -> None:
-        for task in self.tasks:
+        for task in self.tasks:  # the lease rounds first: none may run while the jobs stop
             task.cancel()
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.shared is not None:
+            await self.shared.stop()  # jobs stopped, leases given up: the other replicas take over now
         for session in self.sessions.values():
             await session.exchange.close()
 

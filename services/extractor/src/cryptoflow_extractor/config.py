@@ -6,13 +6,15 @@ single-exchange variables below, so a quick start needs no file at all.
 
 from __future__ import annotations
 
+import os
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 from cryptoflow_contracts import Dataset
 from cryptoflow_runtime import ConfigError, ServiceSettings
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from .jobs import (
@@ -69,6 +71,20 @@ class ExtractorSettings(ServiceSettings):
     checkpoint_bucket: str = Field(
         default="cryptoflow_checkpoints", description="JetStream KV bucket of the jobs' checkpoints"
     )
+    lease_bucket: str = Field(
+        default="cryptoflow_extractor_leases",
+        description="JetStream KV bucket of the job leases replicas share the jobs by (its TTL: the lease time)",
+    )
+    lease_ttl_s: float = Field(
+        default=20.0,
+        ge=1.0,
+        description="Lease time: a dead replica's jobs move to the others this long after its last renewal",
+    )
+    replica_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        pattern=r"^[-_=.a-zA-Z0-9]+$",
+        description="This replica's name in the lease bucket (unique per running process)",
+    )
     timeout_ms: int = Field(default=10_000, ge=100, description="ccxt request timeout (ms)")
     max_attempts: int = Field(default=6, ge=1, description="Attempts per request before the poll fails")
     breaker_threshold: int = Field(default=5, ge=1, description="Consecutive failures that open the circuit")
@@ -88,6 +104,27 @@ class ExtractorSettings(ServiceSettings):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
+
+    @property
+    def lease_round_s(self) -> float:
+        """How often a replica renews its leases and looks for free ones."""
+        return self.lease_ttl_s / 5
+
+    @property
+    def request_lease_s(self) -> float:
+        """Lease time a job must have left to send a request: the request's timeout, and a second."""
+        return self.timeout_ms / 1000 + 1.0
+
+    @model_validator(mode="after")
+    def _lease_outlives_requests(self) -> ExtractorSettings:
+        # Renewed every round, a lease has at least 4/5 of its time left, 3/5 after one failed round:
+        # that must cover a request, or a replica would refuse its own requests.
+        if 0.6 * self.lease_ttl_s < self.request_lease_s:
+            raise ValueError(
+                f"EXTRACTOR_LEASE_TTL_S={self.lease_ttl_s:g} is too short for EXTRACTOR_TIMEOUT_MS={self.timeout_ms}: "
+                f"a lease must be at least {self.request_lease_s / 0.6:.1f}s (timeout + 1 s, over 0.6)"
+            )
+        return self
 
     def jobs(self) -> JobsConfig:
         """The jobs to run: the file with env URL overrides, or the env alone. Raises ConfigError."""

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from cryptoflow_contracts import Dataset
 
-from .checkpoints import CheckpointStore
+from .checkpoints import CheckpointStore, checkpoint_key
 from .jobs import DatasetsSpec, OhlcvSpec, OrderBookSpec, TickerSpec, TradesSpec
 from .ohlcv import OhlcvJob
 from .profiles import profile
@@ -43,14 +43,20 @@ class JobContext:
 
 @dataclass(frozen=True)
 class Scheduled:
-    """A job and how long to wait between its polls once it has caught up."""
+    """A job, how long to wait between its polls once it has caught up, and its identity
+    (exchange·symbol·dataset·timeframe, as its checkpoint and its lease are keyed)."""
 
     job: Job
     poll_interval_s: float
+    key: str
 
 
 # (context, the dataset's spec from the jobs file) → its jobs for that exchange·symbol.
 JobFactory = Callable[[JobContext, Any], list[Scheduled]]
+
+
+def _key(context: JobContext, dataset: Dataset, timeframe: str | None = None) -> str:
+    return checkpoint_key(context.session.exchange_id, context.symbol, dataset, timeframe)
 
 
 def _ms(moment: datetime) -> int:
@@ -71,24 +77,27 @@ def ohlcv_jobs(context: JobContext, spec: OhlcvSpec) -> list[Scheduled]:
                 checkpoints=context.checkpoints,
             ),
             spec.poll_interval_s,
+            _key(context, Dataset.OHLCV, timeframe),
         )
         for timeframe in spec.timeframes
     ]
 
 
 def ticker_jobs(context: JobContext, spec: TickerSpec) -> list[Scheduled]:
-    return [Scheduled(TickerJob(context.session, context.symbol), spec.poll_interval_s)]
+    job = TickerJob(context.session, context.symbol)
+    return [Scheduled(job, spec.poll_interval_s, _key(context, Dataset.TICKER))]
 
 
 def orderbook_jobs(context: JobContext, spec: OrderBookSpec) -> list[Scheduled]:
-    return [Scheduled(OrderBookJob(context.session, context.symbol, spec.depth), spec.poll_interval_s)]
+    job = OrderBookJob(context.session, context.symbol, spec.depth)
+    return [Scheduled(job, spec.poll_interval_s, _key(context, Dataset.ORDERBOOK))]
 
 
 def trades_jobs(context: JobContext, spec: TradesSpec) -> list[Scheduled]:
     since = _ms(spec.since) if spec.since else None
     page_limit = min(spec.page_limit, profile(context.session.exchange_id).max_trades_page)
     job = TradesJob(context.session, context.symbol, since, page_limit, context.checkpoints)
-    return [Scheduled(job, spec.poll_interval_s)]
+    return [Scheduled(job, spec.poll_interval_s, _key(context, Dataset.TRADES))]
 
 
 JOB_FACTORIES: Mapping[Dataset, JobFactory] = MappingProxyType(

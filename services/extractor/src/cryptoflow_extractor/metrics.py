@@ -70,3 +70,9 @@ NEWEST_RECORD = Gauge(
     "Close time of the newest published record (staleness = time() - this)",
     ["exchange", "symbol", "dataset", "timeframe"],
 )
+JOBS_OWNED = Gauge("cryptoflow_extractor_jobs_owned", "Jobs this replica holds the lease of (and runs)")
+LEASE_CHANGES = Counter(
+    "cryptoflow_extractor_lease_changes_total",
+    "Job leases taken, handed over (the assignment moved them) and lost (not renewed in time)",
+    ["change"],
+)

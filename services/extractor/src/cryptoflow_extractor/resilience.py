@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import ccxt.async_support as ccxt
 
+from .leases import check_lease
 from .limiter import RateLimiter
 from .metrics import CIRCUIT_OPEN, REQUEST_SECONDS, REQUESTS
 
@@ -122,6 +123,7 @@ class ExchangeCaller:
         breaker: CircuitBreaker,
         policy: RetryPolicy,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        request_lease_s: float = 0.0,
     ) -> None:
         self.exchange_id = exchange_id
         self.exchange = exchange
@@ -129,6 +131,7 @@ class ExchangeCaller:
         self.breaker = breaker
         self.policy = policy
         self._sleep = sleep
+        self.request_lease_s = request_lease_s
 
     async def call(self, dataset: str, request: Callable[[], Awaitable[Any]]) -> Fetched:
         attempt = 0
@@ -136,6 +139,8 @@ class ExchangeCaller:
             attempt += 1
             self.breaker.check()
             await self.limiter.acquire()
+            # After the limiter's wait: a request starts only while its job's lease outlives it.
+            check_lease(self.request_lease_s)
             started = time.perf_counter()
             self.exchange.last_http_status = None
             try:

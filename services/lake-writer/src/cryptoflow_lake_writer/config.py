@@ -6,13 +6,22 @@ from cryptoflow_runtime import LakeSettings, ServiceSettings
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+MAX_BATCH_SIZE = 48
+
 
 class LakeWriterSettings(ServiceSettings, LakeSettings):
     model_config = SettingsConfigDict(env_prefix="LAKE_WRITER_", extra="ignore", populate_by_name=True)
 
     # A batch closes on whichever comes first: batch_size messages or batch_timeout_s; each of its
     # partitions becomes objects of at most max_object_bytes (uncompressed NDJSON).
-    batch_size: int = Field(default=500, ge=1, le=10_000, description="RawSnapshots fetched per batch")
+    # At most 48: a fetch's messages are sent at once, and a RawSnapshot may be up to NATS's max_payload
+    # (1 MiB), so 48 stay under the 64 MiB that nats-server lets a client fall behind (max_pending)
+    # and that nats-py buffers per subscription. Past either, the server cuts the connection as a
+    # slow consumer and the whole fetch waits out ack_wait to be redelivered, out of order: 1000-candle
+    # pages with their native bodies (~240 KiB) did that at 500 (bench/e2e.py, 2026-12-02).
+    batch_size: int = Field(
+        default=MAX_BATCH_SIZE, ge=1, le=MAX_BATCH_SIZE, description="RawSnapshots fetched per batch"
+    )
     # 0.2 s: a quiet stream's snapshot reaches the lake within 0.2 s (p99 RAW → warehouse fell
     # from 1.9 s to 0.2 s in bench/e2e.py), a busy one fills batch_size long before.
     batch_timeout_s: float = Field(default=0.2, gt=0, description="Longest wait to fill a batch")

@@ -161,6 +161,16 @@ def consumer_permissions(specs: Sequence[StageSpec]) -> Permissions:
             f"$JS.ACK.{name}.>",
             f"$JS.FC.{name}.>",
         ]
+    # The stages' KV buckets, read only: `status` shows which extractor replica holds which job.
+    for spec in specs:
+        for bucket in spec.kv_bucket_names(None):
+            kv_stream = f"KV_{bucket}"
+            publish += [
+                f"{JS_API}.STREAM.INFO.{kv_stream}",
+                f"{JS_API}.STREAM.MSG.GET.{kv_stream}",
+                f"{JS_API}.DIRECT.GET.{kv_stream}",
+                f"{JS_API}.DIRECT.GET.{kv_stream}.>",
+            ]
     # A stage's durable is the stage's: no creating over it, pulling from it or acking its messages.
     deny: list[str] = []
     for spec in specs:

@@ -44,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run N nats-servers routed into one cluster (streams and KV buckets at 3 replicas); default 1",
     )
 
+    up.add_argument(
+        "--replicas",
+        default="",
+        metavar="STAGE=N[,...]",
+        help="processes per stage, e.g. extractor=2,transformer=3,warehouse-loader=2 (default 1 each)",
+    )
+
     status = sub.add_parser("status", help="messages per stream, consumer lag, lake objects, ohlcv rows")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -93,7 +100,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "up" and args.nats_cluster < 1:
         parser.error("--nats-cluster: at least 1 server")
     if args.command == "up":
-        from .up import UpOptions, run_up
+        from .up import UpOptions, parse_replicas, run_up
+
+        try:
+            replicas = parse_replicas(args.replicas)
+        except ValueError as exc:
+            parser.error(str(exc))
 
         options = UpOptions(
             home=home,
@@ -108,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
             config=args.config,
             tls=args.tls,
             nats_cluster=args.nats_cluster,
+            replicas=replicas,
         )
         sys.exit(asyncio.run(run_up(options)))
     if args.command == "status":

@@ -18,17 +18,23 @@ _WIDTH = len("warehouse-loader")
 
 @dataclass
 class ServiceProcess:
-    name: str
+    stage: str
     args: list[str]
     env: dict[str, str]
+    replica: int = 0  # which process of its stage (`cryptoflow up --replicas`)
     proc: asyncio.subprocess.Process | None = None
     _pumps: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """`transformer` for a stage's first process, `transformer-1`, `transformer-2` for more."""
+        return self.stage if self.replica == 0 else f"{self.stage}-{self.replica}"
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            SERVICE_MODULES[self.name],
+            SERVICE_MODULES[self.stage],
             *self.args,
             env={**os.environ, **self.env},
             stdout=asyncio.subprocess.PIPE,

@@ -11,9 +11,12 @@ from urllib.parse import unquote, urlsplit
 import asyncpg
 import nats
 from cryptoflow_contracts import Stream
+from cryptoflow_extractor.config import ExtractorSettings
+from cryptoflow_extractor.leases import read_owners
 from cryptoflow_runtime import open_lake
 from cryptoflow_runtime.nats_auth import inbox_prefix, server_urls, tls_context
-from nats.js.errors import NotFoundError
+from nats.js import JetStreamContext
+from nats.js.errors import BadRequestError, NotFoundError
 
 from .stackfile import read_stack
 from .stages import stages
@@ -51,6 +54,7 @@ async def collect_status(home: Path) -> dict[str, Any]:
                     "ack_pending": consumer.num_ack_pending,
                     "redelivered": consumer.num_redelivered,
                 }
+        report["extractor_jobs"] = await job_owners(js)
     finally:
         await nc.close()
     lake = await open_lake(info.lake_url, info.s3_endpoint_url)
@@ -68,6 +72,25 @@ async def collect_status(home: Path) -> dict[str, Any]:
     return report
 
 
+async def job_owners(js: JetStreamContext) -> dict[str, str]:
+    """Which extractor replica holds which job's lease (decision 0042)."""
+    bucket = str(ExtractorSettings.model_fields["lease_bucket"].default)
+    try:
+        kv = await js.key_value(bucket)
+    except (NotFoundError, BadRequestError):
+        return {}
+    return await read_owners(js, kv, bucket)
+
+
+def format_owners(owners: dict[str, str]) -> list[str]:
+    by_replica: dict[str, list[str]] = {}
+    for job, replica in sorted(owners.items()):
+        by_replica.setdefault(replica, []).append(job)
+    lines = [f"extractor replicas ({len(owners)} jobs leased):"]
+    lines += [f"  {replica:<24} {len(jobs):>4} jobs: {', '.join(jobs)}" for replica, jobs in sorted(by_replica.items())]
+    return lines
+
+
 def format_status(report: dict[str, Any]) -> str:
     lines = ["streams:"]
     lines += [f"  {name:<10} {s['messages']:>10} messages" for name, s in report["streams"].items()]
@@ -76,6 +99,7 @@ def format_status(report: dict[str, Any]) -> str:
         f"  {name:<17} on {c['stream']:<7} lag {c['pending'] + c['ack_pending']:>8}  redelivered {c['redelivered']}"
         for name, c in report["consumers"].items()
     ]
+    lines += format_owners(report.get("extractor_jobs", {}))
     lines.append("lake objects:")
     lines += [f"  {layer:<10} {count:>10}" for layer, count in report["lake"].items()]
     lines.append(f"warehouse:\n  ohlcv rows {report['warehouse']['ohlcv_rows']:>10}")

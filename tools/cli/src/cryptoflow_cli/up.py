@@ -14,8 +14,8 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -58,6 +58,7 @@ class UpOptions:
     ready_timeout_s: float = 120.0
     tls: bool = False  # NATS (and PostgreSQL, where built with SSL) accept TLS connections only
     nats_cluster: int = 1  # nats-servers; more than one: a routed cluster, streams and KV at 3 replicas
+    replicas: dict[str, int] = field(default_factory=dict)  # processes per stage (default 1)
 
     def exchange_ids(self) -> list[str]:
         return [e.strip() for e in self.exchanges.split(",") if e.strip()]
@@ -162,16 +163,44 @@ async def wait_for_file(path: Path, proc: ServiceProcess, timeout_s: float) -> s
 
 
 def service_processes(
-    shared_env: dict[str, str], own_env: dict[str, dict[str, str]] | None = None
+    shared_env: dict[str, str],
+    own_env: dict[str, dict[str, str]] | None = None,
+    replicas: Mapping[str, int] | None = None,
 ) -> list[tuple[ServiceProcess, int]]:
-    """Every registered stage as a process with its HTTP port, consumers first (the last stage
-    first), so each stage's input is drained from the start."""
+    """Every registered stage as processes (`replicas` of it, default one) with their HTTP ports,
+    consumers first (the last stage first), so each stage's input is drained from the start.
+
+    A stage's processes share its durable consumer (they pull from it in turn); the extractor's
+    share its jobs by leases, each under a stable replica id, so that a restarted one takes its
+    own leases back at once (decision 0042)."""
     planned = []
     for spec in reversed(stages()):
-        port = free_port()
-        env = {**shared_env, **(own_env or {}).get(spec.name, {}), f"{spec.env_prefix}HTTP_PORT": str(port)}
-        planned.append((ServiceProcess(spec.name, [], env), port))
+        for replica in range((replicas or {}).get(spec.name, 1)):
+            port = free_port()
+            env = {**shared_env, **(own_env or {}).get(spec.name, {}), f"{spec.env_prefix}HTTP_PORT": str(port)}
+            if spec.name == "extractor":
+                env["EXTRACTOR_REPLICA_ID"] = f"extractor-{replica}"
+            planned.append((ServiceProcess(spec.name, [], env, replica), port))
     return planned
+
+
+def parse_replicas(text: str) -> dict[str, int]:
+    """`extractor=2,transformer=3` → {"extractor": 2, "transformer": 3}; ValueError naming the fault."""
+    known = [spec.name for spec in stages()]
+    counts: dict[str, int] = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        stage, sep, number = part.partition("=")
+        stage = stage.strip()
+        if not sep or stage not in known:
+            raise ValueError(f"--replicas: {part!r} is not STAGE=N with STAGE one of {', '.join(known)}")
+        try:
+            count = int(number)
+        except ValueError:
+            raise ValueError(f"--replicas: {part!r}: N must be a whole number") from None
+        if not 1 <= count <= 8:
+            raise ValueError(f"--replicas: {part!r}: from 1 to 8 processes")
+        counts[stage] = count
+    return counts
 
 
 async def run_up(options: UpOptions) -> int:
@@ -254,7 +283,7 @@ async def run_up(options: UpOptions) -> int:
             jobs.write_text(jobs_yaml(options, since, sim_url))
             shared_env["EXTRACTOR_CONFIG"] = str(jobs)
         services: dict[str, dict[str, object]] = {}
-        for proc, port in service_processes(shared_env, security.service_env()):
+        for proc, port in service_processes(shared_env, security.service_env(), options.replicas):
             children.append(proc)
             await proc.start()
             services[proc.name] = {"pid": proc.pid, "metrics_url": f"http://127.0.0.1:{port}/metrics"}

@@ -6,7 +6,9 @@ not overlap, so one server can speak all three at once. Every request passes the
 and is counted; `/_sim/...` is the control surface (never counted, never faulted):
 
 * `GET /_sim/stats`: request counts per endpoint (`binance.ohlcv`) and per path, status counts,
-  faults served, the recent request log (wall-clock `t_ms`) and the fault plan;
+  faults served, the recent request log (wall-clock `t_ms`), the fault plan, and per job
+  (`binance.ohlcv BTCUSDT 1m`: endpoint, symbol, interval) the most requests it ever had in
+  flight at once (`most_concurrent`; a `delay` fault widens the window);
   `DELETE /_sim/stats` resets the counters and the log;
 * `GET /_sim/faults`; `POST /_sim/faults` adds faults (a fault object, a list, or
   `{"faults": [...]}`); `PUT /_sim/faults` replaces the plan; `DELETE /_sim/faults` clears it.
@@ -55,6 +57,8 @@ class Stats:
     statuses: dict[str, Counter[str]] = field(default_factory=dict)
     faults_served: dict[str, Counter[str]] = field(default_factory=dict)
     log: deque[dict[str, object]] = field(default_factory=lambda: deque(maxlen=LOG_SIZE))
+    in_flight: Counter[str] = field(default_factory=Counter)
+    most_concurrent: Counter[str] = field(default_factory=Counter)
     _weights: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def record(self, entry: dict[str, object], endpoint: str, path: str, status: int, faults: Sequence[Fault]) -> None:
@@ -64,6 +68,13 @@ class Stats:
         for fault in faults:
             self.faults_served.setdefault(endpoint, Counter())[fault.kind] += 1
         self.log.append(entry)
+
+    def started(self, job: str) -> None:
+        self.in_flight[job] += 1
+        self.most_concurrent[job] = max(self.most_concurrent[job], self.in_flight[job])
+
+    def finished(self, job: str) -> None:
+        self.in_flight[job] -= 1
 
     def use_weight(self, exchange: str, now_ms: int, weight: int) -> int:
         """Add a request's weight to the current minute's total and return that total."""
@@ -80,6 +91,7 @@ class Stats:
         self.statuses.clear()
         self.faults_served.clear()
         self.log.clear()
+        self.most_concurrent.clear()
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -88,6 +100,7 @@ class Stats:
             "statuses": {key: dict(value) for key, value in self.statuses.items()},
             "faults_served": {key: dict(value) for key, value in self.faults_served.items()},
             "log": list(self.log),
+            "most_concurrent": dict(self.most_concurrent),
         }
 
 
@@ -197,6 +210,14 @@ def _endpoint(venue: Venue, route: Route) -> _Handler:
     endpoint = f"{venue.name}.{route.dataset}"
 
     async def handle(request: web.Request) -> web.StreamResponse:
+        job = job_of(endpoint, request)
+        request.app[_STATS].started(job)
+        try:
+            return await answer(request)
+        finally:
+            request.app[_STATS].finished(job)
+
+    async def answer(request: web.Request) -> web.StreamResponse:
         app = request.app
         received_ms = wall_clock_ms()
         query = list(request.query.items())
@@ -231,6 +252,14 @@ def _endpoint(venue: Venue, route: Route) -> _Handler:
         return response
 
     return handle
+
+
+def job_of(endpoint: str, request: web.Request) -> str:
+    """The job a request belongs to, as a client's scheduler would name it: endpoint, symbol
+    (`symbol` on Binance and Bybit, `currency_pair` on Gate) and candle interval."""
+    query = request.query
+    symbol = query.get("symbol") or query.get("currency_pair") or ""
+    return " ".join(part for part in (endpoint, symbol, query.get("interval", "")) if part)
 
 
 def _answer(
