@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "replay": run_script("replay.py"),
     "transformer": run_script("transformer.py"),
     "rebuild": run_script("rebuild.py"),
+    "extractor-scale": run_script("extractor_scale.py"),
 }
 
 

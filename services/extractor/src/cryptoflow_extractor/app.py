@@ -140,7 +140,7 @@ class Extractor:
                 # Down at start: keep trying in the background; the other exchanges go on.
                 self.tasks.append(asyncio.create_task(self._ready_when_reachable(exchange_id)))
         settings = self.settings
-        table = LeaseTable(js, lease_kv, settings.lease_bucket, settings.replica_id, settings.lease_ttl_s)
+        table = LeaseTable(js, lease_kv, settings.lease_bucket, settings.replica, settings.lease_ttl_s)
         self.shared = SharedJobs(table, jobs, settings.lease_round_s)
         await self.shared.round()  # this replica's share starts now, not a round later
         self.tasks.append(asyncio.create_task(self.shared.run()))
@@ -149,7 +149,7 @@ class Extractor:
             extra={
                 "exchanges": list(self.sessions),
                 "jobs": len(jobs),
-                "replica": settings.replica_id,
+                "replica": settings.replica,
                 "owned": len(self.shared.running),
             },
         )

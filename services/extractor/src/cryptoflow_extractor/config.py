@@ -80,10 +80,10 @@ class ExtractorSettings(ServiceSettings):
         ge=1.0,
         description="Lease time: a dead replica's jobs move to the others this long after its last renewal",
     )
-    replica_id: str = Field(
-        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+    replica_id: str | None = Field(
+        default=None,
         pattern=r"^[-_=.a-zA-Z0-9]+$",
-        description="This replica's name in the lease bucket (unique per running process)",
+        description="This replica's name in the lease bucket, unique per running process (default: <hostname>-<pid>)",
     )
     timeout_ms: int = Field(default=10_000, ge=100, description="ccxt request timeout (ms)")
     max_attempts: int = Field(default=6, ge=1, description="Attempts per request before the poll fails")
@@ -104,6 +104,11 @@ class ExtractorSettings(ServiceSettings):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
+
+    @property
+    def replica(self) -> str:
+        """This process's replica name: EXTRACTOR_REPLICA_ID, or one no other process has."""
+        return self.replica_id or f"{socket.gethostname()}-{os.getpid()}"
 
     @property
     def lease_round_s(self) -> float:
