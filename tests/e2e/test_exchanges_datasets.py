@@ -139,6 +139,22 @@ async def test_four_datasets_from_three_exchanges_equal_what_the_simulator_serve
             # Binance pages history by time: every trade since the start, exactly once.
             assert sorted(int(i) for i in ids) == sorted(sim_trades)
 
+    # Issue 11: trades keep the exchange's own maker side where it states it (Binance's
+    # isBuyerMaker, read from the native body): the warehouse's equals the simulator's.
+    async def binance_trades_loaded() -> bool:
+        count = await pipe.fetchval("SELECT count(*) FROM trades WHERE exchange = 'binance'", default=0)
+        return int(count) >= len(sim_trades)
+
+    await pipe.wait_for("every binance trade in the warehouse", binance_trades_loaded, timeout=60)
+    loaded = await pipe.fetch("SELECT exchange, trade_id, side, maker_side FROM trades")
+    binance_sides = {r["trade_id"]: r["maker_side"] for r in loaded if r["exchange"] == "binance"}
+    assert binance_sides == {
+        str(trade_id): "buy" if trade.is_buyer_maker else "sell" for trade_id, trade in sim_trades.items()
+    }
+    assert all(r["maker_side"] != r["side"] for r in loaded if r["exchange"] == "binance")
+    others = [r for r in loaded if r["exchange"] != "binance"]
+    assert others and all(r["maker_side"] is None for r in others)
+
     # Issue 11: bronze keeps what the exchange sent. Binance's klines as received: all twelve
     # fields (quote volume, trade count, taker volumes...), with the request and its weight.
     lake = Path(pipe.lake_url.removeprefix("file://"))

@@ -97,6 +97,7 @@ def sample(table: str, n: int, *, symbol: str = "BTC/USDT", exchange: str = "bin
             "price": price,
             "amount": price / 1000,
             "side": pl.repeat("buy", n, eager=True),
+            "maker_side": pl.repeat("sell", n, eager=True),
         },
         "indicators": {
             "rsi_14": pl.repeat(55.5, n, eager=True),

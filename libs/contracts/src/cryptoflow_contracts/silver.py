@@ -38,8 +38,8 @@ class SilverTable:
         return [name for name, _ in self.columns]
 
 
-# 2: ohlcv's native kline fields (quote_volume, trade_count, taker_buy_*).
-SILVER_SCHEMA_VERSION = 2
+# 2: ohlcv's native kline fields (quote_volume, trade_count, taker_buy_*). 3: trades' maker_side.
+SILVER_SCHEMA_VERSION = 3
 SCHEMA_VERSION_METADATA_KEY = "cryptoflow.schema_version"
 TABLE_METADATA_KEY = "cryptoflow.table"  # the silver table a Parquet file's rows belong to
 
@@ -102,10 +102,13 @@ TRADES = SilverTable(
     "trades",
     (
         ("exchange", T), ("symbol", T), ("trade_id", T), ("ts", TS),
-        ("price", F), ("amount", F), ("side", T),
+        # side: the taker's (ccxt's); maker_side: the resting order's, as the exchange states it
+        # (Binance's isBuyerMaker: buy when the buyer was the maker), null where it does not.
+        ("price", F), ("amount", F), ("side", T), ("maker_side", T),
         ("source_event_id", T),
     ),
     key=("exchange", "symbol", "trade_id"),
+    defaults={"maker_side": None},
     not_null=frozenset({"price", "amount"}),
 )  # fmt: skip
 

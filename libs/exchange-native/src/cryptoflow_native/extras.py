@@ -2,7 +2,8 @@
 
 ccxt's candle is `[ts, open, high, low, close, volume]`. Binance's kline also sends the quote-asset
 volume, the number of trades and the taker-buy base and quote volumes; bronze keeps the body, and
-these readers take the fields out of it, by the candle's open time.
+these readers take the fields out of it, by the candle's open time. Likewise a trade's maker side
+(Binance's `m` / `isBuyerMaker`), by trade id.
 """
 
 from __future__ import annotations
@@ -44,6 +45,36 @@ def _int(value: Any) -> int | None:
 _READERS: Mapping[str, Callable[[Any], dict[int, Extras]]] = MappingProxyType(
     dict.fromkeys(("binance", "binanceus", "binanceusdm", "binancecoinm"), _binance_klines)
 )
+
+
+def _binance_trades(body: Any) -> dict[str, str]:
+    """`/api/v3/aggTrades` (`a`, `m`) and `/api/v3/trades` (`id`, `isBuyerMaker`): buyer maker → buy."""
+    sides: dict[str, str] = {}
+    if isinstance(body, list):
+        for row in body:
+            if not isinstance(row, dict):
+                continue
+            trade_id = row.get("a", row.get("id"))
+            maker = row.get("m", row.get("isBuyerMaker"))
+            if trade_id is not None and isinstance(maker, bool):
+                sides[str(trade_id)] = "buy" if maker else "sell"
+    return sides
+
+
+_MAKER_SIDE_READERS: Mapping[str, Callable[[Any], dict[str, str]]] = MappingProxyType(
+    dict.fromkeys(("binance", "binanceus", "binanceusdm", "binancecoinm"), _binance_trades)
+)
+
+
+def trade_maker_sides(exchange_id: str, bodies: list[Any]) -> dict[str, str]:
+    """The maker side (`buy`: the buyer's order was resting) of every trade in `bodies` (decoded
+    trades responses) whose exchange states it, by trade id; empty for the others."""
+    reader = _MAKER_SIDE_READERS.get(exchange_id)
+    found: dict[str, str] = {}
+    if reader is not None:
+        for body in bodies:
+            found.update(reader(body))
+    return found
 
 
 def ohlcv_extras(exchange_id: str, bodies: list[Any]) -> dict[int, Extras]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 from cryptoflow_contracts import Dataset
-from cryptoflow_native import RecordedCall, complete, ohlcv_extras, replay
+from cryptoflow_native import RecordedCall, complete, ohlcv_extras, replay, trade_maker_sides
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,8 @@ def payload_from_native(snapshot: dict[str, Any]) -> Any:
     exchange = snapshot["exchange"]
     calls = [_recorded(exchange, snapshot["symbol"], call) for call in snapshot["native"]]
     # The exchange's own fields beyond ccxt's, read before ccxt sees (and may change) the bodies.
-    extras = ohlcv_extras(exchange, [body for call in calls for body in call.bodies])
+    bodies = [body for call in calls for body in call.bodies]
+    extras = ohlcv_extras(exchange, bodies)
     results = [complete(exchange, call.method, replay(call)) for call in calls]
     dataset = Dataset(snapshot["dataset"])
     first, last = snapshot.get("first_ts"), snapshot.get("last_ts")
@@ -64,6 +65,9 @@ def payload_from_native(snapshot: dict[str, Any]) -> Any:
         return [[*by_ts[ts][:6], *extras[ts]] if ts in extras else by_ts[ts] for ts in sorted(by_ts)]
     if dataset is Dataset.TRADES:
         by_id = {t["id"]: t for result in results for t in result if _within(t["timestamp"], first, last)}
+        maker_sides = trade_maker_sides(exchange, bodies)
+        for trade in by_id.values():
+            trade["maker_side"] = maker_sides.get(str(trade["id"]))
         return sorted(by_id.values(), key=lambda t: (t["timestamp"], str(t["id"])))
     if dataset is Dataset.ORDERBOOK:
         book = dict(results[-1])

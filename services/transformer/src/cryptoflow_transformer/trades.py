@@ -19,6 +19,7 @@ PAYLOAD = pl.List(
             "timestamp": pl.String(),
             "symbol": pl.String(),
             "side": pl.String(),
+            "maker_side": pl.String(),  # from the exchange's own body (native bronze), where it says
             "price": pl.String(),
             "amount": pl.String(),
         }
@@ -42,6 +43,7 @@ def frame_from_bronze(ndjson: bytes) -> pl.DataFrame:
         field("id").alias("trade_id"),
         field("symbol").alias("payload_symbol"),
         field("side").alias("side"),
+        field("maker_side").alias("maker_side"),
         field("timestamp").alias("raw_ts"),
         field("price").alias("raw_price"),
         field("amount").alias("raw_amount"),
@@ -69,6 +71,7 @@ def checks() -> list[Check]:
         (pl.col("price") <= 0, "non_positive_price"),
         (pl.col("amount") <= 0, "non_positive_amount"),
         (~pl.col("side").is_in(SIDES).fill_null(False), "bad_side"),
+        (~pl.col("maker_side").is_in(SIDES).fill_null(True), "bad_maker_side"),
     ]
 
 
@@ -81,6 +84,7 @@ def validate_trades(raw: pl.DataFrame) -> CheckedRows:
         pl.col("price"),
         pl.col("amount"),
         pl.col("side"),
+        pl.col("maker_side"),
         pl.col("source_event_id"),
     ]
     # Dedupe by trade id: overlapping pages return the boundary trades again.

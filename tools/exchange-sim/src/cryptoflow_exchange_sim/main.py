@@ -18,7 +18,7 @@ from cryptoflow_exchange_sim.fault_plan import Fault, load_fault_file, parse_fau
 from cryptoflow_exchange_sim.faults import FaultyMarket, MalformedCandle, parse_malformed_spec
 from cryptoflow_exchange_sim.market import Market
 from cryptoflow_exchange_sim.random_walk import RandomWalkMarket
-from cryptoflow_exchange_sim.server import EXCHANGES, Simulator
+from cryptoflow_exchange_sim.server import EXCHANGES, AnswerCache, Simulator
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--faults", type=Path, metavar="FILE", help='JSON fault plan: {"faults": [{...}, ...]}')
     parser.add_argument("--url-file", type=Path, help="write the base URL here once listening")
+    parser.add_argument(
+        "--cache-closed",
+        action="store_true",
+        help="with --end in the past: answer repeated requests from a cache (benchmarks: the simulator is not measured)",
+    )
     return parser
 
 
@@ -104,6 +109,14 @@ def build_market(args: argparse.Namespace) -> Market:
     return FaultyMarket(market, faults) if faults else market
 
 
+def build_cache(args: argparse.Namespace) -> AnswerCache | None:
+    if not args.cache_closed:
+        return None
+    if args.end is None or args.data is not None:
+        raise ValueError("--cache-closed needs a random walk with --end: only a finished market never changes")
+    return AnswerCache(closed_after_ms=parse_instant_ms(args.end))
+
+
 def build_faults(args: argparse.Namespace) -> list[Fault]:
     faults = [] if args.faults is None else load_fault_file(args.faults)
     return faults + [parse_fault_spec(spec) for spec in args.fault]
@@ -116,12 +129,13 @@ async def serve(
     url_file: Path | None,
     exchanges: Sequence[str] = ("binance",),
     faults: Sequence[Fault] = (),
+    cache: AnswerCache | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    simulator = Simulator(market, host, port, exchanges=exchanges, faults=faults)
+    simulator = Simulator(market, host, port, exchanges=exchanges, faults=faults, cache=cache)
     base_url = await simulator.start()
     try:
         if url_file is not None:
@@ -140,9 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         exchanges = parse_exchanges(args.exchange)
         market = build_market(args)
         faults = build_faults(args)
+        cache = build_cache(args)
     except ValueError as error:
         parser.error(str(error))
-    asyncio.run(serve(market, args.host, args.port, args.url_file, exchanges, faults))
+    asyncio.run(serve(market, args.host, args.port, args.url_file, exchanges, faults, cache))
     return 0
 
 

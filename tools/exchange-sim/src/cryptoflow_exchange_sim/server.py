@@ -108,6 +108,21 @@ _MARKET: web.AppKey[Market] = web.AppKey("market")
 _CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 _PLAN: web.AppKey[FaultPlan] = web.AppKey("fault_plan")
 _STATS: web.AppKey[Stats] = web.AppKey("stats")
+_CACHE: web.AppKey[AnswerCache | None] = web.AppKey("answer_cache")
+
+
+@dataclass
+class AnswerCache:
+    """Encoded answers of a market that no longer changes (a random walk past its `--end`), by
+    request path and query: for benchmarks, where generating candles must not be what is measured.
+    Only unfaulted answers are kept; counting, weights and faults still apply to every request."""
+
+    closed_after_ms: int
+    size: int = 100_000
+    answers: dict[str, tuple[int, bytes, str, dict[str, str]]] = field(default_factory=dict)
+
+    def usable(self, now_ms: int, decision: Decision) -> bool:
+        return now_ms >= self.closed_after_ms and not decision.applied
 
 
 def create_app(
@@ -115,6 +130,7 @@ def create_app(
     clock: Clock = wall_clock_ms,
     exchanges: Iterable[str] = ("binance",),
     faults: FaultPlan | Iterable[Fault] = (),
+    cache: AnswerCache | None = None,
 ) -> web.Application:
     names = list(dict.fromkeys(exchanges))
     unknown = [name for name in names if name not in VENUES]
@@ -125,6 +141,7 @@ def create_app(
     app[_CLOCK] = clock
     app[_PLAN] = faults if isinstance(faults, FaultPlan) else FaultPlan(faults)
     app[_STATS] = Stats()
+    app[_CACHE] = cache
     for name in names:
         venue = VENUES[name]
         for prefix in venue.prefixes:
@@ -150,8 +167,9 @@ class Simulator:
         clock: Clock = wall_clock_ms,
         exchanges: Iterable[str] = ("binance",),
         faults: FaultPlan | Iterable[Fault] = (),
+        cache: AnswerCache | None = None,
     ) -> None:
-        self.app = create_app(market, clock, exchanges, faults)
+        self.app = create_app(market, clock, exchanges, faults, cache)
         self._runner = web.AppRunner(self.app, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         self._host = host
         self._port = port
@@ -225,9 +243,17 @@ def _endpoint(venue: Venue, route: Route) -> _Handler:
         if decision.delay is not None:
             await asyncio.sleep(decision.delay.seconds)
         now_ms = app[_CLOCK]()
-        reply = _answer(venue, route, decision, query, app[_MARKET], now_ms)
-        body, content_type = _encode(venue, route, reply, decision)
-        headers = dict(reply.headers)
+        cache = app[_CACHE]
+        cached = cache.answers.get(request.path_qs) if cache is not None and cache.usable(now_ms, decision) else None
+        if cached is not None:
+            status, body, content_type, reply_headers = cached
+        else:
+            reply = _answer(venue, route, decision, query, app[_MARKET], now_ms)
+            body, content_type = _encode(venue, route, reply, decision)
+            status, reply_headers = reply.status, dict(reply.headers)
+            if cache is not None and cache.usable(now_ms, decision) and len(cache.answers) < cache.size:
+                cache.answers[request.path_qs] = (status, body, content_type, reply_headers)
+        headers = dict(reply_headers)
         if venue.weight_header is not None and route.weight is not None:
             used = app[_STATS].use_weight(venue.name, now_ms, route.weight(query))
             headers[venue.weight_header] = str(used)
@@ -236,16 +262,16 @@ def _endpoint(venue: Venue, route: Route) -> _Handler:
             "endpoint": endpoint,
             "path": request.path,
             "query": request.query_string,
-            "status": reply.status,
+            "status": status,
             "faults": [fault.kind for fault in decision.applied],
         }
-        app[_STATS].record(entry, endpoint, request.path, reply.status, decision.applied)
+        app[_STATS].record(entry, endpoint, request.path, status, decision.applied)
         cut = next((fault for fault in decision.body if fault.kind == "truncate"), None)
         if cut is not None and cut.cut == "connection":
-            return await _cut_connection(request, reply.status, headers, content_type, body)
+            return await _cut_connection(request, status, headers, content_type, body)
         if cut is not None:
             body = body[: max(1, len(body) // 2)]
-        response = web.Response(body=body, status=reply.status, headers=headers)
+        response = web.Response(body=body, status=status, headers=headers)
         response.content_type = content_type
         if content_type == "application/json":
             response.charset = "UTF-8"
