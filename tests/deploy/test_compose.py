@@ -236,8 +236,12 @@ def test_bind_mounts_exist_in_the_repository(compose: dict[str, Any]) -> None:
 
 def test_prometheus_scrapes_what_compose_runs(compose: dict[str, Any]) -> None:
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    # Each replica by DNS: the compose service name resolves to all of its containers.
     targets = {
-        target for job in config["scrape_configs"] for group in job["static_configs"] for target in group["targets"]
+        f"{name}:{group['port']}"
+        for job in config["scrape_configs"]
+        for group in job.get("dns_sd_configs", [])
+        for name in group["names"]
     }
     for name, service in pipeline_services(compose).items():
         assert f"{name}:{HTTP_PORT}" in targets
@@ -299,3 +303,14 @@ def test_streams_are_created_by_the_admin_before_the_services_start(compose: dic
     assert env["NATS_PASSWORD"] == service_env(compose["services"]["nats"])[password_variable(ADMIN)]
     assert init["depends_on"] == {"nats": {"condition": "service_healthy"}}
     assert init["image"] == pipeline_services(compose)["extractor"]["image"]
+
+
+def test_the_extractor_runs_as_many_replicas_as_asked_each_with_a_metrics_port(compose: dict[str, Any]) -> None:
+    """Issue 11: extractor replicas share the jobs by lease (decision 0042), so compose may run several:
+    `CRYPTOFLOW_EXTRACTOR_REPLICAS=3 docker compose up`; a host port range, one per replica."""
+    extractor = compose["services"]["extractor"]
+    assert extractor["deploy"]["replicas"] == "${CRYPTOFLOW_EXTRACTOR_REPLICAS:-1}"
+    (port,) = extractor["ports"]
+    host, ports, container = port.split(":")
+    first, last = (int(p) for p in ports.split("-"))
+    assert (host, container) == ("127.0.0.1", str(HTTP_PORT)) and last - first + 1 >= 3

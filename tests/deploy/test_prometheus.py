@@ -83,6 +83,8 @@ def test_pending_metrics_are_the_ones_the_rules_name_in_their_header() -> None:
 def test_scrape_config_targets_the_four_services_with_their_component_label() -> None:
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     job = next(job for job in config["scrape_configs"] if job["job_name"] == "cryptoflow")
-    targets = {tuple(group["targets"]): group["labels"]["component"] for group in job["static_configs"]}
-    assert targets == {(f"{name}:8000",): name for name in SERVICES}
+    # Every replica of each service, by DNS (A records); `component` is the name it was found by.
+    (group,) = job["dns_sd_configs"]
+    assert (group["type"], group["port"], sorted(group["names"])) == ("A", 8000, sorted(SERVICES))
+    assert job["relabel_configs"] == [{"source_labels": ["__meta_dns_name"], "target_label": "component"}]
     assert job.get("metrics_path", "/metrics") == "/metrics"
