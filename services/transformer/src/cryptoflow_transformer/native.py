@@ -42,6 +42,9 @@ def unified_bronze(ndjson: bytes) -> bytes:
                 extra={"event_id": snapshot.get("event_id"), "error": repr(exc)[:500]},
             )
             snapshot["payload"] = None
+        # The bodies are parsed: what follows reads the payload (and the bronze object keeps them).
+        # Written back, they were most of the bytes encoded here and decoded again by Polars.
+        del snapshot["native"]
         lines.append(orjson.dumps(snapshot))
     return b"\n".join(lines) + b"\n"
 
