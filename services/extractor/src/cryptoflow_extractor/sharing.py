@@ -50,14 +50,15 @@ class SharedJobs:
         await self.table.heartbeat(len(self.running))
         live = {*await self.table.live_replicas(), self.replica}
         mine = {job for job, owner in assign(self.jobs, live).items() if owner == self.replica}
+        moved = sorted(set(self.running) - mine)
+        if moved:
+            leases = [self.running[job][0] for job in moved]
+            await self._stop(*moved)
+            await asyncio.gather(*(self.table.release(lease) for lease in leases))
+            LEASE_CHANGES.labels("handed_over").inc(len(moved))
+            log.info("jobs handed over", extra={"replica": self.replica, "jobs": moved, "replicas": sorted(live)})
         for job in sorted(self.running):
-            lease = self.running[job][0]
-            if job not in mine:
-                await self._stop(job)
-                await self.table.release(lease)
-                LEASE_CHANGES.labels("handed_over").inc()
-                log.info("job handed over", extra={"replica": self.replica, "job": job, "replicas": sorted(live)})
-            elif not await self.table.renew(lease):
+            if not await self.table.renew(self.running[job][0]):
                 await self._stop(job)
                 LEASE_CHANGES.labels("lost").inc()
                 log.warning("job lease lost", extra={"replica": self.replica, "job": job})
@@ -77,24 +78,27 @@ class SharedJobs:
         hold(lease)  # this task's exchange requests check this lease first
         await runner()
 
-    async def _stop(self, job: str) -> None:
-        lease, task = self.running.pop(job)
-        lease.valid_until = self.table.clock()  # fenced first: not one more request, whatever happens
-        # Cancelled until it is done: on Python 3.11 a cancel that lands as an inner wait_for
-        # completes (a JetStream publish ack) can be swallowed (CPython gh-86296), and the task
-        # would poll on, refused by its fence, forever.
-        while not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=1.0)
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            task.result()
+    async def _stop(self, *jobs: str) -> None:
+        """Stop `jobs` together (a replica leaving stops all of its jobs at once)."""
+        entries = [self.running.pop(job) for job in jobs]
+        for lease, _ in entries:
+            lease.valid_until = self.table.clock()  # fenced first: not one more request, whatever happens
+        # Cancelled until done: on Python 3.11 a cancel that lands as an inner wait_for completes
+        # (a JetStream publish ack) can be swallowed (CPython gh-86296), and the task would poll
+        # on, refused by its fence, forever.
+        tasks = {task for _, task in entries}
+        while pending := {task for task in tasks if not task.done()}:
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=1.0)
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                task.result()
 
     async def stop(self) -> None:
         """Stop every job, then give their leases up and leave: the others take over at once."""
         leases = [lease for lease, _ in self.running.values()]
-        for job in list(self.running):
-            await self._stop(job)
-        for lease in leases:
-            await self.table.release(lease)
+        await self._stop(*self.running)
+        await asyncio.gather(*(self.table.release(lease) for lease in leases))
         await self.table.leave()
         JOBS_OWNED.set(0)
