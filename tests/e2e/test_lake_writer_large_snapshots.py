@@ -17,8 +17,8 @@ from nats.js.errors import NotFoundError
 from .harness import Pipeline
 
 T0 = int(datetime(2024, 6, 1, tzinfo=UTC).timestamp() * 1000)
-SNAPSHOTS = 120
-CANDLES_PER_SNAPSHOT = 12_000  # ~0.8 MiB of JSON: near the 1 MiB max_payload
+SNAPSHOTS = 100  # 95 MB: well over the 64 MiB (67.1 MB) a client may fall behind
+CANDLES_PER_SNAPSHOT = 14_000  # 0.95 MB of JSON: near the 1 MiB max_payload
 
 
 def big_snapshot(index: int) -> RawSnapshot:
@@ -57,7 +57,7 @@ async def test_snapshots_near_max_payload_are_written_without_a_slow_consumer_or
                 body,
                 headers={"Nats-Msg-Id": snapshot.event_id},
             )
-        assert min(sizes) > 700_000, "the snapshots must be near max_payload for this test to mean anything"
+        assert min(sizes) > 900_000, "the snapshots must be near max_payload for this test to mean anything"
         # Every snapshot is waiting before the lake-writer starts: its first fetches are full ones.
         lake_writer = pipe.start("lake-writer", env={"LAKE_WRITER_BATCH_TIMEOUT_S": "1"})
 

@@ -99,7 +99,9 @@ async def test_restart_postgres_mid_load(own_postgres: ServerProcess, fresh_nats
             inserted = await pipe.fetchval("SELECT sum(rows_inserted) FROM batches WHERE target_table = $1", table)
             assert inserted == expected, table
         assert [d for d in await stack.dead_letters() if d["stage"] == "warehouse-loader"] == []
-        assert "warehouse unreachable" in pipe.procs[0].log()
+        # Whether a load met the outage (and logged "warehouse unreachable" while holding its
+        # message) depends on timing: PostgreSQL restarts in well under a second, and a CI run once
+        # had the loader between batches throughout. What must hold either way is above.
     finally:
         pipe.stop_all()
 
