@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 OHLCV_EXTRAS = ("quote_volume", "trade_count", "taker_buy_base_volume", "taker_buy_quote_volume")
 
@@ -69,19 +72,17 @@ _MAKER_SIDE_READERS: Mapping[str, Callable[[Any], dict[str, str]]] = MappingProx
 def trade_maker_sides(exchange_id: str, bodies: list[Any]) -> dict[str, str]:
     """The maker side (`buy`: the buyer's order was resting) of every trade in `bodies` (decoded
     trades responses) whose exchange states it, by trade id; empty for the others."""
-    reader = _MAKER_SIDE_READERS.get(exchange_id)
-    found: dict[str, str] = {}
-    if reader is not None:
-        for body in bodies:
-            found.update(reader(body))
-    return found
+    return _read_all(_MAKER_SIDE_READERS.get(exchange_id), bodies)
 
 
 def ohlcv_extras(exchange_id: str, bodies: list[Any]) -> dict[int, Extras]:
     """The extras of every candle in `bodies` (decoded kline responses), by open time; empty for
     an exchange whose klines carry none."""
-    reader = _READERS.get(exchange_id)
-    found: dict[int, Extras] = {}
+    return _read_all(_READERS.get(exchange_id), bodies)
+
+
+def _read_all(reader: Callable[[Any], dict[K, V]] | None, bodies: list[Any]) -> dict[K, V]:
+    found: dict[K, V] = {}
     if reader is not None:
         for body in bodies:
             found.update(reader(body))

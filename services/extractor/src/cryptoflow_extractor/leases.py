@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -115,19 +115,9 @@ class LeaseTable:
         except Exception:  # leaving is a courtesy: the heartbeat expires anyway
             return
 
-    async def _keys(self, prefix: str) -> list[str]:
-        """Keys under `prefix` that have a message (live or deleted), from the stream's subject
-        counts: stream info is all the per-service NATS identity may read (no consumer needed)."""
-        subject = f"$KV.{self.bucket}.{prefix}"
-        try:
-            info = await self.js.stream_info(f"KV_{self.bucket}", subjects_filter=f"{subject}>")
-        except NotFoundError:
-            return []
-        return sorted(name.removeprefix(subject) for name in (info.state.subjects or {}))
-
     async def live_replicas(self) -> list[str]:
         live = []
-        for replica in await self._keys(REPLICA_PREFIX):
+        for replica in await keys_under(self.js, self.bucket, REPLICA_PREFIX):
             try:
                 await self.kv.get(REPLICA_PREFIX + replica)
             except KeyNotFoundError:  # left (deleted) or just expired
@@ -180,16 +170,21 @@ class LeaseTable:
         return await read_owners(self.js, self.kv, self.bucket)
 
 
-async def read_owners(js: JetStreamContext, kv: KeyValue, bucket: str) -> dict[str, str]:
-    """Every job with a live lease in `bucket`, and the replica that holds it."""
-    subject = f"$KV.{bucket}.{LEASE_PREFIX}"
+async def keys_under(js: JetStreamContext, bucket: str, prefix: str) -> list[str]:
+    """Keys under `prefix` that have a message (live or deleted), from the stream's subject counts:
+    stream info is all the per-service NATS identity may read (no consumer needed)."""
+    subject = f"$KV.{bucket}.{prefix}"
     try:
         info = await js.stream_info(f"KV_{bucket}", subjects_filter=f"{subject}>")
     except NotFoundError:
-        return {}
+        return []
+    return sorted(name.removeprefix(subject) for name in (info.state.subjects or {}))
+
+
+async def read_owners(js: JetStreamContext, kv: KeyValue, bucket: str) -> dict[str, str]:
+    """Every job with a live lease in `bucket`, and the replica that holds it."""
     owners = {}
-    for name in sorted(info.state.subjects or {}):
-        job = name.removeprefix(subject)
+    for job in await keys_under(js, bucket, LEASE_PREFIX):
         try:
             entry = await kv.get(LEASE_PREFIX + job)
         except KeyNotFoundError:
@@ -197,7 +192,3 @@ async def read_owners(js: JetStreamContext, kv: KeyValue, bucket: str) -> dict[s
         if entry.value:
             owners[job] = str(orjson.loads(entry.value).get("owner", "?"))
     return owners
-
-
-def share(owners: dict[str, str], replica: str) -> Sequence[str]:
-    return sorted(job for job, owner in owners.items() if owner == replica)

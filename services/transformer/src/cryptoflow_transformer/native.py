@@ -54,11 +54,12 @@ def payload_from_native(snapshot: dict[str, Any]) -> Any:
     records the snapshot was published with."""
     exchange = snapshot["exchange"]
     calls = [_recorded(exchange, snapshot["symbol"], call) for call in snapshot["native"]]
+    dataset = Dataset(snapshot["dataset"])
     # The exchange's own fields beyond ccxt's, read before ccxt sees (and may change) the bodies.
     bodies = [body for call in calls for body in call.bodies]
-    extras = ohlcv_extras(exchange, bodies)
+    extras = ohlcv_extras(exchange, bodies) if dataset is Dataset.OHLCV else {}
+    maker_sides = trade_maker_sides(exchange, bodies) if dataset is Dataset.TRADES else {}
     results = [complete(exchange, call.method, replay(call)) for call in calls]
-    dataset = Dataset(snapshot["dataset"])
     first, last = snapshot.get("first_ts"), snapshot.get("last_ts")
     if dataset is Dataset.OHLCV:
         # Later calls first: a re-requested interval is recorded before the page it completes,
@@ -68,7 +69,6 @@ def payload_from_native(snapshot: dict[str, Any]) -> Any:
         return [[*by_ts[ts][:6], *extras[ts]] if ts in extras else by_ts[ts] for ts in sorted(by_ts)]
     if dataset is Dataset.TRADES:
         by_id = {t["id"]: t for result in results for t in result if _within(t["timestamp"], first, last)}
-        maker_sides = trade_maker_sides(exchange, bodies)
         for trade in by_id.values():
             trade["maker_side"] = maker_sides.get(str(trade["id"]))
         return sorted(by_id.values(), key=lambda t: (t["timestamp"], str(t["id"])))

@@ -244,14 +244,16 @@ def _endpoint(venue: Venue, route: Route) -> _Handler:
             await asyncio.sleep(decision.delay.seconds)
         now_ms = app[_CLOCK]()
         cache = app[_CACHE]
-        cached = cache.answers.get(request.path_qs) if cache is not None and cache.usable(now_ms, decision) else None
+        if cache is not None and not cache.usable(now_ms, decision):
+            cache = None
+        cached = cache.answers.get(request.path_qs) if cache is not None else None
         if cached is not None:
             status, body, content_type, reply_headers = cached
         else:
             reply = _answer(venue, route, decision, query, app[_MARKET], now_ms)
             body, content_type = _encode(venue, route, reply, decision)
             status, reply_headers = reply.status, dict(reply.headers)
-            if cache is not None and cache.usable(now_ms, decision) and len(cache.answers) < cache.size:
+            if cache is not None and len(cache.answers) < cache.size:
                 cache.answers[request.path_qs] = (status, body, content_type, reply_headers)
         headers = dict(reply_headers)
         if venue.weight_header is not None and route.weight is not None:

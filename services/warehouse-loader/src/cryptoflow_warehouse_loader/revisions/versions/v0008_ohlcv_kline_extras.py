@@ -10,7 +10,7 @@ Revises: 0007
 
 from __future__ import annotations
 
-from cryptoflow_warehouse_loader.revisions.ddl import run_sql
+from cryptoflow_warehouse_loader.revisions.ddl import run_sql, series_view
 
 revision = "0008"
 down_revision = "0007"
@@ -29,19 +29,7 @@ _SERIES = ("exchange", "symbol", "timeframe")
 
 
 def _view(columns: tuple[str, ...]) -> str:
-    def source(column: str) -> str:
-        return "s" if column in _SERIES else "b" if column == "batch_id" else "d"
-
-    select = ", ".join(f"{source(c)}.{c}" for c in columns)
-    return f"""
-    DROP VIEW ohlcv;
-    CREATE VIEW ohlcv AS
-    SELECT {select}
-    FROM ohlcv_data d
-    LEFT JOIN series s ON s.series_id = d.series_id
-    LEFT JOIN batches b ON b.batch_no = d.batch_no;
-    GRANT SELECT ON ohlcv TO cryptoflow_loader, cryptoflow_reader;
-    """
+    return series_view("ohlcv", columns, _SERIES)
 
 
 def upgrade() -> None:

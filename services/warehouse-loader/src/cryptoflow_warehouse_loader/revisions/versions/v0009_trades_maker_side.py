@@ -10,7 +10,7 @@ Revises: 0008
 
 from __future__ import annotations
 
-from cryptoflow_warehouse_loader.revisions.ddl import run_sql
+from cryptoflow_warehouse_loader.revisions.ddl import run_sql, series_view
 
 revision = "0009"
 down_revision = "0008"
@@ -23,19 +23,7 @@ _SERIES = ("exchange", "symbol")
 
 
 def _view(columns: tuple[str, ...]) -> str:
-    def source(column: str) -> str:
-        return "s" if column in _SERIES else "b" if column == "batch_id" else "d"
-
-    select = ", ".join(f"{source(c)}.{c}" for c in columns)
-    return f"""
-    DROP VIEW trades;
-    CREATE VIEW trades AS
-    SELECT {select}
-    FROM trades_data d
-    LEFT JOIN series s ON s.series_id = d.series_id
-    LEFT JOIN batches b ON b.batch_no = d.batch_no;
-    GRANT SELECT ON trades TO cryptoflow_loader, cryptoflow_reader;
-    """
+    return series_view("trades", columns, _SERIES)
 
 
 def upgrade() -> None:
