@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import nats
 import pytest
-from cryptoflow_contracts import DeadLetter, KnownGap, RawSnapshot, SchemaDrift
+from cryptoflow_contracts import DeadLetter, KnownGap, LiveUpdate, RawSnapshot, SchemaDrift
 from cryptoflow_extractor.checkpoints import CheckpointStore
 from cryptoflow_extractor.drift import DriftDetector
 from cryptoflow_extractor.exchanges import create_exchange
@@ -25,6 +25,7 @@ class Recorder:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     gaps: list[KnownGap] = field(default_factory=list)
     drifts: list[SchemaDrift] = field(default_factory=list)
+    live: list[LiveUpdate] = field(default_factory=list)
 
     def publisher(self) -> Publisher:
         async def snapshot(event: RawSnapshot) -> None:
@@ -39,7 +40,10 @@ class Recorder:
         async def drift(event: SchemaDrift) -> None:
             self.drifts.append(event)
 
-        return Publisher(snapshot=snapshot, dead_letter=dead_letter, gap=gap, drift=drift)
+        async def live(event: LiveUpdate) -> None:
+            self.live.append(event)
+
+        return Publisher(snapshot=snapshot, dead_letter=dead_letter, gap=gap, drift=drift, live=live)
 
     def candles(self) -> list[list[object]]:
         return [candle for s in self.snapshots for candle in s.payload]
@@ -63,4 +67,4 @@ def make_session(base_url: str, recorder: Recorder, exchange_id: str = "binance"
         CircuitBreaker(exchange_id, threshold=5, cooldown_s=1.0),
         RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.05),
     )
-    return ExchangeSession(exchange_id, exchange, caller, recorder.publisher(), DriftDetector())
+    return ExchangeSession(exchange_id, exchange, caller, recorder.publisher(), DriftDetector(), base_url=base_url)

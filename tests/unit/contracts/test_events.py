@@ -21,7 +21,7 @@ from cryptoflow_contracts import (
     RawSnapshot,
     Stage,
 )
-from cryptoflow_contracts.events import Alert, KnownGap, RunReport, SchemaDrift
+from cryptoflow_contracts.events import Alert, KnownGap, LiveUpdate, RunReport, SchemaDrift
 from pydantic import ValidationError
 
 FETCHED_AT = datetime(2024, 6, 1, 12, 0, 5, tzinfo=UTC)
@@ -194,8 +194,22 @@ def run_report(**overrides: Any) -> RunReport:
     return RunReport(**fields)
 
 
+def live_update(**overrides: Any) -> LiveUpdate:
+    fields: dict[str, Any] = {
+        "dataset": Dataset.TRADES,
+        "exchange": "binance",
+        "symbol": "BTC/USDT",
+        "exchange_ts": 1717243200123,
+        "received_at": FETCHED_AT,
+        "data": [{"id": "1", "timestamp": 1717243200123, "price": 67000.5, "amount": 0.01, "side": "buy"}],
+    }
+    fields.update(overrides)
+    return LiveUpdate(**fields)
+
+
 FACTORIES = {
     RawSnapshot: raw_snapshot,
+    LiveUpdate: live_update,
     Anomaly: anomaly,
     ObjectWritten: object_written,
     BatchReady: batch_ready,
@@ -219,6 +233,7 @@ IDENTITY_CHANGES: dict[type[Event], dict[str, Any]] = {
     SchemaDrift: {"vanished": {}},
     Alert: {"observed_at": FETCHED_AT + timedelta(minutes=1)},
     RunReport: {"seq": 4},
+    LiveUpdate: {"exchange_ts": 1717243200124},
 }
 
 

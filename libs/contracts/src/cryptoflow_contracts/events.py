@@ -112,12 +112,13 @@ class Event(BaseModel):
 
 
 class NativeResponse(BaseModel):
-    """One HTTP response as the exchange sent it, with the request it answered."""
+    """One HTTP response as the exchange sent it, with the request it answered; or one websocket
+    frame as received (`method` "WS", `path` the socket's URL, `headers` its receive time)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    method: str = Field(description="HTTP method, e.g. GET")
-    path: str = Field(description="URL path of the request, e.g. /api/v3/klines")
+    method: str = Field(description="HTTP method, e.g. GET; WS for a websocket frame")
+    path: str = Field(description="URL path of the request, e.g. /api/v3/klines; a websocket frame's socket URL")
     params: dict[str, str] = Field(default_factory=dict, description="Query parameters, credentials removed")
     status: int | None = Field(default=None, description="HTTP status")
     headers: dict[str, str] = Field(
@@ -465,6 +466,49 @@ class Anomaly(Event):
         return [self.exchange, self.symbol, self.timeframe, self.ts, self.kind, self.value, self.window]
 
 
+class LiveUpdate(Event):
+    """One update of a streamed market as it arrived, for consumers that want every update at once.
+
+    Published by the extractor's stream jobs on `cryptoflow.live.<dataset>.<exchange>.<BASE-QUOTE>`
+    (stream LIVE, short retention) as soon as the exchange's message is parsed, before the update
+    is batched into a RawSnapshot page for the lake: trades as ccxt parsed them, a ticker, a candle
+    (`final` once the exchange closed it), or an order book's top levels with the exchange's
+    sequence number. The lake and warehouse get the same data through RAW; LIVE is for latency.
+    """
+
+    STREAM: ClassVar[Stream] = Stream.LIVE
+    SUBJECT: ClassVar[str] = subjects.LIVE_SUBJECT
+    PRODUCERS: ClassVar[str] = "extractor (stream mode)"
+    ABOUT: ClassVar[str] = "One update of a streamed market as it arrived (trades, ticker, candle, book)."
+
+    dataset: Dataset
+    exchange: ExchangeId
+    symbol: MarketSymbol
+    timeframe: str | None = Field(default=None, description="OHLCV timeframe, e.g. 1m")
+    exchange_ts: int | None = Field(default=None, description="The exchange's event time, ms (newest in the update)")
+    received_at: datetime = Field(description="When the extractor received the message")
+    final: bool = Field(default=True, description="False for a candle still forming")
+    data: Any = Field(
+        description=(
+            "ccxt's unified structure(s): a list of trades; a ticker; [ts, o, h, l, c, v] for a candle; "
+            "for a book {bids, asks, nonce, resynced} (top levels)"
+        )
+    )
+
+    def subject(self) -> str:
+        return subjects.live_subject(self.dataset, self.exchange, self.symbol)
+
+    def identity(self) -> Identity:
+        return [
+            self.dataset.value,
+            self.exchange,
+            self.symbol,
+            self.timeframe,
+            self.exchange_ts,
+            content_hash(self.data),
+        ]
+
+
 ALL_EVENTS: tuple[type[Event], ...] = (
     RawSnapshot,
     ObjectWritten,
@@ -476,4 +520,5 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     Alert,
     RunReport,
     Anomaly,
+    LiveUpdate,
 )

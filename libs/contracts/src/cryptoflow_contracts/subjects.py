@@ -29,6 +29,7 @@ class Stream(StrEnum):
     DRIFT = "DRIFT"
     ALERTS = "ALERTS"
     RUNS = "RUNS"
+    LIVE = "LIVE"
 
 
 class Stage(RegisteredName):
@@ -58,6 +59,7 @@ STREAM_SUBJECTS: dict[Stream, str] = {
     Stream.DRIFT: f"{PREFIX}.drift.>",
     Stream.ALERTS: f"{PREFIX}.alerts.>",
     Stream.RUNS: f"{PREFIX}.runs.>",
+    Stream.LIVE: f"{PREFIX}.live.>",
 }
 
 
@@ -83,10 +85,15 @@ GAPS_SUBJECT = f"{PREFIX}.gaps.{{exchange}}.{{symbol}}"
 DRIFT_SUBJECT = f"{PREFIX}.drift.{{exchange}}.{{dataset}}"
 ALERTS_SUBJECT = f"{PREFIX}.alerts.{{rule}}"
 RUNS_SUBJECT = f"{PREFIX}.runs.{{service}}"
+LIVE_SUBJECT = f"{PREFIX}.live.{{dataset}}.{{exchange}}.{{symbol}}"
 
 
 def raw_subject(dataset: Dataset, exchange: str, symbol: str) -> str:
     return RAW_SUBJECT.format(dataset=dataset.value, exchange=token(exchange), symbol=symbol_token(symbol))
+
+
+def live_subject(dataset: Dataset, exchange: str, symbol: str) -> str:
+    return LIVE_SUBJECT.format(dataset=dataset.value, exchange=token(exchange), symbol=symbol_token(symbol))
 
 
 def lake_subject(dataset: Dataset, exchange: str, symbol: str) -> str:

@@ -78,11 +78,19 @@ async def ensure_consumer(js: JetStreamContext, stream: str, subject: str, confi
 
 # Limits a stream is created with when its STREAM_<NAME>_* variables are unset.
 DEFAULT_LIMITS = StreamLimits(max_age_s=7 * 24 * 3600, max_bytes=-1, max_msgs=-1, replicas=1)
+# LIVE carries every streamed update for consumers that want them at once; the lake keeps them
+# (through RAW), so an hour is plenty and keeps the stream small at thousands of updates a second.
+STREAM_DEFAULTS: dict[Stream, StreamLimits] = {Stream.LIVE: dataclasses.replace(DEFAULT_LIMITS, max_age_s=3600)}
+
+
+def default_limits(stream: Stream) -> StreamLimits:
+    return STREAM_DEFAULTS.get(stream, DEFAULT_LIMITS)
 
 
 def stream_config(stream: Stream, limits: StreamLimits | None = None) -> StreamConfig:
     """The stream's full configuration: configured limits, the defaults for the others."""
     chosen = limits or StreamLimits()
+    defaults = default_limits(stream)
     return StreamConfig(
         name=stream.value,
         subjects=[STREAM_SUBJECTS[stream]],
@@ -90,10 +98,10 @@ def stream_config(stream: Stream, limits: StreamLimits | None = None) -> StreamC
         storage=StorageType.FILE,
         discard=DiscardPolicy.OLD,
         duplicate_window=DUPLICATE_WINDOW_S,
-        max_age=_pick(chosen.max_age_s, DEFAULT_LIMITS.max_age_s),
-        max_bytes=_pick(chosen.max_bytes, DEFAULT_LIMITS.max_bytes),
-        max_msgs=_pick(chosen.max_msgs, DEFAULT_LIMITS.max_msgs),
-        num_replicas=_pick(chosen.replicas, DEFAULT_LIMITS.replicas),
+        max_age=_pick(chosen.max_age_s, defaults.max_age_s),
+        max_bytes=_pick(chosen.max_bytes, defaults.max_bytes),
+        max_msgs=_pick(chosen.max_msgs, defaults.max_msgs),
+        num_replicas=_pick(chosen.replicas, defaults.replicas),
     )
 
 

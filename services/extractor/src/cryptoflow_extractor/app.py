@@ -1,4 +1,4 @@
-"""Extractor service: one polling task per job, publishing RawSnapshot to RAW.
+"""Extractor service: one task per job (polling, or streaming: streaming.py), publishing RawSnapshot to RAW.
 
 Each exchange has its own ccxt instance, rate limiter and circuit breaker, so one exchange
 failing never slows the others; its jobs resume from their checkpoints when it recovers.
@@ -15,7 +15,7 @@ from cryptoflow_runtime import ConfigError, Service, ensure_kv
 
 from .checkpoints import CheckpointStore
 from .config import ExtractorSettings
-from .datasets import Job, JobContext, Scheduled, scheduled_jobs
+from .datasets import JobContext, PolledJob, Scheduled, scheduled_jobs
 from .exchanges import create_exchange
 from .jobs import ExchangeSpec
 from .leases import LeaseLostError, LeaseTable
@@ -25,6 +25,7 @@ from .publishing import jetstream_publisher
 from .resilience import CircuitBreaker, CircuitOpenError, ExchangeCaller, RetryPolicy
 from .session import BadPageError, ExchangeSession, Publisher
 from .sharing import JobRunner, SharedJobs
+from .streaming import StreamJob
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,12 @@ NAME = "extractor"
 
 
 async def poll_forever(
-    job: Job, interval_s: float, dataset: str, exchange: str, stop_when_done: bool = False, max_backoff_s: float = 60.0
+    job: PolledJob,
+    interval_s: float,
+    dataset: str,
+    exchange: str,
+    stop_when_done: bool = False,
+    max_backoff_s: float = 60.0,
 ) -> None:
     delay = 1.0
     while True:
@@ -72,7 +78,7 @@ def make_session(
     breaker = CircuitBreaker(exchange_id, settings.breaker_threshold, settings.breaker_cooldown_s)
     policy = RetryPolicy(settings.max_attempts)
     caller = ExchangeCaller(exchange_id, exchange, limiter, breaker, policy, request_lease_s=settings.request_lease_s)
-    return ExchangeSession(exchange_id, exchange, caller, publisher)
+    return ExchangeSession(exchange_id, exchange, caller, publisher, base_url=spec.url)
 
 
 async def load_markets(session: ExchangeSession, symbols: list[str], attempts: int) -> bool:
@@ -171,6 +177,9 @@ class Extractor:
 
                     async def run(item: Scheduled = item, dataset: str = dataset.value) -> None:
                         await self.ready[exchange_id].wait()
+                        if isinstance(item.job, StreamJob):
+                            await item.job.run()
+                            return
                         await poll_forever(item.job, item.poll_interval_s, dataset, exchange_id, max_backoff_s=backoff)
 
                     runners[item.key] = run

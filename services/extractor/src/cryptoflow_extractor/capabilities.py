@@ -21,6 +21,11 @@ class Capabilities:
     exchange_id: str
     has: Mapping[str, object]
     timeframes: frozenset[str]
+    pro_has: Mapping[str, object]
+
+    def streams(self, method: str) -> bool:
+        """Whether ccxt pro implements the websocket method `method` ("watchTrades"...)."""
+        return bool(self.pro_has.get(method))
 
     def offers(self, method: str) -> bool:
         """Whether ccxt implements the unified `method` ("fetchOHLCV"...) for this exchange,
@@ -50,4 +55,12 @@ def capabilities(exchange_id: str) -> Capabilities:
         exchange_id=exchange_id,
         has=dict(described.has),
         timeframes=frozenset(described.timeframes or ()),
+        pro_has=_pro_has(exchange_id),
     )
+
+
+def _pro_has(exchange_id: str) -> Mapping[str, object]:
+    import ccxt.pro  # imported on first need: it adds most of a second to every import of this module
+
+    pro_class = getattr(ccxt.pro, exchange_id, None)
+    return dict(pro_class().has) if pro_class is not None else {}

@@ -22,6 +22,7 @@ from .jobs import (
     ExchangeSpec,
     JobsConfig,
     JobsConfigError,
+    Mode,
     check_exchange,
     check_http_url,
     check_timeframes,
@@ -67,6 +68,9 @@ class ExtractorSettings(ServiceSettings):
     poll_interval_s: float = Field(default=10.0, gt=0, description="Pause between polls once caught up")
     page_limit: int = Field(default=1000, ge=1, le=1000, description="Records per request")
     orderbook_depth: int = Field(default=20, ge=1, le=1000, description="Order-book levels per side")
+    mode: Mode = Field(
+        default="poll", description="poll: REST polling; stream: the exchange's websocket streams (ccxt pro)"
+    )
     rate_limit_ms: float | None = Field(default=None, gt=0, description="Override ccxt's rateLimit (ms/request)")
     checkpoint_bucket: str = Field(
         default="cryptoflow_checkpoints", description="JetStream KV bucket of the jobs' checkpoints"

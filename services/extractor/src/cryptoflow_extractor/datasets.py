@@ -22,14 +22,23 @@ from .ohlcv import OhlcvJob
 from .profiles import profile
 from .session import ExchangeSession
 from .snapshots import OrderBookJob, TickerJob
+from .stream_books import BookStream
+from .stream_candles import CandlesStream
+from .stream_tickers import TickerStream
+from .stream_trades import TradesStream
+from .streaming import StreamJob
 from .trades import TradesJob
 
 
-class Job(Protocol):
+class PolledJob(Protocol):
     @property
     def name(self) -> str: ...
 
     async def catch_up(self) -> int: ...
+
+
+# A polled job is caught up every poll interval; a stream job runs (`StreamJob.run`) until stopped.
+Job = PolledJob | StreamJob
 
 
 @dataclass(frozen=True)
@@ -64,39 +73,62 @@ def _ms(moment: datetime) -> int:
 
 
 def ohlcv_jobs(context: JobContext, spec: OhlcvSpec) -> list[Scheduled]:
-    """One job per timeframe."""
-    return [
-        Scheduled(
-            OhlcvJob(
-                session=context.session,
-                symbol=context.symbol,
-                timeframe=timeframe,
-                since_ms=_ms(spec.since),
-                until_ms=_ms(spec.until) if spec.until else None,
-                page_limit=min(spec.page_limit, profile(context.session.exchange_id).max_ohlcv_page),
-                checkpoints=context.checkpoints,
-            ),
-            spec.poll_interval_s,
-            _key(context, Dataset.OHLCV, timeframe),
+    """One job per timeframe; streamed, each fills its holes with the polling job."""
+    scheduled: list[Scheduled] = []
+    for timeframe in spec.timeframes:
+        polled = OhlcvJob(
+            session=context.session,
+            symbol=context.symbol,
+            timeframe=timeframe,
+            since_ms=_ms(spec.since),
+            until_ms=_ms(spec.until) if spec.until else None,
+            page_limit=min(spec.page_limit, profile(context.session.exchange_id).max_ohlcv_page),
+            checkpoints=context.checkpoints,
         )
-        for timeframe in spec.timeframes
-    ]
+        job: Job = polled
+        if spec.streamed:
+            job = CandlesStream(
+                context.session,
+                context.symbol,
+                timeframe,
+                polled,
+                context.checkpoints,
+                spec.stall_after_s,
+                spec.publish_forming,
+            )
+        scheduled.append(Scheduled(job, spec.poll_interval_s, _key(context, Dataset.OHLCV, timeframe)))
+    return scheduled
 
 
 def ticker_jobs(context: JobContext, spec: TickerSpec) -> list[Scheduled]:
-    job = TickerJob(context.session, context.symbol)
+    job: Job = TickerJob(context.session, context.symbol)
+    if spec.streamed:
+        job = TickerStream(context.session, context.symbol, spec.publish_interval_s, spec.stall_after_s)
     return [Scheduled(job, spec.poll_interval_s, _key(context, Dataset.TICKER))]
 
 
 def orderbook_jobs(context: JobContext, spec: OrderBookSpec) -> list[Scheduled]:
-    job = OrderBookJob(context.session, context.symbol, spec.depth)
+    job: Job = OrderBookJob(context.session, context.symbol, spec.depth)
+    if spec.streamed:
+        job = BookStream(context.session, context.symbol, spec.depth, spec.publish_interval_s, spec.stall_after_s)
     return [Scheduled(job, spec.poll_interval_s, _key(context, Dataset.ORDERBOOK))]
 
 
 def trades_jobs(context: JobContext, spec: TradesSpec) -> list[Scheduled]:
     since = _ms(spec.since) if spec.since else None
     page_limit = min(spec.page_limit, profile(context.session.exchange_id).max_trades_page)
-    job = TradesJob(context.session, context.symbol, since, page_limit, context.checkpoints)
+    polled = TradesJob(context.session, context.symbol, since, page_limit, context.checkpoints)
+    job: Job = polled
+    if spec.streamed:
+        job = TradesStream(
+            context.session,
+            context.symbol,
+            polled,
+            context.checkpoints,
+            spec.stall_after_s,
+            spec.batch_max,
+            spec.batch_ms,
+        )
     return [Scheduled(job, spec.poll_interval_s, _key(context, Dataset.TRADES))]
 
 

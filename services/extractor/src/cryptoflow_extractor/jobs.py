@@ -12,6 +12,11 @@ exchanges:
       orderbook: {depth: 20, poll_interval_s: 5}
       trades: {poll_interval_s: 5}
 ```
+
+Any dataset may be streamed instead of polled (`mode: stream`, ccxt pro's `watch*` methods;
+stream_jobs.py): `trades: {mode: stream, stall_after_s: 60, batch_max: 1000, batch_ms: 250}`,
+`orderbook: {mode: stream, depth: 20, publish_interval_s: 1}`, `ohlcv: {mode: stream,
+timeframes: [1m], publish_forming: false}`, `ticker: {mode: stream}`.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import types
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import ClassVar, Protocol, Self, Union, get_args, get_origin
+from typing import ClassVar, Literal, Protocol, Self, Union, get_args, get_origin
 
 import yaml
 from cryptoflow_contracts import TIMEFRAME_MS, Dataset
@@ -86,6 +91,11 @@ class EnvJobs(Protocol):
     def page_limit(self) -> int: ...
     @property
     def orderbook_depth(self) -> int: ...
+    @property
+    def mode(self) -> Mode: ...
+
+
+Mode = Literal["poll", "stream"]
 
 
 class DatasetSpec(_Spec):
@@ -93,12 +103,32 @@ class DatasetSpec(_Spec):
 
     # The unified ccxt method the dataset's jobs call: an exchange without it cannot have the dataset.
     ccxt_method: ClassVar[str]
+    # The ccxt pro method its stream jobs call.
+    watch_method: ClassVar[str]
+
+    mode: Mode = Field(default="poll", description="poll the REST API, or stream over the exchange's websocket")
+    stall_after_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="stream: reconnect (and fill the hole by REST) after this long without a message",
+    )
+    batch_max: int = Field(default=1000, ge=1, le=10_000, description="stream: most records in one RAW page")
+    batch_ms: int = Field(default=250, ge=1, le=60_000, description="stream: longest a record waits for its page")
+
+    @property
+    def streamed(self) -> bool:
+        return self.mode == "stream"
 
     def unsupported_by(self, exchange_id: str) -> list[str]:
         """What of this block `exchange_id` does not offer (empty: all of it), each named."""
         offered = capabilities(exchange_id)
         if not offered.offers(self.ccxt_method):
             return [f"exchange {exchange_id!r} does not offer this dataset (ccxt has no {self.ccxt_method} for it)"]
+        if self.streamed and not offered.streams(self.watch_method):
+            return [
+                f"exchange {exchange_id!r} cannot stream this dataset (ccxt pro has no {self.watch_method} for it): "
+                "use mode: poll"
+            ]
         return []
 
     @classmethod
@@ -109,11 +139,15 @@ class DatasetSpec(_Spec):
 
 class OhlcvSpec(DatasetSpec):
     ccxt_method = "fetchOHLCV"
+    watch_method = "watchOHLCV"
     timeframes: list[str] = Field(default_factory=lambda: ["1m"])
     since: datetime = Field(default_factory=lambda: datetime.now(UTC) - timedelta(days=1))
     until: datetime | None = None
     poll_interval_s: float = Field(default=10.0, gt=0)
     page_limit: int = Field(default=1000, ge=1, le=1000)
+    publish_forming: bool = Field(
+        default=False, description="stream: also publish the forming candle (final: false), replaced once closed"
+    )
 
     _timeframes = field_validator("timeframes")(check_timeframes)
 
@@ -136,30 +170,41 @@ class OhlcvSpec(DatasetSpec):
             until=env.until,
             poll_interval_s=env.poll_interval_s,
             page_limit=env.page_limit,
+            mode=env.mode,
         )
 
 
 class TickerSpec(DatasetSpec):
     ccxt_method = "fetchTicker"
+    watch_method = "watchTicker"
     poll_interval_s: float = Field(default=5.0, gt=0)
+    publish_interval_s: float = Field(
+        default=1.0, gt=0, description="stream: a RAW page of the latest ticker at most this often (LIVE: every one)"
+    )
 
     @classmethod
     def from_env(cls, env: EnvJobs) -> Self:
-        return cls(poll_interval_s=env.poll_interval_s)
+        return cls(poll_interval_s=env.poll_interval_s, mode=env.mode)
 
 
 class OrderBookSpec(DatasetSpec):
     ccxt_method = "fetchOrderBook"
+    watch_method = "watchOrderBook"
     depth: int = Field(default=20, ge=1, le=1000)
     poll_interval_s: float = Field(default=5.0, gt=0)
+    publish_interval_s: float = Field(
+        default=1.0, gt=0, description="stream: a top-`depth` snapshot to RAW this often (and at once after a resync)"
+    )
+    stall_after_s: float = Field(default=30.0, gt=0, description="stream: resync after this long without a delta")
 
     @classmethod
     def from_env(cls, env: EnvJobs) -> Self:
-        return cls(depth=env.orderbook_depth, poll_interval_s=env.poll_interval_s)
+        return cls(depth=env.orderbook_depth, poll_interval_s=env.poll_interval_s, mode=env.mode)
 
 
 class TradesSpec(DatasetSpec):
     ccxt_method = "fetchTrades"
+    watch_method = "watchTrades"
     since: datetime | None = Field(default=None, description="First trade time; the newest page when unset")
     poll_interval_s: float = Field(default=5.0, gt=0)
     page_limit: int = Field(default=1000, ge=1, le=1000)
@@ -168,7 +213,7 @@ class TradesSpec(DatasetSpec):
 
     @classmethod
     def from_env(cls, env: EnvJobs) -> Self:
-        return cls(poll_interval_s=env.poll_interval_s, page_limit=env.page_limit)
+        return cls(poll_interval_s=env.poll_interval_s, page_limit=env.page_limit, mode=env.mode)
 
 
 class DatasetsSpec(_Spec):

@@ -76,3 +76,33 @@ LEASE_CHANGES = Counter(
     "Job leases taken, handed over (the assignment moved them) and lost (not renewed in time)",
     ["change"],
 )
+STREAM_MESSAGES = Counter(
+    "cryptoflow_extractor_stream_messages_total",
+    "Websocket frames received by stream jobs (rate: the stream's message rate)",
+    ["exchange", "symbol", "dataset"],
+)
+STREAM_LAST_MESSAGE = Gauge(
+    "cryptoflow_extractor_stream_last_message_timestamp_seconds",
+    "When the stream's last frame arrived (its age: time() - this)",
+    ["exchange", "symbol", "dataset"],
+)
+STREAM_RECONNECTS = Counter(
+    "cryptoflow_extractor_stream_reconnects_total",
+    "Stream connections given up and opened again, by reason (stall, the error class)",
+    ["exchange", "symbol", "dataset", "reason"],
+)
+STREAM_RESYNCS = Counter(
+    "cryptoflow_extractor_stream_resyncs_total",
+    "Order books thrown away and synchronised again, by reason (sequence_gap, crossed, checksum, ...)",
+    ["exchange", "symbol", "reason"],
+)
+STREAM_REST_FILLED = Counter(
+    "cryptoflow_extractor_stream_rest_filled_total",
+    "Records a stream job fetched by REST to fill what its stream missed (connects, stalls, jumps)",
+    ["exchange", "symbol", "dataset"],
+)
+LIVE_PUBLISHED = Counter(
+    "cryptoflow_extractor_live_updates_total",
+    "Updates published on LIVE subjects",
+    ["exchange", "dataset"],
+)

@@ -25,4 +25,4 @@ def jetstream_publisher(send: Send) -> Publisher:
             letter.stage.value, letter.dataset.value if letter.dataset else "unknown", letter.error_type
         ).inc()
 
-    return Publisher(snapshot=emit, dead_letter=dead_letter, gap=emit, drift=emit)
+    return Publisher(snapshot=emit, dead_letter=dead_letter, gap=emit, drift=emit, live=emit)

@@ -9,7 +9,16 @@ from datetime import UTC, datetime
 from typing import Any, Generic, NoReturn, TypeVar
 
 import ccxt.async_support as ccxt
-from cryptoflow_contracts import Dataset, DeadLetter, KnownGap, NativeCall, RawSnapshot, SchemaDrift, Stage
+from cryptoflow_contracts import (
+    Dataset,
+    DeadLetter,
+    KnownGap,
+    LiveUpdate,
+    NativeCall,
+    RawSnapshot,
+    SchemaDrift,
+    Stage,
+)
 from cryptoflow_native import complete
 from pydantic import ValidationError
 
@@ -36,6 +45,7 @@ class Publisher:
     dead_letter: Callable[[DeadLetter], Awaitable[None]]
     gap: Callable[[KnownGap], Awaitable[None]]
     drift: Callable[[SchemaDrift], Awaitable[None]]
+    live: Callable[[LiveUpdate], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -66,8 +76,11 @@ class ExchangeSession:
         caller: ExchangeCaller,
         publisher: Publisher,
         drift: DriftDetector | None = None,
+        base_url: str | None = None,
     ) -> None:
         self.exchange_id = exchange_id
+        # The simulator's (or a proxy's) URL the REST instance was rehosted to; None: the exchange.
+        self.base_url = base_url
         self.exchange = exchange
         self.caller = caller
         self.publisher = publisher

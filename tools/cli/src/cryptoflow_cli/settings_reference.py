@@ -251,7 +251,7 @@ def _stream_section() -> list[str]:
         "stream (created or updated); one that is unset is not enforced on an existing stream, and a new",
         "stream gets the default. `<NAME>` is one of "
         + ", ".join(f"`{stream.value}`" for stream in Stream)
-        + " (e.g. `STREAM_RAW_MAX_AGE_S`).",
+        + " (e.g. `STREAM_RAW_MAX_AGE_S`). `LIVE` (streamed updates) keeps `3600` s by default.",
         "",
     ]
     rows = []

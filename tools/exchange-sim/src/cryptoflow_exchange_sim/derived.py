@@ -132,6 +132,12 @@ def ticker_snapshot(market: Market, symbol_id: str, now_ms: int) -> TickerSnapsh
 
 
 def book_snapshot(market: Market, symbol_id: str, depth: int, now_ms: int) -> BookSnapshot:
+    live_book = getattr(market, "live_book", None)
+    if live_book is not None:
+        # A live market's book moves every tick (live.py); REST serves the same book the
+        # websocket deltas build.
+        snapshot: BookSnapshot = live_book(symbol_id, depth, now_ms)
+        return snapshot
     found = find_anchor(market, symbol_id, now_ms)
     if found is None:
         return BookSnapshot(0, (), ())

@@ -16,9 +16,11 @@ import orjson
 from cryptoflow_exchange_sim.csv_market import CsvCandleMarket
 from cryptoflow_exchange_sim.fault_plan import Fault, load_fault_file, parse_fault_spec
 from cryptoflow_exchange_sim.faults import FaultyMarket, MalformedCandle, parse_malformed_spec
+from cryptoflow_exchange_sim.live import LiveMarket
 from cryptoflow_exchange_sim.market import Market
 from cryptoflow_exchange_sim.random_walk import RandomWalkMarket
 from cryptoflow_exchange_sim.server import EXCHANGES, AnswerCache, Simulator
+from cryptoflow_exchange_sim.stream_faults import StreamFault, parse_stream_fault_spec
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +68,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="HTTP fault, e.g. rate_limit:ohlcv:count=2,retry_after=1 (see the README for kinds and options)",
     )
     parser.add_argument("--faults", type=Path, metavar="FILE", help='JSON fault plan: {"faults": [{...}, ...]}')
+    parser.add_argument(
+        "--book-tick-ms",
+        type=int,
+        help="live order books: a few levels change every tick (websocket depth streams need this; e.g. 100)",
+    )
+    parser.add_argument(
+        "--trade-scale", type=int, default=1, help="random walk: multiply every candle's trade count (default 1)"
+    )
+    parser.add_argument(
+        "--live-trades",
+        action="store_true",
+        help="random walk: a trade is public once its time has passed, not once its candle closed (streams)",
+    )
+    parser.add_argument(
+        "--stream-fault",
+        action="append",
+        default=[],
+        metavar="KIND:EXCHANGE.CHANNEL[:OPTION=VALUE,...]",
+        help="websocket fault, e.g. skip:binance.orderbook:after=20 (kinds: drop, stall, skip, reorder, stale_snapshot)",
+    )
     parser.add_argument("--url-file", type=Path, help="write the base URL here once listening")
     parser.add_argument(
         "--cache-closed",
@@ -104,9 +126,13 @@ def build_market(args: argparse.Namespace) -> Market:
             raise ValueError("--trades-data needs --data (a random walk makes its own trades)")
         symbols = [symbol.strip() for symbol in args.symbols.split(",") if symbol.strip()]
         end_ms = None if args.end is None else parse_instant_ms(args.end)
-        market = RandomWalkMarket(symbols, args.seed, parse_instant_ms(args.start), end_ms)
+        market = RandomWalkMarket(
+            symbols, args.seed, parse_instant_ms(args.start), end_ms, args.trade_scale, args.live_trades
+        )
     faults: list[MalformedCandle] = [parse_malformed_spec(spec) for spec in args.malformed]
-    return FaultyMarket(market, faults) if faults else market
+    if faults:
+        market = FaultyMarket(market, faults)
+    return market if args.book_tick_ms is None else LiveMarket(market, args.book_tick_ms)
 
 
 def build_cache(args: argparse.Namespace) -> AnswerCache | None:
@@ -115,6 +141,10 @@ def build_cache(args: argparse.Namespace) -> AnswerCache | None:
     if args.end is None or args.data is not None:
         raise ValueError("--cache-closed needs a random walk with --end: only a finished market never changes")
     return AnswerCache(closed_after_ms=parse_instant_ms(args.end))
+
+
+def build_stream_faults(args: argparse.Namespace) -> list[StreamFault]:
+    return [parse_stream_fault_spec(spec) for spec in args.stream_fault]
 
 
 def build_faults(args: argparse.Namespace) -> list[Fault]:
@@ -130,12 +160,15 @@ async def serve(
     exchanges: Sequence[str] = ("binance",),
     faults: Sequence[Fault] = (),
     cache: AnswerCache | None = None,
+    stream_faults: Sequence[StreamFault] = (),
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    simulator = Simulator(market, host, port, exchanges=exchanges, faults=faults, cache=cache)
+    simulator = Simulator(
+        market, host, port, exchanges=exchanges, faults=faults, cache=cache, stream_faults=stream_faults
+    )
     base_url = await simulator.start()
     try:
         if url_file is not None:
@@ -155,9 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         market = build_market(args)
         faults = build_faults(args)
         cache = build_cache(args)
+        stream_faults = build_stream_faults(args)
     except ValueError as error:
         parser.error(str(error))
-    asyncio.run(serve(market, args.host, args.port, args.url_file, exchanges, faults, cache))
+    asyncio.run(serve(market, args.host, args.port, args.url_file, exchanges, faults, cache, stream_faults))
     return 0
 
 

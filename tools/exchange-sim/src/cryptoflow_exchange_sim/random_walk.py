@@ -9,8 +9,12 @@ agree, and each candle's close equals the next candle's open.
 Trades are derived from each closed 1m candle: exactly `trade_count` of them, the first at the
 open price, the last at the close, one at the high and one at the low, the others inside
 [low, high]; their quantities add up to the candle's volume exactly. Trade ids are
-`minute_index * 100 + k` (minute_index = open_time // 60000, k = 0..trade_count-1, at most 99),
-so they increase with time but are not contiguous.
+`minute_index * 100 * trade_scale + k` (minute_index = open_time // 60000, k = 0..trade_count-1),
+so they increase with time but are not contiguous. `trade_scale` multiplies every candle's trade
+count (streams and benchmarks need more than 5-100 trades a minute).
+
+A trade is public once its candle has closed (the REST polling the pipeline began with); with
+`live_trades`, once its own time has passed, as on an exchange that streams trades.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from functools import lru_cache
@@ -30,7 +35,8 @@ _OCTAVES = 14  # the slowest octave spans 4**13 s, about two years
 _SIGMA_PER_SECOND_KNOT = 0.0001  # gives ~0.1 % per minute and ~3 % per day
 _MINUTE = INTERVALS["1m"]
 _MINUTE_MS = _MINUTE.length_ms
-TRADE_ID_STRIDE = 100  # trade ids are minute_index * 100 + k; a 1m candle has at most 99 trades
+TRADE_ID_STRIDE = 100  # trade ids are minute_index * 100 * trade_scale + k: < 100 * trade_scale a minute
+_MINUTE_CACHE_SIZE = 512
 _EIGHT_PLACES = Decimal("0.00000001")
 
 
@@ -41,9 +47,23 @@ class RandomWalkMarket:
     `now_ms` is served too, with the price reached so far, as Binance does.
     """
 
-    def __init__(self, symbols: Sequence[str], seed: int, start_ms: int, end_ms: int | None = None) -> None:
+    def __init__(
+        self,
+        symbols: Sequence[str],
+        seed: int,
+        start_ms: int,
+        end_ms: int | None = None,
+        trade_scale: int = 1,
+        live_trades: bool = False,
+    ) -> None:
         if end_ms is not None and end_ms <= start_ms:
             raise ValueError(f"end_ms {end_ms} must be after start_ms {start_ms}")
+        if trade_scale < 1:
+            raise ValueError(f"trade_scale must be at least 1, got {trade_scale}")
+        self.trade_scale = trade_scale
+        self.trade_id_stride = TRADE_ID_STRIDE * trade_scale
+        self.live_trades = live_trades
+        self._minute_cache: OrderedDict[tuple[str, int], list[Trade]] = OrderedDict()
         self._listings = tuple(_listing_from_unified(symbol) for symbol in symbols)
         self._seed = seed
         self._start_ms = start_ms
@@ -70,7 +90,7 @@ class RandomWalkMarket:
         if window.newest_first:
             skipped = 0
             for trade in self._trades_backward(symbol_id, lowest, highest):
-                if not window.admits(trade):
+                if not window.admits(trade) or trade.time_ms > now_ms:
                     continue
                 if skipped < window.skip:
                     skipped += 1
@@ -80,6 +100,8 @@ class RandomWalkMarket:
                     break
             return chosen[::-1]
         for trade in self._trades_forward(symbol_id, lowest, highest):
+            if trade.time_ms > now_ms:
+                break
             if window.admits(trade):
                 chosen.append(trade)
                 if len(chosen) >= window.limit:
@@ -90,19 +112,25 @@ class RandomWalkMarket:
         lowest, highest = self._trade_minutes(TradeWindow(start_ms=start_ms, end_ms=end_ms), now_ms)
         count, first_id, last_id = 0, None, None
         for minute in range(lowest, highest + 1, _MINUTE_MS):
-            inside = minute >= start_ms and minute + _MINUTE_MS - 1 <= end_ms
+            inside = minute >= start_ms and minute + _MINUTE_MS - 1 <= min(end_ms, now_ms)
             if inside:
                 # Only the count is needed: one hash instead of the whole minute of trades.
-                ids = [minute // _MINUTE_MS * TRADE_ID_STRIDE + k for k in range(self._trade_count(symbol_id, minute))]
+                ids = [
+                    minute // _MINUTE_MS * self.trade_id_stride + k for k in range(self._trade_count(symbol_id, minute))
+                ]
             else:
-                ids = [t.id for t in self._minute_trades(symbol_id, minute) if start_ms <= t.time_ms <= end_ms]
+                ids = [
+                    t.id
+                    for t in self._minute_trades(symbol_id, minute)
+                    if start_ms <= t.time_ms <= end_ms and t.time_ms <= now_ms
+                ]
             if ids:
                 count += len(ids)
                 first_id = ids[0] if first_id is None else first_id
                 last_id = ids[-1]
         if last_id is None:
             return TradeStats()
-        minute = last_id // TRADE_ID_STRIDE * _MINUTE_MS
+        minute = last_id // self.trade_id_stride * _MINUTE_MS
         last = next(t for t in self._minute_trades(symbol_id, minute) if t.id == last_id)
         return TradeStats(count, first_id, last_id, last)
 
@@ -110,17 +138,17 @@ class RandomWalkMarket:
         """Open times of the first and last closed 1m candles that can hold matching trades."""
         last_instant = now_ms if self._end_ms is None else min(now_ms, self._end_ms - 1)
         highest = _MINUTE.floor(last_instant)
-        if highest + _MINUTE_MS > now_ms:
+        if highest + _MINUTE_MS > now_ms and not self.live_trades:
             highest -= _MINUTE_MS  # still forming: its trades are not public yet
         lowest = _MINUTE.floor(self._start_ms)
         if window.start_ms is not None:
             lowest = max(lowest, _MINUTE.floor(window.start_ms))
         if window.from_id is not None:
-            lowest = max(lowest, window.from_id // TRADE_ID_STRIDE * _MINUTE_MS)
+            lowest = max(lowest, window.from_id // self.trade_id_stride * _MINUTE_MS)
         if window.end_ms is not None:
             highest = min(highest, _MINUTE.floor(window.end_ms))
         if window.to_id is not None:
-            highest = min(highest, (window.to_id - 1) // TRADE_ID_STRIDE * _MINUTE_MS)
+            highest = min(highest, (window.to_id - 1) // self.trade_id_stride * _MINUTE_MS)
         return lowest, highest
 
     def _trades_forward(self, symbol_id: str, lowest: int, highest: int) -> Iterator[Trade]:
@@ -133,9 +161,21 @@ class RandomWalkMarket:
 
     def _trade_count(self, symbol_id: str, minute: int) -> int:
         # The same expression `_candle` evaluates for a closed 1m candle (minutes == 1.0).
-        return int(1.0 * (5 + 95 * _unit_hash(self._seed, symbol_id, _MINUTE.name, minute, "trades")))
+        return int(
+            1.0 * (5 + 95 * _unit_hash(self._seed, symbol_id, _MINUTE.name, minute, "trades")) * self.trade_scale
+        )
 
     def _minute_trades(self, symbol_id: str, minute: int) -> list[Trade]:
+        """A closed minute's trades (computed once: streams ask for the same minute many times)."""
+        key = (symbol_id, minute)
+        cached = self._minute_cache.get(key)
+        if cached is None:
+            cached = self._minute_cache[key] = self._make_minute_trades(symbol_id, minute)
+            if len(self._minute_cache) > _MINUTE_CACHE_SIZE:
+                self._minute_cache.popitem(last=False)
+        return cached
+
+    def _make_minute_trades(self, symbol_id: str, minute: int) -> list[Trade]:
         candle = self._candle(symbol_id, _MINUTE, minute, minute + _MINUTE_MS)
         count = candle.trade_count
         if count == 0:
@@ -160,7 +200,7 @@ class RandomWalkMarket:
         quantities = [(volume * Decimal(w / total)).quantize(_EIGHT_PLACES) for w in weights[:-1]]
         quantities.append(volume - sum(quantities, Decimal(0)))
         slot = _MINUTE_MS // count
-        first_id = minute // _MINUTE_MS * TRADE_ID_STRIDE
+        first_id = minute // _MINUTE_MS * self.trade_id_stride
         return [
             Trade(
                 id=first_id + k,
@@ -200,7 +240,7 @@ class RandomWalkMarket:
             volume=_decimal(volume),
             close_time=scheduled_end - 1,
             quote_volume=_decimal(volume * mean_price),
-            trade_count=int(minutes * (5 + 95 * unit("trades"))),
+            trade_count=int(minutes * (5 + 95 * unit("trades")) * self.trade_scale),
             taker_buy_base_volume=_decimal(volume * taker_share),
             taker_buy_quote_volume=_decimal(volume * taker_share * mean_price),
         )

@@ -27,9 +27,12 @@ from http import HTTPStatus
 import orjson
 from aiohttp import web
 
-from cryptoflow_exchange_sim import binance, bybit, gate
+from cryptoflow_exchange_sim import binance, binance_ws, bybit, bybit_ws, gate, gate_ws
 from cryptoflow_exchange_sim.fault_plan import Decision, Fault, FaultPlan, faults_from_json, mutate_records
+from cryptoflow_exchange_sim.live import LiveMarket
 from cryptoflow_exchange_sim.market import Market
+from cryptoflow_exchange_sim.stream_faults import StreamFault, StreamFaultPlan, stream_faults_from_json
+from cryptoflow_exchange_sim.streams import StreamContext, StreamStats, WsVenue, websocket_handler
 from cryptoflow_exchange_sim.wire import Reply, Route, Venue, WireError, gateway_error
 
 Clock = Callable[[], int]
@@ -38,6 +41,7 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Kept for callers of the Binance-only simulator.
 SPOT_API_PREFIX = binance.SPOT_API_PREFIX
 VENUES: dict[str, Venue] = {venue.name: venue for venue in (binance.VENUE, bybit.VENUE, gate.VENUE)}
+WS_VENUES: dict[str, WsVenue] = {venue.name: venue for venue in (binance_ws.VENUE, bybit_ws.VENUE, gate_ws.VENUE)}
 EXCHANGES: tuple[str, ...] = tuple(VENUES)
 LOG_SIZE = 2000
 # A delayed answer must not hold a stopping server for long.
@@ -109,6 +113,7 @@ _CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 _PLAN: web.AppKey[FaultPlan] = web.AppKey("fault_plan")
 _STATS: web.AppKey[Stats] = web.AppKey("stats")
 _CACHE: web.AppKey[AnswerCache | None] = web.AppKey("answer_cache")
+_STREAMS: web.AppKey[StreamContext] = web.AppKey("streams")
 
 
 @dataclass
@@ -131,6 +136,7 @@ def create_app(
     exchanges: Iterable[str] = ("binance",),
     faults: FaultPlan | Iterable[Fault] = (),
     cache: AnswerCache | None = None,
+    stream_faults: Iterable[StreamFault] = (),
 ) -> web.Application:
     names = list(dict.fromkeys(exchanges))
     unknown = [name for name in names if name not in VENUES]
@@ -142,6 +148,14 @@ def create_app(
     app[_PLAN] = faults if isinstance(faults, FaultPlan) else FaultPlan(faults)
     app[_STATS] = Stats()
     app[_CACHE] = cache
+    streams = app[_STREAMS] = StreamContext(market, clock, StreamFaultPlan(stream_faults), StreamStats())
+    if isinstance(market, LiveMarket):
+        market.snapshot_lag = streams.plan.snapshot_lag
+    for name in names:
+        ws_venue = WS_VENUES.get(name)
+        if ws_venue is not None:
+            for path in ws_venue.paths:
+                app.router.add_get(path, websocket_handler(ws_venue, streams))
     for name in names:
         venue = VENUES[name]
         for prefix in venue.prefixes:
@@ -153,6 +167,11 @@ def create_app(
     app.router.add_post("/_sim/faults", _add_faults)
     app.router.add_put("/_sim/faults", _replace_faults)
     app.router.add_delete("/_sim/faults", _clear_faults)
+    app.router.add_get("/_sim/stream_faults", _get_stream_faults)
+    app.router.add_post("/_sim/stream_faults", _add_stream_faults)
+    app.router.add_delete("/_sim/stream_faults", _clear_stream_faults)
+    app.router.add_get("/_sim/streams", _get_streams)
+    app.router.add_get("/_sim/book", _get_book)
     return app
 
 
@@ -168,8 +187,9 @@ class Simulator:
         exchanges: Iterable[str] = ("binance",),
         faults: FaultPlan | Iterable[Fault] = (),
         cache: AnswerCache | None = None,
+        stream_faults: Iterable[StreamFault] = (),
     ) -> None:
-        self.app = create_app(market, clock, exchanges, faults, cache)
+        self.app = create_app(market, clock, exchanges, faults, cache, stream_faults)
         self._runner = web.AppRunner(self.app, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         self._host = host
         self._port = port
@@ -189,6 +209,10 @@ class Simulator:
     def stats(self) -> Stats:
         return self.app[_STATS]
 
+    @property
+    def streams(self) -> StreamContext:
+        return self.app[_STREAMS]
+
     async def start(self) -> str:
         await self._runner.setup()
         try:
@@ -202,6 +226,9 @@ class Simulator:
         return self._base_url
 
     async def stop(self) -> None:
+        # Open websockets would hold the shutdown for its whole timeout.
+        for session in list(self.app[_STREAMS].sessions):
+            session.close_now()
         await self._runner.cleanup()
         self._base_url = None
 
@@ -375,3 +402,52 @@ async def _change_faults(request: web.Request, replace: bool) -> web.Response:
 
 def _json(body: object, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json", charset="UTF-8")
+
+
+async def _get_stream_faults(request: web.Request) -> web.Response:
+    return _json({"faults": request.app[_STREAMS].plan.snapshot()})
+
+
+async def _add_stream_faults(request: web.Request) -> web.Response:
+    try:
+        faults = stream_faults_from_json(orjson.loads(await request.read()))
+    except (orjson.JSONDecodeError, ValueError, TypeError) as error:
+        return _json({"error": str(error)}, status=400)
+    plan = request.app[_STREAMS].plan
+    plan.add(faults)
+    return _json({"faults": plan.snapshot()})
+
+
+async def _clear_stream_faults(request: web.Request) -> web.Response:
+    request.app[_STREAMS].plan.clear()
+    return _json({"faults": []})
+
+
+async def _get_streams(request: web.Request) -> web.Response:
+    return _json(request.app[_STREAMS].stats.snapshot())
+
+
+async def _get_book(request: web.Request) -> web.Response:
+    """The true live book: `symbol` (exchange id, e.g. BTCUSDT), `update_id` (the book whose last
+    update has that id; default: now) and `depth` (default 20); prices and sizes as strings."""
+    market = request.app[_MARKET]
+    if not isinstance(market, LiveMarket):
+        return _json({"error": "not a live market (start with --book-tick-ms)"}, status=400)
+    try:
+        symbol = request.query["symbol"]
+        depth = int(request.query.get("depth", "20"))
+        update_id = request.query.get("update_id")
+        tick = market.tick_of_update_id(int(update_id)) if update_id else market.tick_at(request.app[_CLOCK]())
+    except (KeyError, ValueError) as error:
+        return _json({"error": f"bad query: {error}"}, status=400)
+    book = market.book_at(symbol, tick)
+    top = book.top(depth)
+    return _json(
+        {
+            "symbol": symbol,
+            "tick": tick,
+            "update_id": book.update_id,
+            "bids": [[f"{level.price:.8f}", f"{level.size:.8f}"] for level in top.bids],
+            "asks": [[f"{level.price:.8f}", f"{level.size:.8f}"] for level in top.asks],
+        }
+    )

@@ -1,0 +1,182 @@
+"""What every stream job shares: its connection's lifetime, reconnects, the stall watchdog, LIVE.
+
+A stream job (`mode: stream` in a jobs file) runs `run()` for as long as it owns its lease: it
+opens its own ccxt pro connection (`ws.StreamClient`), subscribes, fills by REST whatever the
+stream cannot have delivered (from its checkpoint to now, for trades and candles), then turns the
+exchange's updates into LIVE updates at once and RawSnapshot pages for the lake (decision 0043).
+
+Whatever ends a connection — the exchange closing it, a network error, no update for
+`stall_after_s` (the watchdog), an order book out of sequence — is counted by reason and logged,
+and the job opens a new connection, which fills the hole by REST before it goes on. Nothing the
+stream missed is left missing: the next connection starts from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from cryptoflow_contracts import Dataset, LiveUpdate
+
+from .leases import LeaseLostError
+from .metrics import LIVE_PUBLISHED, STREAM_LAST_MESSAGE, STREAM_MESSAGES, STREAM_RECONNECTS
+from .session import ExchangeSession
+from .ws import Frame, StreamClient
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RECONNECT_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+# A connection that lived this long was healthy: the next failure starts the backoff over.
+HEALTHY_AFTER_S = 30.0
+
+
+class StallError(Exception):
+    """No update for longer than the job's `stall_after_s`: the feed is silent, not the market."""
+
+
+class ResyncNeeded(Exception):
+    """The order book can no longer be trusted (a sequence gap, a crossed book): sync it again."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+class StreamJob(ABC):
+    """One exchange·symbol·dataset(·timeframe) streamed over its own websocket connection."""
+
+    dataset: Dataset
+
+    def __init__(self, session: ExchangeSession, symbol: str, stall_after_s: float, timeout_ms: int = 10_000) -> None:
+        self.session = session
+        self.symbol = symbol
+        self.stall_after_s = stall_after_s
+        self.timeout_ms = timeout_ms
+        self.connections = 0
+        # Read each frame as received, before ccxt handles it (the books check sequence numbers).
+        self.frame_checks: list[Callable[[Frame], None]] = []
+
+    @property
+    def name(self) -> str:
+        return f"{self.session.exchange_id} {self.symbol} {self.dataset.value} stream"
+
+    @property
+    def exchange_id(self) -> str:
+        return self.session.exchange_id
+
+    def new_client(self) -> StreamClient:
+        client = StreamClient(self.exchange_id, self.session.base_url, self.session.exchange.markets, self.timeout_ms)
+        messages = STREAM_MESSAGES.labels(self.exchange_id, self.symbol, self.dataset.value)
+        last = STREAM_LAST_MESSAGE.labels(self.exchange_id, self.symbol, self.dataset.value)
+
+        def counted(frame: Frame) -> None:
+            messages.inc()
+            last.set(frame.received_ms / 1000)
+            for check in self.frame_checks:
+                check(frame)
+
+        client.on_frame = counted
+        return client
+
+    @abstractmethod
+    async def connected(self, client: StreamClient) -> None:
+        """Run one connection until it fails (it never returns normally)."""
+
+    async def run(self) -> None:
+        """Stream until cancelled, opening a new connection whenever one fails."""
+        failures = 0
+        while True:
+            client = self.new_client()
+            self.connections += 1
+            opened = time.monotonic()
+            try:
+                await self.connected(client)
+            except asyncio.CancelledError:
+                raise
+            except LeaseLostError as exc:
+                log.info("lease too short, waiting", extra={"job": self.name, "error": str(exc)})
+            except Exception as exc:
+                reason = self.reconnect_reason(exc)
+                STREAM_RECONNECTS.labels(self.exchange_id, self.symbol, self.dataset.value, reason).inc()
+                log.warning(
+                    "stream connection ended, reconnecting",
+                    extra={"job": self.name, "reason": reason, "error": repr(exc)[:500]},
+                )
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(client.close())
+            failures = 0 if time.monotonic() - opened > HEALTHY_AFTER_S else failures + 1
+            await asyncio.sleep(RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)])
+
+    def reconnect_reason(self, exc: Exception) -> str:
+        if isinstance(exc, StallError):
+            return "stall"
+        if isinstance(exc, ResyncNeeded):
+            return f"resync_{exc.reason}"
+        return type(exc).__name__
+
+    async def publish_live(
+        self, data: Any, exchange_ts: int | None, timeframe: str | None = None, final: bool = True
+    ) -> None:
+        publish = self.session.publisher.live
+        if publish is None:
+            return
+        await publish(
+            LiveUpdate(
+                dataset=self.dataset,
+                exchange=self.exchange_id,
+                symbol=self.symbol,
+                timeframe=timeframe,
+                exchange_ts=exchange_ts,
+                received_at=datetime.now(UTC),
+                final=final,
+                data=data,
+            )
+        )
+        LIVE_PUBLISHED.labels(self.exchange_id, self.dataset.value).inc()
+
+
+class Updates:
+    """A watch loop's updates, each with the frames that carried it, for the job to take in order.
+
+    ccxt pro resolves a watcher when a frame is handled; the rest of `watch_*` and the frames'
+    hand-over run without yielding, so the frames taken right after a `watch_*` returns are exactly
+    those whose records it returned: a page's bronze and its records always match.
+    """
+
+    def __init__(self, client: StreamClient, watch: Callable[[], Awaitable[T]]) -> None:
+        self._queue: asyncio.Queue[tuple[Any, list[Frame]] | BaseException] = asyncio.Queue()
+        self._task = asyncio.create_task(self._loop(client, watch))
+
+    async def _loop(self, client: StreamClient, watch: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            while True:
+                result = await watch()
+                self._queue.put_nowait((result, client.take_frames()))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._queue.put_nowait(exc)
+
+    async def next(self, timeout_s: float) -> tuple[Any, list[Frame]] | None:
+        """The next update, or None after `timeout_s` without one; re-raises the watcher's error."""
+        try:
+            item = await asyncio.wait_for(self._queue.get(), timeout=max(timeout_s, 0.0))
+        except TimeoutError:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
