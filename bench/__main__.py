@@ -38,6 +38,7 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "transformer": run_script("transformer.py"),
     "rebuild": run_script("rebuild.py"),
     "extractor-scale": run_script("extractor_scale.py"),
+    "stream": run_script("stream.py"),
 }
 
 

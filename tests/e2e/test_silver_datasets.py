@@ -21,6 +21,8 @@ import polars as pl
 from cryptoflow_contracts import Dataset, RawSnapshot, raw_subject
 from cryptoflow_runtime import ensure_streams
 from cryptoflow_runtime.lake import open_lake
+from unit.transformer.test_native_stream import MINUTE, candle_page, candle_updates
+from unit.transformer.test_native_stream import T0 as STREAM_T0
 
 from .harness import S3_ENV, Pipeline
 
@@ -152,3 +154,35 @@ async def test_every_dataset_reaches_silver_and_quarantine(pipeline: Pipeline) -
     ]
     anomalies = [m.subject for m in await pipe.stream_messages("ANOMALIES")]
     assert anomalies and set(anomalies) == {"cryptoflow.anomalies.binance.XRP-ETH"}
+
+
+async def test_a_forming_candle_is_replaced_by_the_closed_one_in_the_warehouse(file_pipeline: Pipeline) -> None:
+    """Stream pages of one Binance candle, forming (`final: false`) then closed, through the
+    lake-writer, transformer and loader: the warehouse row is the forming candle, then the closed
+    one; indicators (closed candles only) appear with the closed one."""
+    pipe = file_pipeline
+    pipe.extra_env.update({"TRANSFORMER_INDICATORS": "true"})
+    for name in ("warehouse-loader", "transformer", "lake-writer"):
+        pipe.start(name)
+    updates = candle_updates("binance")
+    forming = candle_page("binance", updates[:2], [[STREAM_T0, 100, 101, 99, 100.5, 2]], False, STREAM_T0 + 30_000)
+    closed = candle_page("binance", updates[2:3], [[STREAM_T0, 100, 102, 98, 101.5, 3]], True, STREAM_T0 + MINUTE)
+    candle = "SELECT close, volume, quote_volume, final, source_event_id FROM ohlcv WHERE symbol = 'BTC/USDT'"
+
+    async def stored(expected: tuple[object, ...]) -> bool:
+        try:
+            return [tuple(r) for r in await pipe.fetch(candle)] == [expected]
+        except Exception:  # not migrated yet
+            return False
+
+    await publish_raw(pipe.nats_url, [forming])
+    await pipe.wait_for("the forming candle", lambda: stored((100.5, 2.0, 200.5, False, forming.event_id)))
+    await publish_raw(pipe.nats_url, [closed])
+    await pipe.wait_for("the closed candle", lambda: stored((101.5, 3.0, 301.0, True, closed.event_id)))
+
+    async def indicators() -> bool:
+        return await pipe.fetchval("SELECT count(*) FROM indicators", default=0) == 1
+
+    await pipe.wait_for("the closed candle's indicators", indicators, timeout=30)
+    rows = await pipe.fetch("SELECT ts, source_event_id FROM indicators")
+    assert [(int(r["ts"].timestamp() * 1000), r["source_event_id"]) for r in rows] == [(STREAM_T0, closed.event_id)]

@@ -116,7 +116,9 @@ async def test_streamed_trades_equal_the_trade_log(
         assert all(response.method == "WS" for s in streamed for response in s.native[0].responses)
 
 
-def true_top(market: LiveMarket, exchange_id: str, nonce: int, depth: int) -> tuple[list[list[float]], list[list[float]]]:
+def true_top(
+    market: LiveMarket, exchange_id: str, nonce: int, depth: int
+) -> tuple[list[list[float]], list[list[float]]]:
     """The simulator's book at the sequence number a published book carries (Bybit's `u` counts
     ticks; Binance's and Gate's update ids are the book's last id)."""
     tick = nonce if exchange_id == "bybit" else market.tick_of_update_id(nonce)

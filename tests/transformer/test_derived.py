@@ -12,11 +12,12 @@ import random
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import nats
 import polars as pl
 import pytest
-from cryptoflow_contracts import Anomaly, BatchReady
+from cryptoflow_contracts import Anomaly, BatchReady, Dataset, RawSnapshot
 from cryptoflow_contracts.silver import INDICATORS, OHLCV
 from cryptoflow_runtime.lake import FileLake
 from cryptoflow_transformer.batches import transform_object
@@ -27,7 +28,7 @@ from cryptoflow_transformer.silver_files import read_silver
 from cryptoflow_transformer.state_store import KvStateStore, StateStore
 
 from . import reference
-from .bronze import FIXTURES, candle_pages, recorded_candles, write_bronze
+from .bronze import FIXTURES, candle_pages, recorded_candles, snapshot, write_bronze
 
 TARGETS = {"5m": 300_000, "15m": 900_000, "1h": 3_600_000, "4h": 14_400_000, "1d": 86_400_000}
 RULES = AnomalyRules(window=30, return_z=3.0, volume_spike=4.0)
@@ -182,3 +183,39 @@ async def test_anomalies_equal_the_reference(tmp_path: Path, new_store) -> None:
         assert (ts, kind) == (ref_ts, ref_kind)
         assert math.isclose(value, ref_value, rel_tol=1e-9)
     assert not outcome.resampled  # resampling is from 1m only
+
+
+def forming(candle: tuple[Any, ...], symbol: str) -> RawSnapshot:
+    """A stream page of the candle while it formed (`final: false`): far from how it closed."""
+    ts, o, h, low, _c, v = candle
+    page = snapshot(Dataset.OHLCV, [[ts, o, h, low, h, v * 100 + 1]], symbol=symbol, timeframe="1m", first_ts=ts)
+    return RawSnapshot.model_validate({**page.model_dump(), "final": False, "event_id": ""})
+
+
+@pytest.mark.parametrize("shuffled", [False, True], ids=["in-order", "shuffled"])
+async def test_forming_candles_are_not_history(tmp_path: Path, new_store, shuffled: bool) -> None:  # type: ignore[no-untyped-def]
+    """A forming 1m candle is silver (final false) but no series step takes it: with every page
+    preceded by its first candle still forming, and the candle after the last one forming at the
+    end, indicators, resampled candles and anomalies are those of the closed candles alone. Also
+    when pages come late, out of order (a step then re-reads the series' silver candles, forming
+    copies included), forming pages after the closed ones."""
+    recorded = recorded_candles("XRPETH-1m.csv")
+    frame = recorded.head(150)
+    closed_only = await run(FileLake(f"file://{tmp_path}/closed"), await new_store(), frame, "XRP/ETH", "1m", [10])
+    lake, store, outcome = FileLake(f"file://{tmp_path}/forming"), await new_store(), Outcome()
+    pages: list[RawSnapshot] = []
+    for page in candle_pages(frame, "XRP/ETH", "1m", [10]):
+        pages += [forming(tuple(page.payload[0]), "XRP/ETH"), page]
+    pages.append(forming(recorded.row(150), "XRP/ETH"))
+    if shuffled:
+        random.Random(11).shuffle(pages)
+    for page in pages:
+        for written in await write_bronze(lake, [page]):
+            result = await transform_object(lake, written)
+            assert result.silver is not None and result.silver["final"].to_list() == [page.final] * len(page.payload)
+            derived = await derive(lake, store, CONFIG, result.silver, written)
+            await outcome.record(lake, derived.batches, derived.anomalies)
+    assert len(outcome.indicators) == frame.height
+    assert outcome.indicators == closed_only.indicators
+    assert outcome.resampled == closed_only.resampled
+    assert outcome.flagged == closed_only.flagged

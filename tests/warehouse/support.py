@@ -91,6 +91,8 @@ def sample(table: str, n: int, *, symbol: str = "BTC/USDT", exchange: str = "bin
             "level": pl.repeat(0, n, eager=True),
             "price": price,
             "amount": price / 100,
+            "sequence": i + 1_000_000,
+            "resynced": i == start,
         },
         "trades": {
             "trade_id": "t" + i.cast(pl.String),

@@ -32,7 +32,7 @@ from sqlalchemy.pool import NullPool
 from .support import DATASET, sample
 
 PARTITION = re.compile(r"_\d{6}$")
-REVISIONS = ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009"]
+REVISIONS = ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010"]
 
 
 def schema_differences(url: str) -> list[object]:
@@ -96,9 +96,9 @@ async def test_series_ids_replace_the_text_keys_and_back_with_the_rows(warehouse
                 )  # fmt: skip
                 await load_batch(conn, TABLES[table], rows, event)
         checksum = "SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM (SELECT {columns} FROM {table}) t"
-        # The columns 0005 has (0008 added ohlcv's kline extras, 0009 trades' maker_side; a
-        # downgrade drops them).
-        later = {*OHLCV_EXTRAS, "maker_side"}
+        # The columns 0005 has (0008 added ohlcv's kline extras, 0009 trades' maker_side, 0010
+        # order_books' sequence and resynced; a downgrade drops them).
+        later = {*OHLCV_EXTRAS, "maker_side", "sequence", "resynced"}
         old_columns = {table: [c for c in TABLES[table].silver_columns if c not in later] for table in TABLES}
 
         async def checksums() -> dict[str, str]:

@@ -388,3 +388,10 @@ def test_futures_symbols_and_ccxt_ids_pass() -> None:
         }
     )
     assert snapshot.subject() == "cryptoflow.raw.ohlcv.binance_us-2.BTC-USDT:USDT"
+
+
+def test_a_forming_page_and_the_same_page_closed_are_different_events() -> None:
+    # The closed candle often has the forming one's last values: it must not be dropped as its duplicate.
+    closed = raw_snapshot()
+    assert raw_snapshot(final=False).event_id != closed.event_id
+    assert raw_snapshot(final=True).event_id == closed.event_id

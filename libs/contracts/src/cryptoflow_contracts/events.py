@@ -205,6 +205,9 @@ class RawSnapshot(Event):
             self.first_ts,
             self.last_ts,
             content_hash(self.payload),
+            # A forming candle and the same candle closed (same values) are different pages; final
+            # pages keep the identity they always had.
+            *([] if self.final else ["forming"]),
         ]
 
 
@@ -333,7 +336,9 @@ class KnownGap(Event):
     timeframe: str | None = None
     start_ts: int = Field(description="First missing record time, ms (inclusive)")
     end_ts: int = Field(description="Last missing record time, ms (inclusive)")
-    missing: int = Field(description="Number of missing records (candles)")
+    missing: int = Field(
+        description="Number of missing records (candles); 0 when unknown (trades the exchange no longer serves)"
+    )
     detected_at: datetime
 
     def subject(self) -> str:

@@ -39,7 +39,8 @@ class SilverTable:
 
 
 # 2: ohlcv's native kline fields (quote_volume, trade_count, taker_buy_*). 3: trades' maker_side.
-SILVER_SCHEMA_VERSION = 3
+# 4: order_books' sequence and resynced.
+SILVER_SCHEMA_VERSION = 4
 SCHEMA_VERSION_METADATA_KEY = "cryptoflow.schema_version"
 TABLE_METADATA_KEY = "cryptoflow.table"  # the silver table a Parquet file's rows belong to
 
@@ -93,10 +94,17 @@ ORDER_BOOKS = SilverTable(
     (
         ("exchange", T), ("symbol", T), ("ts", TS), ("side", T), ("level", N),
         ("price", F), ("amount", F),
+        # The book's, on every level of it: sequence, the exchange's update id the book is at
+        # (ccxt's nonce: Binance's lastUpdateId / `u`, Gate's id / `u`; a streamed Bybit book's
+        # `u`), null where there is none (a polled Bybit book); resynced, true for the first book
+        # a stream published after syncing the book again (a sequence gap, a crossed book, a
+        # reconnect).
+        ("sequence", N), ("resynced", B),
         ("source_event_id", T),
     ),
     key=("exchange", "symbol", "ts", "side", "level"),
-    not_null=frozenset({"price", "amount"}),
+    defaults={"sequence": None, "resynced": False},
+    not_null=frozenset({"price", "amount", "resynced"}),
 )  # fmt: skip
 TRADES = SilverTable(
     "trades",

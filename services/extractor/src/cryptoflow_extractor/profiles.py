@@ -41,6 +41,9 @@ class ExchangeProfile:
     """Most candles one kline request returns (larger `page_limit`s are lowered to it)."""
     max_trades_page: int = 100
     """Most trades one trades request returns."""
+    trades_history: bool = True
+    """Whether its trades endpoint reaches back in time (`since`, ids); False: only the newest
+    page (Bybit's spot recent-trade, 60 trades), so a longer hole cannot be filled: it is recorded."""
 
     @property
     def windowed_ohlcv(self) -> bool:
@@ -50,7 +53,7 @@ class ExchangeProfile:
 # Page sizes are the exchanges' documented maxima for their public spot endpoints.
 _PROFILES = (
     ExchangeProfile("binance", SPOT_PUBLIC, "since", max_ohlcv_page=1000, max_trades_page=1000),
-    ExchangeProfile("bybit", SPOT_PUBLIC, "windowed", max_ohlcv_page=1000, max_trades_page=1000),
+    ExchangeProfile("bybit", SPOT_PUBLIC, "windowed", max_ohlcv_page=1000, max_trades_page=60, trades_history=False),
     ExchangeProfile("gate", SPOT_PUBLIC, "windowed", max_ohlcv_page=1000, max_trades_page=1000),
     # ccxt's default options (its market loading is public for these); "since" paging.
     ExchangeProfile("okx", max_ohlcv_page=100, max_trades_page=100),

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from cryptoflow_contracts import Dataset, RawSnapshot
+from cryptoflow_contracts import Dataset, KnownGap, RawSnapshot
 
 from .checkpoints import CheckpointStore, checkpoint_key
 from .metrics import FRESHNESS_LAG, NEWEST_RECORD, TRADES_PUBLISHED
 from .native import UnifiedCall
+from .profiles import profile
 from .session import ExchangeSession, Page
 from .validation import Trade, validate_trades
 
@@ -82,6 +83,8 @@ class TradesJob:
             trades = new_trades(trades_of(page), after_ts, seen)
             if not trades:
                 break
+            if published == 0 and not profile(self.session.exchange_id).trades_history:
+                await self._record_unreachable(page, trades, after_ts)
             fetched_at = datetime.now(UTC)
             snapshot = RawSnapshot(
                 schema_version=2,
@@ -111,3 +114,26 @@ class TradesJob:
             if len(page.parsed) < self.page_limit:
                 break
         return published
+
+    async def _record_unreachable(self, page: Page[list[Trade]], trades: list[PageTrade], after_ts: int | None) -> None:
+        """An exchange that serves only its newest trades: when that page is full and begins after
+        our cursor, the trades in between may exist and cannot be fetched. Recorded, not hidden
+        (`missing` 0: their number is unknown)."""
+        oldest = trades[0].trade.timestamp
+        if after_ts is None or len(page.parsed) < self.page_limit or oldest <= after_ts + 1:
+            return
+        log.warning(
+            "trades between the checkpoint and the exchange's newest page cannot be fetched",
+            extra={"job": self.name, "from_ts": after_ts + 1, "to_ts": oldest - 1},
+        )
+        await self.session.publisher.gap(
+            KnownGap(
+                exchange=self.session.exchange_id,
+                symbol=self.symbol,
+                dataset=Dataset.TRADES,
+                start_ts=after_ts + 1,
+                end_ts=oldest - 1,
+                missing=0,
+                detected_at=datetime.now(UTC),
+            )
+        )

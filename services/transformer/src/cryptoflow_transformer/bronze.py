@@ -20,6 +20,9 @@ ENVELOPE: dict[str, pl.DataType] = {
     "timeframe": pl.String(),
     "first_ts": pl.Int64(),
     "fetched_at": pl.String(),
+    # False for a page of a candle still forming (a stream's `publish_forming`); null in a line
+    # written without it, which reads as final.
+    "final": pl.Boolean(),
 }
 
 

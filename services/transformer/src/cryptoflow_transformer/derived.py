@@ -4,6 +4,14 @@ Per exchange·symbol·timeframe: load the series' checkpoints (KV), go on from t
 the batch (a batch after everything seen needs nothing but itself; a late one re-reads the silver
 candles after an older checkpoint), compare-and-set the new checkpoint, then write the outputs under
 content-derived keys and return the events announcing them. Rationale: docs/decisions/0012.
+
+Derived series are of closed candles only. A candle still forming (`final` false: a stream's
+`publish_forming` page) is in silver and the warehouse until the closed one replaces it, but no
+series step takes it (nor the history a late batch re-reads, series_history.py): its indicators
+and anomalies would describe a candle that is not what the exchange closed (an anomaly, once
+announced, cannot be withdrawn), and a resampled bucket is final once the newest 1m candle's close
+reaches the bucket's end, which a forming candle's has not. The closed candle then comes as the
+next candle of its series, so it costs no recomputation either.
 """
 
 from __future__ import annotations
@@ -65,9 +73,9 @@ class SeriesStep:
 async def derive(
     lake: Lake, store: StateStore, config: DerivedConfig, silver: pl.DataFrame, written: ObjectWritten
 ) -> DerivedOutputs:
-    """Everything derived from one silver OHLCV batch (native candles only), written and ready to announce."""
+    """Everything derived from one silver OHLCV batch (native, closed candles only), written and ready to announce."""
     outputs = DerivedOutputs()
-    native = silver.filter(~pl.col("resampled"))
+    native = silver.filter(~pl.col("resampled") & pl.col("final"))
     for exchange, symbol, timeframe in native.select("exchange", "symbol", "timeframe").unique().sort(pl.all()).rows():
         rows = native.filter(
             (pl.col("exchange") == exchange) & (pl.col("symbol") == symbol) & (pl.col("timeframe") == timeframe)

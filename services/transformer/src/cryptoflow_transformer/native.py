@@ -6,21 +6,73 @@ ccxt (`cryptoflow_native.replay`), narrowed to what the snapshot covers: its can
 between `first_ts` and `last_ts`, its book's top `request.limit` levels. The dataset modules then
 check the records as they check a version 1 snapshot's payload (ccxt's result as it was when the
 page was fetched). So a parser fix or a newer ccxt, replayed over the lake, changes silver.
+
+A stream page (the extractor's stream mode: `request.mode` "stream") keeps one ccxt pro
+subscription — `watchTrades`, `watchOHLCV`, `watchTicker` or `watchOrderBook` — with every
+websocket text frame it received for the page (`method` "WS", `path` the socket's URL). Its
+records are parsed again from the frames by ccxt pro's own handlers
+(`cryptoflow_native.replay_stream`), as the REST path parses bodies:
+
+* watchTrades: the page's trades are the frames' trades whose ids are in the payload it was
+  published with (between `first_ts` and `last_ts`). The frames may carry more: a trade the
+  stream delivered after REST had published it (the overlap of a connection's catch-up) travels
+  in a frame of the page but belongs to the REST page. Maker sides are read from the frames.
+* watchOHLCV: every update of the page's candles (between `first_ts` and `last_ts`); per open
+  time the last update wins, the state the candle had when the page was published (forming, or
+  closed: the snapshot's `final` says which). Binance's kline extras are read from the frames as
+  they are from REST klines; Gate's volume is corrected to the base amount (below).
+* watchTicker: the last ticker the frames give. (An exchange whose ticker frames are deltas —
+  Bybit's contract tickers — merges each into the ticker before it; a page's first frames then
+  merge into nothing the page holds. Spot tickers come whole in every frame.)
+* watchOrderBook: the payload as published, not parsed again. A streamed book is the product of
+  every delta since its sync (a REST snapshot or a snapshot frame, many pages back, and ccxt's
+  and the extractor's sequence checks on every delta since); a page keeps only the deltas since
+  the previous page, so the book cannot be rebuilt from the page alone. The frames are evidence;
+  silver takes the checked top-of-book the extractor published, with its sequence number.
+
+One correction of ccxt's stream parse: Gate's `spot.candlesticks` push has `v`, documented by
+Gate as the total volume (in the quote currency), and `a`, the base-currency amount. ccxt's
+websocket parse takes `v` as the volume, its REST parse the base amount: where the frame has `a`,
+the streamed candle's volume is `a`, so a candle streamed and the same candle polled give the same
+silver row (`cryptoflow_native.stream_ohlcv_base_volumes`).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import orjson
 from cryptoflow_contracts import Dataset
-from cryptoflow_native import RecordedCall, complete, ohlcv_extras, replay, trade_maker_sides
+from cryptoflow_native import (
+    RecordedCall,
+    RecordedStream,
+    complete,
+    ohlcv_extras,
+    replay,
+    replay_stream,
+    stream_ohlcv_base_volumes,
+    stream_ohlcv_extras,
+    stream_trade_maker_sides,
+    trade_maker_sides,
+)
 
 log = logging.getLogger(__name__)
 
 _NATIVE = b'"native":[{'
+# The ccxt pro subscription of each dataset's stream pages.
+STREAM_METHODS: Mapping[Dataset, str] = MappingProxyType(
+    {
+        Dataset.TRADES: "watchTrades",
+        Dataset.OHLCV: "watchOHLCV",
+        Dataset.TICKER: "watchTicker",
+        Dataset.ORDERBOOK: "watchOrderBook",
+    }
+)
 
 
 def unified_bronze(ndjson: bytes) -> bytes:
@@ -52,6 +104,8 @@ def unified_bronze(ndjson: bytes) -> bytes:
 def payload_from_native(snapshot: dict[str, Any]) -> Any:
     """What the snapshot's calls return when their responses are parsed now, narrowed to the
     records the snapshot was published with."""
+    if any(call.get("method") in STREAM_METHODS.values() for call in snapshot["native"]):
+        return _payload_from_stream(snapshot)
     exchange = snapshot["exchange"]
     calls = [_recorded(exchange, snapshot["symbol"], call) for call in snapshot["native"]]
     dataset = Dataset(snapshot["dataset"])
@@ -68,10 +122,7 @@ def payload_from_native(snapshot: dict[str, Any]) -> Any:
         # [ts, open, high, low, close, volume] and, where the exchange sends them, the extras.
         return [[*by_ts[ts][:6], *extras[ts]] if ts in extras else by_ts[ts] for ts in sorted(by_ts)]
     if dataset is Dataset.TRADES:
-        by_id = {t["id"]: t for result in results for t in result if _within(t["timestamp"], first, last)}
-        for trade in by_id.values():
-            trade["maker_side"] = maker_sides.get(str(trade["id"]))
-        return sorted(by_id.values(), key=lambda t: (t["timestamp"], str(t["id"])))
+        return _trades([t for result in results for t in result], maker_sides, first, last)
     if dataset is Dataset.ORDERBOOK:
         book = dict(results[-1])
         depth = snapshot.get("request", {}).get("limit")
@@ -79,6 +130,73 @@ def payload_from_native(snapshot: dict[str, Any]) -> Any:
             book["bids"], book["asks"] = book["bids"][:depth], book["asks"][:depth]
         return book
     return results[-1]
+
+
+def _payload_from_stream(snapshot: dict[str, Any]) -> Any:
+    """A stream page's records parsed from its frames (see the module docstring)."""
+    dataset = Dataset(snapshot["dataset"])
+    calls = snapshot["native"]
+    method = STREAM_METHODS.get(dataset)
+    if len(calls) != 1 or calls[0].get("method") != method:
+        raise ValueError(f"a {dataset.value} stream page has one {method} subscription, not {len(calls)} call(s)")
+    (call,) = calls
+    if dataset is Dataset.ORDERBOOK:
+        return snapshot.get("payload")  # the book as built from every delta since its sync
+    exchange = snapshot["exchange"]
+    frames = [response["body"] for response in call["responses"]]
+    updates = complete(exchange, call["method"], _replayed(exchange, snapshot["symbol"], call))
+    first, last = snapshot.get("first_ts"), snapshot.get("last_ts")
+    if dataset is Dataset.TRADES:
+        published = snapshot.get("payload")
+        if not isinstance(published, list):
+            raise ValueError("a trades stream page's payload lists the trades it was published with")
+        ids = {str(t["id"]) for t in published if isinstance(t, dict) and t.get("id") is not None}
+        mine = [t for t in updates if str(t.get("id")) in ids]
+        return _trades(mine, stream_trade_maker_sides(exchange, frames), first, last)
+    if dataset is Dataset.OHLCV:
+        extras = stream_ohlcv_extras(exchange, frames)
+        base_volumes = stream_ohlcv_base_volumes(exchange, frames)
+        # In arrival order: a candle's last update is its state when the page was published.
+        by_ts = {row[0]: row for row in updates if _within(row[0], first, last)}
+        candles = []
+        for ts in sorted(by_ts):
+            candle = list(by_ts[ts][:6])
+            if ts in base_volumes:
+                candle[5] = base_volumes[ts]  # Gate: the base amount, as REST gives (module docstring)
+            candles.append([*candle, *extras[ts]] if ts in extras else candle)
+        return candles
+    if not updates:
+        raise ValueError("the ticker stream page's frames hold no ticker")
+    return updates[-1]
+
+
+def _replayed(exchange: str, symbol: str, call: dict[str, Any]) -> list[Any]:
+    """ccxt pro's results for the call's frames, in arrival order. Frames of one socket are
+    replayed together (a handler may keep state across them: Bybit merges a ticker delta into the
+    ticker before it); a socket URL that changes means a new connection, which starts afresh."""
+    market = call.get("market")
+    results: list[Any] = []
+    for url, responses in itertools.groupby(call["responses"], key=lambda response: response["path"]):
+        recorded = RecordedStream(
+            exchange_id=exchange,
+            method=call["method"],
+            args=call["args"],
+            frames=[response["body"] for response in responses],
+            url=url,
+            markets={symbol: market} if market else {},
+            options=call.get("options") or {},
+        )
+        results.extend(replay_stream(recorded))
+    return results
+
+
+def _trades(trades: list[Any], maker_sides: dict[str, str], first: int | None, last: int | None) -> list[Any]:
+    """The trades between first and last, once each (by id, the last copy), with their maker
+    side, in time order."""
+    by_id = {t["id"]: t for t in trades if _within(t["timestamp"], first, last)}
+    for trade in by_id.values():
+        trade["maker_side"] = maker_sides.get(str(trade["id"]))
+    return sorted(by_id.values(), key=lambda t: (t["timestamp"], str(t["id"])))
 
 
 def _recorded(exchange: str, symbol: str, call: dict[str, Any]) -> RecordedCall:

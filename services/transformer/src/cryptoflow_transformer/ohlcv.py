@@ -3,6 +3,12 @@
 A candle parsed from the exchange's own kline (native bronze) may carry four more fields, the
 kline's extras (quote volume, trade count, taker-buy base and quote volume): ten fields.
 
+A candle is `final` as its snapshot says (a stream page of a candle still forming has
+`final: false`; a snapshot without the field is final). A forming candle is replaced downstream
+by the closed one of the same key: here, within one object, a closed copy wins over a forming one
+whatever their fetch order; in the warehouse the upsert never lets a forming row replace a closed
+one; derived series take closed candles only (derived.py).
+
 Pure functions: no I/O here.
 """
 
@@ -21,6 +27,7 @@ from .quality import Check, CheckedRows, first_failure, split_rows
 from .schemas import polars_schema
 
 KEY = list(OHLCV.key)
+RAW_KEY = ["exchange", "symbol", "timeframe", "ts_ms"]  # KEY, before ts is made a timestamp
 PRICES = ["open", "high", "low", "close"]
 VALUES = [*PRICES, "volume"]
 EXTRAS = list(OHLCV_EXTRAS)
@@ -64,6 +71,7 @@ def _columns(ts_ms: pl.Expr, values: list[pl.Expr]) -> list[pl.Expr]:
         pl.col("event_id").alias("source_event_id"),
         pl.col("fetched"),
         pl.col("tf_ms"),
+        pl.col("final").fill_null(True),
     ]
 
 
@@ -141,12 +149,21 @@ def validate_ohlcv(raw: pl.DataFrame) -> CheckedRows:
         *[pl.col(c) for c in VALUES],
         *[pl.col(c) for c in EXTRAS],
         pl.lit(False).alias("resampled"),
-        pl.lit(True).alias("final"),
+        pl.col("final"),
         pl.col("source_event_id"),
     ]
     reason = pl.lit(None, dtype=pl.String) if _all_pass(raw) else first_failure(checks())
-    # A later snapshot of the same candle wins: it was fetched last.
-    return split_rows(raw.with_columns(reason.alias("reason")), columns, KEY, pl.Schema(SILVER_SCHEMA))
+    checked = raw.with_columns(reason.alias("reason"))
+    if checked["final"].all():
+        # A later snapshot of the same candle wins: it was fetched last.
+        return split_rows(checked, columns, KEY, pl.Schema(SILVER_SCHEMA))
+    # A closed candle wins over a forming copy of it whatever their fetch order (a forming page
+    # fetched after the closed one is older news); among copies alike, the later fetch.
+    good = pl.col("reason").is_null()
+    closed_copy = (good & pl.col("final")).any().over(RAW_KEY)
+    kept = checked.filter(~(good & ~pl.col("final") & closed_copy))
+    split = split_rows(kept, columns, KEY, pl.Schema(SILVER_SCHEMA))
+    return CheckedRows(split.good, split.rejected, split.duplicates + checked.height - kept.height)
 
 
 def _all_pass(raw: pl.DataFrame) -> bool:

@@ -2,6 +2,10 @@
 
 A book is checked whole: a crossed or unsorted book, or one with a bad level, is quarantined
 with all its rows, each row with one reason (its own failure if it has one, else the book's).
+
+Every level carries its book's `sequence` (ccxt's `nonce`: the exchange's update id the book is
+at, polled or streamed; null where the exchange gives none) and `resynced` (true for the first
+book a stream published after syncing the book again; false when absent, as in a polled book).
 """
 
 from __future__ import annotations
@@ -16,7 +20,18 @@ from .schemas import polars_schema
 
 SILVER_SCHEMA = pl.Schema(polars_schema(ORDER_BOOKS))
 LEVELS = pl.List(pl.List(pl.String()))
-PAYLOAD = pl.Struct({"symbol": pl.String(), "timestamp": pl.String(), "bids": LEVELS, "asks": LEVELS})
+# Numbers and flags read as text: one bad value quarantines its book, not the whole object.
+PAYLOAD = pl.Struct(
+    {
+        "symbol": pl.String(),
+        "timestamp": pl.String(),
+        "bids": LEVELS,
+        "asks": LEVELS,
+        "nonce": pl.String(),
+        "resynced": pl.String(),
+    }
+)
+FLAGS = {"true": True, "false": False}
 SIDES = {"bid": "bids", "ask": "asks"}
 
 
@@ -29,11 +44,18 @@ def frame_from_bronze(ndjson: bytes) -> pl.DataFrame:
         (pl.col("malformed") | pl.col("payload").is_null()).alias("malformed"),
         field("symbol").alias("payload_symbol"),
         field("timestamp").alias("raw_ts"),
+        field("nonce").alias("raw_sequence"),
+        field("resynced").alias("raw_resynced"),
     ).with_columns(
         # The book's own time, else the snapshot's (ccxt leaves it null for Binance spot).
         pl.coalesce(to_int("raw_ts"), pl.when(pl.col("raw_ts").is_null()).then(pl.col("first_ts"))).alias("ts_ms"),
+        to_int("raw_sequence").alias("sequence"),
+        pl.col("raw_resynced").replace_strict(FLAGS, default=None, return_dtype=pl.Boolean).alias("resynced"),
     )
-    common = ["book", "exchange", "symbol", "payload_symbol", "raw_ts", "ts_ms", "malformed", "event_id", "fetched"]
+    common = [
+        "book", "exchange", "symbol", "payload_symbol", "raw_ts", "ts_ms", "raw_sequence", "sequence",
+        "raw_resynced", "resynced", "malformed", "event_id", "fetched",
+    ]  # fmt: skip
     sides = []
     for side, name in SIDES.items():
         levels = books.filter(~pl.col("malformed")).select(
@@ -65,7 +87,8 @@ def level_checks() -> list[Check]:
     return [
         (pl.col("malformed"), "malformed_order_book"),
         (pl.col("payload_symbol").is_not_null() & (pl.col("payload_symbol") != pl.col("symbol")), "symbol_mismatch"),
-        (unparsable("raw_ts", "ts_ms"), "unparsable_number"),
+        (unparsable("raw_ts", "ts_ms") | unparsable("raw_sequence", "sequence"), "unparsable_number"),
+        (unparsable("raw_resynced", "resynced"), "bad_resynced: expected true or false"),
         (pl.col("ts_ms").is_null(), "null_ts"),
         # [price, amount], and some exchanges add to it (order count, a timestamp): ignored.
         (pl.col("fields") < 2, "malformed_level: expected [price, amount]"),
@@ -110,6 +133,8 @@ def validate_order_books(raw: pl.DataFrame) -> CheckedRows:
         pl.col("level"),
         pl.col("price"),
         pl.col("amount"),
+        pl.col("sequence"),
+        pl.col("resynced").fill_null(False),
         pl.col("source_event_id"),
     ]
     # Two good books of one instant: keep the later one whole (never a mix of both books' levels).

@@ -1,4 +1,7 @@
-"""A series' native candles as silver holds them: what a late batch recomputes from."""
+"""A series' native, closed candles as silver holds them: what a late batch recomputes from.
+
+A forming candle (`final` false) is not history: the closed one replaces it (derived.py).
+"""
 
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ def partition_date(key: str) -> str:
 
 
 async def candles_after(lake: Lake, exchange: str, symbol: str, timeframe: str, after_ts: int | None) -> pl.DataFrame:
-    """Native candles (CANDLE_SCHEMA + `key`) of the series with ts > after_ts (None: all of them)."""
+    """Native, closed candles (CANDLE_SCHEMA + `key`) of the series with ts > after_ts (None: all of them)."""
     keys = [
         k
         for k in await lake.list(symbol_prefix(exchange, symbol))
@@ -43,7 +46,9 @@ async def candles_after(lake: Lake, exchange: str, symbol: str, timeframe: str, 
         keys = [k for k in keys if partition_date(k) >= oldest]
     frames = []
     for key in keys:
-        rows = read_silver(await lake.get(key), OHLCV).filter((pl.col("timeframe") == timeframe) & ~pl.col("resampled"))
+        rows = read_silver(await lake.get(key), OHLCV).filter(
+            (pl.col("timeframe") == timeframe) & ~pl.col("resampled") & pl.col("final")
+        )
         frames.append(rows.select(*candle_columns(), pl.lit(key).alias("key")))
     if not frames:
         return pl.DataFrame(schema={**CANDLE_SCHEMA, "key": pl.String()})

@@ -32,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--datasets", default="", help="datasets, comma-separated (default: every one)")
     up.add_argument("--config", type=Path, help="extractor jobs YAML (replaces --exchanges/--datasets/--symbols)")
     up.add_argument(
+        "--mode",
+        choices=("poll", "stream"),
+        default="poll",
+        help="poll the REST APIs, or stream over the exchanges' websockets (REST fills what a stream misses)",
+    )
+    up.add_argument(
         "--tls",
         action="store_true",
         help="TLS only, with a self-signed CA in $CRYPTOFLOW_HOME/tls (NATS; PostgreSQL too where built with SSL)",
@@ -121,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
             tls=args.tls,
             nats_cluster=args.nats_cluster,
             replicas=replicas,
+            mode=args.mode,
         )
         sys.exit(asyncio.run(run_up(options)))
     if args.command == "status":

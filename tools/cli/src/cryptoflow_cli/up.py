@@ -59,6 +59,7 @@ class UpOptions:
     tls: bool = False  # NATS (and PostgreSQL, where built with SSL) accept TLS connections only
     nats_cluster: int = 1  # nats-servers; more than one: a routed cluster, streams and KV at 3 replicas
     replicas: dict[str, int] = field(default_factory=dict)  # processes per stage (default 1)
+    mode: str = "poll"  # poll: REST polling; stream: websocket streams (ccxt pro), REST fills their holes
 
     def exchange_ids(self) -> list[str]:
         return [e.strip() for e in self.exchanges.split(",") if e.strip()]
@@ -82,7 +83,7 @@ def dataset_blocks(options: UpOptions, since: datetime) -> dict[str, dict[str, o
             fields = DatasetsSpec.spec_type(dataset).model_fields
         except LookupError:
             continue  # a dataset no extractor job produces
-        block: dict[str, object] = {"poll_interval_s": options.poll_interval_s}
+        block: dict[str, object] = {"poll_interval_s": options.poll_interval_s, "mode": options.mode}
         if "since" in fields and fields["since"].default is not None:
             block["since"] = since.isoformat()
         if "timeframes" in fields:
@@ -256,6 +257,11 @@ async def run_up(options: UpOptions) -> int:
             else:
                 symbols = configured_symbols(options.config) if options.config else options.symbols.split(",")
                 sim_args += ["--symbols", ",".join(symbols), "--start", since.isoformat()]
+                if options.mode == "stream":
+                    # A market that trades as time passes and books that move every 100 ms.
+                    sim_args += ["--live-trades", "--trade-scale", "10"]
+            if options.mode == "stream":
+                sim_args += ["--book-tick-ms", "100"]
             sim = ServiceProcess("exchange-sim", sim_args, {})
             children.append(sim)
             await sim.start()

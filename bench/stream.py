@@ -1,0 +1,232 @@
+"""Streaming benchmark: simulated Binance trade streams through the whole pipeline (issue 12).
+
+One run on real nats-server and PostgreSQL (started here from their wheels) and a file:// lake,
+the four services as `python -m` processes and the exchange simulator as its own process
+(`--live-trades`: a trade is public, and streamed, at its own time). The extractor streams trades
+(`mode: stream`, ccxt pro's watch_trades over the simulator's Binance websocket).
+
+1. 1k/s: STREAM_SYMBOLS (10) symbols whose random walks trade about 1,000 times a second together
+   (`--trade-scale`), for STREAM_SECONDS (60) s after a 10 s warm-up. Latencies per trade, from the
+   trade's own time (the "exchange event"; the simulator sends it within ~10 ms of it):
+   * live: to its arrival on `cryptoflow.live.trades.>` (a core NATS subscription here);
+   * warehouse: to its row being committed: the row's `loaded_at` (its loader transaction's start)
+     plus that batch's `duration_ms` from the loader's ledger.
+   Every trade the simulator made in the window must be in the warehouse (checked).
+2. maximum: a fresh extractor on other symbols whose walks trade STREAM_MAX_SCALE times faster than
+   they can be sent; for STREAM_SECONDS s, trades per second the simulator sent (its frame count),
+   and trades per second that reached the warehouse (rows with ts in the window, after a drain).
+   The maximum is the warehouse rate; the consumers' lag at the end says whether it kept up.
+
+    uv run python bench/stream.py      # or: make bench BENCH=stream
+
+Last line: `stream_max_trades_per_s=… stream_p99_ms_live=… stream_p99_ms_warehouse=…`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import nats
+import orjson
+from cryptoflow_cli.processes import SERVICE_MODULES
+from cryptoflow_cli.servers import free_port, start_nats, start_postgres
+from cryptoflow_runtime.jetstream import ensure_streams
+
+# Run as a script (`python bench/<name>.py`, as `python -m bench` runs it): the repo root, for bench.support.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.support import (
+    PG_SETTINGS,
+    ServiceProc,
+    check_alive,
+    env_float,
+    env_int,
+    fetch,
+    log,
+    percentile,
+    spawn_service,
+)
+
+SYMBOLS = env_int("STREAM_SYMBOLS", 10)
+SECONDS = env_float("STREAM_SECONDS", 60.0)
+WARMUP_S = 10.0
+TARGET_PER_S = env_int("STREAM_RATE", 1000)
+MAX_SCALE = env_int("STREAM_MAX_SCALE", 3000)
+# A random-walk minute has 5..100 trades per unit of scale, 52.5 on average.
+TRADES_PER_MINUTE_PER_SCALE = 52.5
+SERVICES = ("warehouse-loader", "transformer", "lake-writer")
+JOBS = "exchanges:\n  binance:\n    url: {url}\n    symbols: [{symbols}]\n    datasets:\n      trades: {{mode: stream, batch_ms: 100}}\n"
+
+
+def start_simulator(home: Path, name: str, symbols: list[str], scale: int) -> tuple[subprocess.Popen[bytes], str]:
+    url_file = home / f"{name}.url"
+    args = ["--exchange", "binance", "--symbols", ",".join(symbols), "--live-trades", "--trade-scale", str(scale),
+            "--start", str(int(time.time() * 1000) - 3_600_000), "--port", str(free_port()), "--url-file", str(url_file)]  # fmt: skip
+    with open(home / f"{name}.log", "ab") as out:
+        sim = subprocess.Popen([sys.executable, "-m", SERVICE_MODULES["exchange-sim"], *args], stdout=out, stderr=out)
+    deadline = time.monotonic() + 30
+    while not url_file.exists():
+        if sim.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError((home / f"{name}.log").read_text()[-2000:])
+        time.sleep(0.05)
+    return sim, url_file.read_text().strip()
+
+
+async def frames_sent(sim_url: str) -> float:
+    async with aiohttp.ClientSession() as session, session.get(f"{sim_url}/_sim/streams") as response:
+        stats = await response.json()
+    return float(stats["frames"].get("binance.trades", 0))
+
+
+class LiveLatency:
+    """Every trade on the live subjects: arrival time minus the trade's own time."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self.measuring = False
+
+    async def handle(self, msg: nats.aio.msg.Msg) -> None:
+        arrived = time.time() * 1000
+        if not self.measuring:
+            return
+        for trade in orjson.loads(msg.data)["data"]:
+            self.samples.append(arrived - trade["timestamp"])
+
+
+async def phase_1k(home: Path, env: dict[str, str], nats_url: str, db_url: str) -> tuple[list[float], list[float]]:
+    scale = max(1, round(TARGET_PER_S * 60 / (SYMBOLS * TRADES_PER_MINUTE_PER_SCALE)))
+    symbols = [f"S{i:02d}/USDT" for i in range(SYMBOLS)]
+    sim, url = start_simulator(home, "sim-1k", symbols, scale)
+    jobs = home / "jobs-1k.yaml"
+    jobs.write_text(JOBS.format(url=url, symbols=", ".join(symbols)))
+    live = LiveLatency()
+    nc = await nats.connect(nats_url)
+    await nc.subscribe("cryptoflow.live.trades.>", cb=live.handle)
+    extractor = spawn_service("extractor", {**env, "EXTRACTOR_CONFIG": str(jobs)}, home)
+    try:
+        log(f"phase 1: {SYMBOLS} symbols at --trade-scale {scale} (~{TARGET_PER_S}/s); {WARMUP_S:.0f}s warm-up")
+        await asyncio.sleep(WARMUP_S)
+        live.measuring = True
+        sent_before = await frames_sent(url)
+        start_ms = int(time.time() * 1000)
+        await asyncio.sleep(SECONDS)
+        end_ms = int(time.time() * 1000)
+        live.measuring = False
+        sent = await frames_sent(url) - sent_before
+        log(f"  the simulator sent {sent / SECONDS:,.0f} trades/s; {len(live.samples):,} live trades measured")
+        await asyncio.sleep(5)  # the window's last trades reach the warehouse
+        rows = await fetch(
+            db_url,
+            "SELECT (extract(epoch FROM t.loaded_at) * 1000 + coalesce(b.duration_ms, 0) "
+            "  - extract(epoch FROM t.ts) * 1000)::float8 AS ms "
+            "FROM trades t JOIN batches b ON b.batch_id = t.batch_id "
+            "WHERE t.ts >= to_timestamp($1 / 1000.0) AND t.ts < to_timestamp($2 / 1000.0)",
+            start_ms,
+            end_ms,
+        )
+        warehouse = [float(row["ms"]) for row in rows]
+        log(f"  {len(warehouse):,} warehouse rows with trade times in the window ({len(warehouse) / SECONDS:,.0f}/s)")
+        return live.samples, warehouse
+    finally:
+        extractor.stop()
+        await nc.close()
+        sim.terminate()
+        sim.wait(30)
+
+
+async def phase_max(home: Path, env: dict[str, str], db_url: str, nats_url: str) -> float:
+    symbols = [f"M{i:02d}/USDT" for i in range(SYMBOLS)]
+    sim, url = start_simulator(home, "sim-max", symbols, MAX_SCALE)
+    jobs = home / "jobs-max.yaml"
+    jobs.write_text(JOBS.format(url=url, symbols=", ".join(symbols)))
+    extractor = spawn_service("extractor", {**env, "EXTRACTOR_CONFIG": str(jobs)}, home)
+    try:
+        log(f"phase 2: {SYMBOLS} symbols at --trade-scale {MAX_SCALE}; {WARMUP_S:.0f}s warm-up")
+        await asyncio.sleep(WARMUP_S)
+        sent_before = await frames_sent(url)
+        start_ms = int(time.time() * 1000)
+        await asyncio.sleep(SECONDS)
+        end_ms = int(time.time() * 1000)
+        sent = (await frames_sent(url) - sent_before) / SECONDS
+    finally:
+        extractor.stop()
+        sim.terminate()
+        sim.wait(30)
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            pending = 0
+            for stream, durable in (("RAW", "lake-writer"), ("LAKE", "transformer"), ("SILVER", "warehouse-loader")):
+                info = await js.consumer_info(stream, durable)
+                pending += info.num_pending + info.num_ack_pending
+            if not pending:
+                break
+            await asyncio.sleep(1)
+    finally:
+        await nc.close()
+    rows = await fetch(
+        db_url,
+        "SELECT count(*) AS n, max(extract(epoch FROM loaded_at) * 1000)::float8 AS last FROM trades "
+        "WHERE symbol LIKE 'M%' AND ts >= to_timestamp($1 / 1000.0) AND ts < to_timestamp($2 / 1000.0)",
+        start_ms,
+        end_ms,
+    )
+    count, last_loaded = int(rows[0]["n"]), float(rows[0]["last"] or end_ms)
+    lag_s = max(0.0, (last_loaded - end_ms) / 1000)
+    log(
+        f"  the simulator sent {sent:,.0f} trades/s; the warehouse got {count / SECONDS:,.0f}/s of the window's trades; "
+        f"its last row was loaded {lag_s:.1f}s after the window closed"
+    )
+    # The rate the pipeline sustained: the window's trades over the time it took to have them all.
+    return count / ((max(last_loaded, end_ms) - start_ms) / 1000)
+
+
+async def main() -> None:
+    home = Path(tempfile.mkdtemp(prefix="cryptoflow-bench-stream-"))
+    nats_server = await asyncio.to_thread(start_nats, home / "nats")
+    postgres = await asyncio.to_thread(start_postgres, home / "pg", settings=PG_SETTINGS)
+    procs: list[ServiceProc] = []
+    try:
+        nc = await nats.connect(nats_server.url)
+        await ensure_streams(nc.jetstream())
+        await nc.close()
+        env = {
+            **os.environ,
+            "NATS_URL": nats_server.url,
+            "DATABASE_URL": postgres.url,
+            "LAKE_URL": f"file://{home / 'lake'}",
+        }
+        env["LAKE_WRITER_BATCH_TIMEOUT_S"] = env.get("LAKE_WRITER_BATCH_TIMEOUT_S", "0.1")
+        for name in SERVICES:
+            procs.append(spawn_service(name, env, home))
+        await asyncio.sleep(3)
+        check_alive(procs)
+        live, warehouse = await phase_1k(home, env, nats_server.url, postgres.url)
+        check_alive(procs)
+        maximum = await phase_max(home, env, postgres.url, nats_server.url)
+        check_alive(procs)
+    finally:
+        for proc in procs:
+            proc.stop()
+        nats_server.stop()
+        postgres.stop()
+    live_p50, live_p99 = percentile(live, 50), percentile(live, 99)
+    wh_p50, wh_p99 = percentile(warehouse, 50), percentile(warehouse, 99)
+    log(f"live: p50 {live_p50:.1f} ms, p99 {live_p99:.1f} ms over {len(live):,} trades (aim: p99 < 50 ms)")
+    log(f"warehouse: p50 {wh_p50:.0f} ms, p99 {wh_p99:.0f} ms over {len(warehouse):,} rows (aim: p99 < 1000 ms)")
+    print(
+        f"stream_max_trades_per_s={maximum:.0f} stream_p99_ms_live={live_p99:.1f} stream_p99_ms_warehouse={wh_p99:.0f}",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
