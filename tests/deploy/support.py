@@ -24,6 +24,8 @@ import yaml
 from cryptoflow_cli.stages import stages
 from cryptoflow_runtime import DatabaseSettings, LakeSettings, StageSpec
 from cryptoflow_warehouse_loader.migrations import migrate
+from prometheus_client import REGISTRY
+from prometheus_client.metrics import MetricWrapperBase
 from pydantic_settings import BaseSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -285,6 +287,35 @@ def matcher_labels(expr: str) -> dict[str, set[str]]:
     return found
 
 
+# What a /metrics page shows of each metric type: the sample names after the metric's name.
+SAMPLE_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "summary": ("", "_sum", "_count", "_created"),
+    "gauge": ("",),
+}
+
+
+def declared_metrics() -> dict[str, frozenset[str]]:
+    """Sample name -> label names of every metric the stages' processes declare.
+
+    Each stage's `python -m` module is imported (as its process does at start) and the default
+    registry read. A labelled metric is declared with its labels before it has any sample, so this
+    covers what a short test run does not exercise (stream jobs' metrics, say). The labels are
+    prometheus_client's private `_labelnames`: its public collect() names no labels until a sample.
+    """
+    for spec in stages():
+        importlib.import_module(spec.module)
+    declared: dict[str, frozenset[str]] = {}
+    for collector in list(REGISTRY._collector_to_names):
+        if not isinstance(collector, MetricWrapperBase):
+            continue
+        labels = frozenset(collector._labelnames)
+        for suffix in SAMPLE_SUFFIXES.get(collector._type or "", ("",)):
+            declared[collector._name + suffix] = (labels | {"le"}) if suffix == "_bucket" else labels
+    return declared
+
+
 # --- Grafana dashboards -----------------------------------------------------------------------------
 
 
@@ -311,6 +342,13 @@ def prometheus_queries() -> list[tuple[str, str, str]]:
             for target in panel.get("targets", []):
                 if panel_datasource_uid(panel, target) == PROMETHEUS_DS_UID:
                     queries.append((name, panel["title"], target["expr"]))
+    return queries
+
+
+def all_queries() -> list[tuple[str, str]]:
+    """(where, expr) of every dashboard panel query and every alert rule."""
+    queries = [(f"{board} / {title}", expr) for board, title, expr in prometheus_queries()]
+    queries += [(f"rule {rule['alert']}", rule["expr"]) for rule in alert_rules()]
     return queries
 
 

@@ -21,8 +21,10 @@ from .support import (
     PROMETHEUS_DS_UID,
     apply_migrations,
     dashboards,
+    declared_metrics,
     drop_roles,
     iter_panels,
+    metric_names,
     panel_datasource_uid,
     render_grafana_sql,
     role_url,
@@ -96,6 +98,41 @@ def test_pipeline_health_covers_every_stage_signal() -> None:
         "cryptoflow_consumer_pending_messages",
     ):
         assert metric in text, metric
+
+
+def row_panels(board: dict[str, Any], title: str) -> list[dict[str, Any]]:
+    """The panels laid out under the row titled `title` (rows are open: their panels follow them)."""
+    top_level = sorted(board["panels"], key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"]))
+    (start,) = [i for i, p in enumerate(top_level) if p["type"] == "row" and p["title"] == title]
+    after = top_level[start + 1 :]
+    end = next((i for i, p in enumerate(after) if p["type"] == "row"), len(after))
+    return after[:end]
+
+
+def test_pipeline_health_streams_row_charts_every_stream_metric() -> None:
+    # Every metric the extractor declares for its stream jobs (and LIVE) is on the Streams row,
+    # as a per-second rate for counters; a stream metric added later without a panel fails here.
+    stream_metrics = {
+        name
+        for name in declared_metrics()
+        if name.startswith(("cryptoflow_extractor_stream_", "cryptoflow_extractor_live_"))
+        and not name.endswith("_created")
+    }
+    assert len(stream_metrics) >= 6, stream_metrics
+    panels = row_panels(dashboards()["pipeline-health.json"], "Streams")
+    exprs = {p["title"]: [t["expr"] for t in p["targets"]] for p in panels}
+    queried = set().union(*(metric_names(e) for es in exprs.values() for e in es))
+    assert stream_metrics <= queried, f"not charted: {sorted(stream_metrics - queried)}"
+    for title, expressions in exprs.items():
+        for expr in expressions:
+            counters = {name for name in metric_names(expr) if name.endswith("_total")}
+            assert all(f"rate({name}[$__rate_interval])" in expr for name in counters), (title, expr)
+    (age,) = [p for p in panels if "cryptoflow_extractor_stream_last_message_timestamp_seconds" in str(p["targets"])]
+    assert "time() -" in age["targets"][0]["expr"]
+    defaults = age["fieldConfig"]["defaults"]
+    assert defaults["unit"] == "s"
+    steps = [step["value"] for step in defaults["thresholds"]["steps"]]
+    assert steps[0] is None and steps[1:] == sorted(steps[1:]) and steps[1] <= 10, steps
 
 
 def test_market_dashboard_reads_only_the_warehouse() -> None:

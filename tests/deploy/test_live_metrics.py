@@ -38,6 +38,7 @@ from .support import (
     SERVICES,
     TARGET_LABELS,
     alert_rules,
+    all_queries,
     grouping_labels,
     matcher_labels,
     metric_names,
@@ -107,13 +108,6 @@ class Live:
         for text in self.metrics.values():
             exposition.add(text)
         return exposition
-
-
-def all_queries() -> list[tuple[str, str]]:
-    """(where, expr) of every dashboard panel query and every alert rule."""
-    queries = [(f"{board} / {title}", expr) for board, title, expr in prometheus_queries()]
-    queries += [(f"rule {rule['alert']}", rule["expr"]) for rule in alert_rules()]
-    return queries
 
 
 async def scrape(port: int) -> str:

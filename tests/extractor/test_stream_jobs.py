@@ -10,19 +10,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 from cryptoflow_contracts import Dataset
-from cryptoflow_exchange_sim import RandomWalkMarket
+from cryptoflow_exchange_sim import INTERVALS, KlineWindow, RandomWalkMarket
 from cryptoflow_exchange_sim.live import LiveMarket
 from cryptoflow_exchange_sim.market import TradeWindow
 from cryptoflow_exchange_sim.server import Simulator
 from cryptoflow_exchange_sim.stream_faults import StreamFault
 from cryptoflow_extractor.checkpoints import CheckpointStore
 from cryptoflow_extractor.metrics import STREAM_RECONNECTS, STREAM_RESYNCS
+from cryptoflow_extractor.ohlcv import OhlcvJob
 from cryptoflow_extractor.stream_books import BookStream
+from cryptoflow_extractor.stream_candles import CandlesStream
 from cryptoflow_extractor.stream_trades import TradesStream
 from cryptoflow_extractor.streaming import StreamJob
 from cryptoflow_extractor.trades import TradesJob
@@ -38,17 +40,29 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+# A busy stretch of the walk (seed 11: 84, 90 and 83 trades a minute per unit of scale from here),
+# so the trade tests see the same market whenever they run: the exchange's clock starts there.
+BUSY_MS = 1_767_225_600_000 + 29 * 60_000 + 5_000
+TRADE_SCALE = 10  # ~14 trades/s: a stall's hole stays under Bybit's 60 REST-reachable trades
+
+
 @contextlib.asynccontextmanager
-async def live_simulator(faults: list[StreamFault], trade_scale: int = 30) -> AsyncIterator[tuple[str, LiveMarket]]:
-    now = wall_ms()
+async def live_simulator(
+    faults: list[StreamFault], trade_scale: int = TRADE_SCALE
+) -> AsyncIterator[tuple[str, LiveMarket, Callable[[], int]]]:
+    offset = BUSY_MS - wall_ms()
+
+    def clock() -> int:
+        return wall_ms() + offset
+
     walk = RandomWalkMarket(
-        [SYMBOL, "ETH/USDT"], seed=11, start_ms=now - 3_600_000, trade_scale=trade_scale, live_trades=True
+        [SYMBOL, "ETH/USDT"], seed=11, start_ms=BUSY_MS - 3_600_000, trade_scale=trade_scale, live_trades=True
     )
     market = LiveMarket(walk, 100)
-    simulator = Simulator(market, exchanges=list(SIM_NAMES.values()), stream_faults=faults)
+    simulator = Simulator(market, clock=clock, exchanges=list(SIM_NAMES.values()), stream_faults=faults)
     url = await simulator.start()
     try:
-        yield url, market
+        yield url, market, clock
     finally:
         await simulator.stop()
 
@@ -81,8 +95,8 @@ def published_trades(recorder: Recorder) -> list[dict[str, Any]]:
 async def test_streamed_trades_equal_the_trade_log(
     exchange_id: str, fault: StreamFault, reason: str, checkpoints: CheckpointStore
 ) -> None:
-    started = wall_ms()
-    async with live_simulator([fault]) as (url, market):
+    async with live_simulator([fault]) as (url, market, clock):
+        started = clock()
         recorder = Recorder()
         session = make_session(url, recorder, exchange_id)
         try:
@@ -94,7 +108,7 @@ async def test_streamed_trades_equal_the_trade_log(
         finally:
             await session.exchange.close()
         trades = published_trades(recorder)
-        assert len(trades) > 50
+        assert len(trades) > 50, f"only {len(trades)} trades"
         ids = [str(trade["id"]) for trade in trades]
         assert len(ids) == len(set(ids)), "a trade was published twice"
         last_ts = max(trade["timestamp"] for trade in trades)
@@ -133,24 +147,26 @@ BOOK_FAULTS = [
     (StreamFault("skip", channel="orderbook", after=8), "a lost delta"),
     (StreamFault("reorder", channel="orderbook", after=8), "two deltas swapped"),
     (StreamFault("stale_snapshot", lag_ticks=20), "deltas before the snapshot"),
+    (StreamFault("cross", channel="orderbook", after=8), "a crossing bid"),
 ]
 
 
 @pytest.mark.parametrize("exchange_id", STREAMED)
-@pytest.mark.parametrize(("fault", "what"), BOOK_FAULTS, ids=["skip", "reorder", "stale_snapshot"])
+@pytest.mark.parametrize(("fault", "what"), BOOK_FAULTS, ids=["skip", "reorder", "stale_snapshot", "cross"])
 async def test_streamed_books_equal_the_true_book_and_resync_after_a_fault(
     exchange_id: str, fault: StreamFault, what: str
 ) -> None:
     if fault.kind == "stale_snapshot" and exchange_id in ("bybit", "gate"):
         pytest.skip("its snapshot comes in the stream (Bybit; Gate's spot.obu): no REST snapshot to be late")
     depth = 10
-    async with live_simulator([fault]) as (url, market):
+    async with live_simulator([fault]) as (url, market, _):
         recorder = Recorder()
         session = make_session(url, recorder, exchange_id)
         try:
             await session.exchange.load_markets()
             job = BookStream(session, SYMBOL, depth, publish_interval_s=0.3, stall_after_s=5)
             before = resyncs(exchange_id)
+            crossed_before = STREAM_RESYNCS.labels(exchange_id, SYMBOL, "crossed")._value.get()
             await run_for(job, 5.0)
         finally:
             await session.exchange.close()
@@ -165,6 +181,8 @@ async def test_streamed_books_equal_the_true_book_and_resync_after_a_fault(
     assert pages and all((p["bids"], p["asks"]) == true_top(market, exchange_id, p["nonce"], depth) for p in pages)
     assert resyncs(exchange_id) > before, f"{what} did not make the book resync"
     assert any(page["resynced"] for page in pages), "the book after the resync is not marked resynced"
+    if fault.kind == "cross":
+        assert STREAM_RESYNCS.labels(exchange_id, SYMBOL, "crossed")._value.get() > crossed_before
 
 
 def resyncs(exchange_id: str) -> float:
@@ -172,3 +190,60 @@ def resyncs(exchange_id: str) -> float:
         STREAM_RESYNCS.labels(exchange_id, SYMBOL, reason)._value.get()
         for reason in ("sequence_gap", "checksum", "crossed", "stall", "reconnect")
     )
+
+
+async def test_streamed_candles_are_final_once_closed_and_forming_ones_are_marked(checkpoints: CheckpointStore) -> None:
+    # The exchange's clock runs behind ours so that one of its minutes closes ~3 s into the test (the
+    # job is told the exchange's time, as its REST fill must decide "closed" by it; behind, not
+    # ahead: ccxt caps some REST time ranges at its own clock).
+    wall = wall_ms()
+    behind = (wall % 60_000 - 57_000) % 60_000
+    walk = RandomWalkMarket([SYMBOL], seed=5, start_ms=wall - 7_200_000, trade_scale=4, live_trades=True)
+
+    def exchange_clock() -> int:
+        return wall_ms() - behind
+
+    simulator = Simulator(LiveMarket(walk, 100), clock=exchange_clock, exchanges=list(SIM_NAMES.values()))
+    url = await simulator.start()
+    try:
+        for exchange_id in STREAMED:
+            recorder = Recorder()
+            session = make_session(url, recorder, exchange_id)
+            try:
+                await session.exchange.load_markets()
+                since = exchange_clock() // 60_000 * 60_000 - 120_000
+                rest = OhlcvJob(session, SYMBOL, "1m", since, None, 1000, checkpoints)
+                job = CandlesStream(
+                    session,
+                    SYMBOL,
+                    "1m",
+                    rest,
+                    checkpoints,
+                    stall_after_s=5,
+                    publish_forming=True,
+                    clock=exchange_clock,
+                )
+                if exchange_id == STREAMED[0]:
+                    await run_for(job, 6.0)  # the minute closes while this one streams
+                else:
+                    await run_for(job, 4.0)
+            finally:
+                await session.exchange.close()
+            forming = [s for s in recorder.snapshots if not s.final]
+            closed = [candle for s in recorder.snapshots if s.final for candle in s.payload]
+            assert forming, f"{exchange_id}: no forming candle published"
+            assert all(s.request.get("mode") == "stream" and s.native for s in forming)
+            closed_ts = [int(candle[0]) for candle in closed]
+            assert closed_ts == sorted(set(closed_ts)), f"{exchange_id}: a closed candle published twice"
+            served = walk.klines("BTCUSDT", INTERVALS["1m"], KlineWindow(since, closed_ts[-1], 100), 2**62)
+            assert closed_ts == [k.open_time for k in served], exchange_id
+            assert [float(c[4]) for c in closed] == [float(k.close) for k in served], exchange_id
+            # Volumes in the base currency, streamed or polled (ccxt's Gate stream parse takes the quote's).
+            assert [float(c[5]) for c in closed] == [float(k.volume) for k in served], exchange_id
+            live = [update for update in recorder.live if update.dataset is Dataset.OHLCV]
+            assert any(not update.final for update in live)
+            if exchange_id == STREAMED[0]:
+                # The minute that closed during the stream came from the stream, final, once.
+                assert any(s.final and s.request.get("mode") == "stream" for s in recorder.snapshots)
+    finally:
+        await simulator.stop()

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from cryptoflow_contracts import Dataset, RawSnapshot, timeframe_ms
-from cryptoflow_native import candle_closed_flags
+from cryptoflow_native import candle_closed_flags, stream_ohlcv_base_volumes
 
 from .checkpoints import CheckpointStore
 from .metrics import CANDLES_PUBLISHED, FRESHNESS_LAG, NEWEST_RECORD, STREAM_REST_FILLED
-from .ohlcv import OhlcvJob
+from .ohlcv import OhlcvJob, wall_clock_ms
 from .session import ExchangeSession
 from .streaming import StallError, StreamJob, Updates
 from .ws import Frame, StreamClient
@@ -46,8 +47,10 @@ class CandlesStream(StreamJob):
         checkpoints: CheckpointStore,
         stall_after_s: float,
         publish_forming: bool,
+        clock: Callable[[], int] = wall_clock_ms,
     ) -> None:
         super().__init__(session, symbol, stall_after_s)
+        self.clock = clock  # what "closed" means for the REST fill: the exchange's time
         self.timeframe = timeframe
         self.tf_ms = timeframe_ms(timeframe)
         self.rest = rest
@@ -77,7 +80,7 @@ class CandlesStream(StreamJob):
             await updates.close()
 
     async def _fill(self) -> None:
-        filled = await self.rest.catch_up()
+        filled = await self.rest.catch_up(now_ms=self.clock)
         if filled:
             STREAM_REST_FILLED.labels(self.exchange_id, self.symbol, self.dataset.value).inc(filled)
             log.info("stream hole filled by REST", extra={"job": self.name, "candles": filled})
@@ -85,30 +88,37 @@ class CandlesStream(StreamJob):
 
     async def _take(self, client: StreamClient, candles: list[list[Any]], frames: list[Frame]) -> None:
         self._frames = (self._frames + frames)[-MAX_FRAMES_KEPT:]
-        flags = candle_closed_flags(client.exchange.id, [frame.text for frame in frames])
-        for candle in sorted(candles, key=lambda row: row[0]):
+        texts = [frame.text for frame in frames]
+        flags = candle_closed_flags(client.exchange.id, texts)
+        # ccxt's stream parse takes Gate's quote volume where its REST parse takes the base volume.
+        base_volumes = stream_ohlcv_base_volumes(client.exchange.id, texts)
+        for row in sorted(candles, key=lambda row: row[0]):
+            candle = list(row)
             ts = int(candle[0])
+            if ts in base_volumes:
+                candle[5] = base_volumes[ts]
             if self._forming is not None and ts > self._forming[0] and self._forming[0] not in flags:
                 # No flag from the exchange for it: a newer candle has begun, so it has closed.
                 await self._closed(client, self._forming)
             closed = flags.get(ts, False)
-            await self.publish_live(list(candle), ts, self.timeframe, final=closed)
+            await self.publish_live(candle, ts, self.timeframe, final=closed)
             if closed:
                 self._forming = None
-                await self._closed(client, list(candle))
+                await self._closed(client, candle)
             else:
-                self._forming = list(candle)
+                self._forming = candle
                 if self.publish_forming:
-                    await self._publish(client, [list(candle)], final=False)
+                    await self._publish(client, [candle], final=False)
 
     async def _closed(self, client: StreamClient, candle: list[Any]) -> None:
         ts = int(candle[0])
-        if self._next_since is not None and ts < self._next_since:
-            return  # published already (by REST, or a repeated close)
         if self._next_since is not None and ts > self._next_since:
-            # The stream skipped a candle: REST fetches the interval (this one included, it is closed).
+            # The stream skipped a candle: REST fetches the interval (this one too, once REST has it).
             log.info("stream skipped candles, filling by REST", extra={"job": self.name, "from": self._next_since})
             await self._fill()
+        if self._next_since is not None and ts != self._next_since:
+            # Published already (by REST, or a repeated close); or still missing before it, which
+            # the next fill fetches together with this one.
             return
         await self._publish(client, [candle], final=True)
         self._next_since = ts + self.tf_ms

@@ -92,6 +92,14 @@ class StreamJob(ABC):
 
     async def run(self) -> None:
         """Stream until cancelled, opening a new connection whenever one fails."""
+        try:
+            await self._connect_forever()
+        finally:
+            # Handed over or stopped: this replica no longer speaks for the stream's freshness.
+            with contextlib.suppress(KeyError):
+                STREAM_LAST_MESSAGE.remove(self.exchange_id, self.symbol, self.dataset.value)
+
+    async def _connect_forever(self) -> None:
         failures = 0
         while True:
             client = self.new_client()

@@ -11,6 +11,8 @@ Kinds:
   (default 30) while the connection stays open and answers pings: a silent feed;
 * `skip`: that one frame is not sent (a book delta lost: a sequence gap);
 * `reorder`: that frame is sent after the next one of the same connection;
+* `cross`: the next book delta also sets a bid at the best ask's price (bad data: the book it
+  builds is crossed, though its sequence is intact);
 * `stale_snapshot`: the next REST order book answers lag `lag_ticks` ticks (default 30) behind
   the streams, so a client's buffered deltas are all newer than its snapshot (the snapshot "is
   not ready" when the deltas start); counted per REST answer, not per frame.
@@ -25,7 +27,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Literal, get_args
 
-StreamFaultKind = Literal["drop", "stall", "skip", "reorder", "stale_snapshot"]
+StreamFaultKind = Literal["drop", "stall", "skip", "reorder", "cross", "stale_snapshot"]
+# Applied where the data is made (the book feed, REST), not to outgoing frames.
+_AT_SOURCE = frozenset({"cross", "stale_snapshot"})
 STREAM_FAULT_KINDS: tuple[StreamFaultKind, ...] = get_args(StreamFaultKind)
 _OPTIONS = frozenset({"count", "after", "seconds", "lag_ticks"})
 
@@ -90,9 +94,16 @@ class StreamFaultPlan:
         """The fault (if any) for the next outgoing frame of `exchange`'s `channel`."""
         for armed in self._armed:
             fault = armed.fault
-            if fault.kind != "stale_snapshot" and fault.matches(exchange, channel) and armed.take():
+            if fault.kind not in _AT_SOURCE and fault.matches(exchange, channel) and armed.take():
                 return fault
         return None
+
+    def take(self, kind: StreamFaultKind, exchange: str, channel: str) -> bool:
+        """Whether a `kind` fault applies to this piece of `exchange`'s `channel` data."""
+        for armed in self._armed:
+            if armed.fault.kind == kind and armed.fault.matches(exchange, channel) and armed.take():
+                return True
+        return False
 
     def snapshot_lag(self) -> int:
         """Ticks the next REST order book answer lags behind (0: none)."""

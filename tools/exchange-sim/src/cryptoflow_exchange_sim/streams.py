@@ -13,7 +13,7 @@ module runs the feeds:
   and Gate first send their snapshot), computed on the depth the subscription asked for.
 
 Every frame passes the stream fault plan (`stream_faults.py`) on its way out: a connection can be
-dropped, stalled, lose or reorder a frame.
+dropped, stalled, lose or reorder a frame; a book delta can carry a bid that crosses the book.
 """
 
 from __future__ import annotations
@@ -294,6 +294,10 @@ class Session:
                 after_view = _view(after, sub.depth)
                 bids = _diff(view[0], after_view[0])
                 asks = _diff(view[1], after_view[1])
+                if asks and self.context.plan.take("cross", self.venue.name, sub.channel):
+                    # A bid at the best ask's price: the book the client builds is crossed.
+                    best_ask = min(after_view[1], key=float)
+                    bids = [*bids, (best_ask, "1.00000000")]
                 delta = BookView(state.update_id + 1, after.update_id, step, bids, asks)
                 self.enqueue(sub.channel, self.venue.book_frame(sub, delta, clock()))
                 state, view, tick = after, after_view, step
