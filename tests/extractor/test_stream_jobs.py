@@ -247,3 +247,36 @@ async def test_streamed_candles_are_final_once_closed_and_forming_ones_are_marke
                 assert any(s.final and s.request.get("mode") == "stream" for s in recorder.snapshots)
     finally:
         await simulator.stop()
+
+
+@pytest.mark.parametrize("exchange_id", STREAMED)
+async def test_a_malformed_streamed_trade_is_dead_lettered_and_the_others_keep_flowing(
+    exchange_id: str, checkpoints: CheckpointStore
+) -> None:
+    async with live_simulator([StreamFault("corrupt", channel="trades", after=10)]) as (url, market, clock):
+        started = clock()
+        recorder = Recorder()
+        session = make_session(url, recorder, exchange_id)
+        try:
+            await session.exchange.load_markets()
+            rest = TradesJob(session, SYMBOL, started - 2_000, 1000, checkpoints)
+            job = TradesStream(session, SYMBOL, rest, checkpoints, stall_after_s=5, batch_max=200, batch_ms=100)
+            await run_for(job, 4.0)
+        finally:
+            await session.exchange.close()
+    assert len(recorder.dead_letters) == 1, recorder.dead_letters
+    letter = recorder.dead_letters[0]
+    assert letter.error_type == "InvalidStreamUpdate" and "could not parse a trades frame" in letter.reason
+    assert letter.payload and "garbage" in letter.payload
+    trades = published_trades(recorder)
+    ids = [str(trade["id"]) for trade in trades]
+    newest = max(trade["timestamp"] for trade in trades)
+    truth = {
+        str(t.id)
+        for t in market.trades("BTCUSDT", TradeWindow(start_ms=started - 2_000, end_ms=newest, limit=10**6), 2**62)
+    }
+    assert len(ids) == len(set(ids)) and set(ids) <= truth
+    missing = truth - set(ids)
+    # Only the corrupted frame's trade(s) are missing (a Bybit frame may carry several), none after it.
+    assert 1 <= len(missing) <= 5, missing
+    assert max(map(int, missing)) < max(map(int, ids))

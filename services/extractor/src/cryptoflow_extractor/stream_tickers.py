@@ -11,10 +11,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from cryptoflow_contracts import Dataset, DeadLetter, RawSnapshot, Stage
+from cryptoflow_contracts import Dataset, RawSnapshot
 from pydantic import ValidationError
 
-from .metrics import PAGES_DEAD_LETTERED, SNAPSHOTS_PUBLISHED
+from .metrics import SNAPSHOTS_PUBLISHED
 from .session import ExchangeSession, describe_invalid
 from .streaming import StallError, StreamJob, Updates
 from .validation import validate_ticker
@@ -46,7 +46,7 @@ class TickerStream(StreamJob):
                 try:
                     validate_ticker(ticker)
                 except (ValidationError, ValueError, TypeError) as exc:
-                    await self._dead_letter(f"invalid ticker payload: {describe_invalid(exc)}", frames)
+                    await self.dead_letter(f"invalid ticker payload: {describe_invalid(exc)}", frames)
                     frames = []
                     continue
                 await self.publish_live(ticker, ticker.get("timestamp"))
@@ -73,16 +73,3 @@ class TickerStream(StreamJob):
         )
         await self.session.publisher.snapshot(snapshot)
         SNAPSHOTS_PUBLISHED.labels(self.exchange_id, self.symbol, Dataset.TICKER.value).inc()
-
-    async def _dead_letter(self, reason: str, frames: list[Frame]) -> None:
-        PAGES_DEAD_LETTERED.labels(self.exchange_id, self.dataset.value, "InvalidStreamUpdate").inc()
-        await self.session.publisher.dead_letter(
-            DeadLetter(
-                stage=Stage.EXTRACTOR,
-                dataset=self.dataset,
-                reason=reason,
-                error_type="InvalidStreamUpdate",
-                payload="\n".join(frame.text for frame in frames)[:100_000],
-                details={"exchange": self.exchange_id, "symbol": self.symbol, "mode": "stream"},
-            )
-        )

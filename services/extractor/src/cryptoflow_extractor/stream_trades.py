@@ -16,10 +16,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cryptoflow_contracts import Dataset, RawSnapshot
+from pydantic import ValidationError
 
 from .checkpoints import CheckpointStore
 from .metrics import FRESHNESS_LAG, NEWEST_RECORD, STREAM_REST_FILLED, TRADES_PUBLISHED
-from .session import ExchangeSession
+from .session import ExchangeSession, describe_invalid
 from .streaming import StallError, StreamJob, Updates
 from .trades import PageTrade, TradesJob, new_trades
 from .validation import validate_trades
@@ -97,7 +98,10 @@ class TradesStream(StreamJob):
         self._seen = set(state.get("ids_at_last_ts", []))
 
     async def _take(self, result: list[dict[str, Any]], frames: list[Frame]) -> None:
-        rows = list(map(PageTrade, validate_trades(result), result))
+        try:
+            rows = list(map(PageTrade, validate_trades(result), result))
+        except (ValidationError, ValueError, TypeError):
+            rows = await self._valid_trades(result, frames)
         fresh = new_trades(rows, self._after_ts, self._seen)
         if not fresh:
             return  # trades already published (REST got there first): their frames add nothing
@@ -108,6 +112,16 @@ class TradesStream(StreamJob):
         self._seen = (self._seen | at_last) if last_ts == self._after_ts else at_last
         self._after_ts = last_ts
         await self.publish_live([row.raw for row in fresh], last_ts)
+
+    async def _valid_trades(self, result: list[dict[str, Any]], frames: list[Frame]) -> list[PageTrade]:
+        """The update's good trades; the bad ones go to the DLQ (with the update's frames)."""
+        rows: list[PageTrade] = []
+        for raw in result:
+            try:
+                rows.append(PageTrade(validate_trades([raw])[0], raw))
+            except (ValidationError, ValueError, TypeError) as exc:
+                await self.dead_letter(f"invalid trade {raw.get('id')!r}: {describe_invalid(exc)}", frames)
+        return rows
 
     async def _publish_page(self, client: StreamClient) -> None:
         trades, frames = self._pending, self._frames

@@ -22,10 +22,10 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from cryptoflow_contracts import Dataset, LiveUpdate
+from cryptoflow_contracts import Dataset, DeadLetter, LiveUpdate, Stage
 
 from .leases import LeaseLostError
-from .metrics import LIVE_PUBLISHED, STREAM_LAST_MESSAGE, STREAM_MESSAGES, STREAM_RECONNECTS
+from .metrics import LIVE_PUBLISHED, PAGES_DEAD_LETTERED, STREAM_LAST_MESSAGE, STREAM_MESSAGES, STREAM_RECONNECTS
 from .session import ExchangeSession
 from .ws import Frame, StreamClient
 
@@ -36,6 +36,7 @@ T = TypeVar("T")
 RECONNECT_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 # A connection that lived this long was healthy: the next failure starts the backoff over.
 HEALTHY_AFTER_S = 30.0
+CLOSE_TIMEOUT_S = 5.0
 
 
 class StallError(Exception):
@@ -63,6 +64,7 @@ class StreamJob(ABC):
         self.connections = 0
         # Read each frame as received, before ccxt handles it (the books check sequence numbers).
         self.frame_checks: list[Callable[[Frame], None]] = []
+        self._dead_letters: set[asyncio.Task[None]] = set()
 
     @property
     def name(self) -> str:
@@ -84,7 +86,14 @@ class StreamJob(ABC):
                 check(frame)
 
         client.on_frame = counted
+        client.on_bad_frame = self._bad_frame
         return client
+
+    def _bad_frame(self, frame: Frame, exc: Exception) -> None:
+        reason = f"ccxt could not parse a {self.dataset.value} frame: {type(exc).__name__}: {str(exc)[:300]}"
+        task = asyncio.create_task(self.dead_letter(reason, [frame]))
+        self._dead_letters.add(task)
+        task.add_done_callback(self._dead_letters.discard)
 
     @abstractmethod
     async def connected(self, client: StreamClient) -> None:
@@ -119,8 +128,9 @@ class StreamJob(ABC):
                     extra={"job": self.name, "reason": reason, "error": repr(exc)[:500]},
                 )
             finally:
+                # Bounded: a close handshake the exchange never answers must not freeze the job.
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(client.close())
+                    await asyncio.shield(asyncio.wait_for(client.close(), CLOSE_TIMEOUT_S))
             failures = 0 if time.monotonic() - opened > HEALTHY_AFTER_S else failures + 1
             await asyncio.sleep(RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)])
 
@@ -130,6 +140,22 @@ class StreamJob(ABC):
         if isinstance(exc, ResyncNeeded):
             return f"resync_{exc.reason}"
         return type(exc).__name__
+
+    async def dead_letter(self, reason: str, frames: list[Frame]) -> None:
+        """An update ccxt made of these frames failed validation: the frames go to the DLQ with the
+        reason, and the stream goes on (a bad message is not a reason to lose the connection)."""
+        PAGES_DEAD_LETTERED.labels(self.exchange_id, self.dataset.value, "InvalidStreamUpdate").inc()
+        log.warning("invalid stream update dead-lettered", extra={"job": self.name, "reason": reason})
+        await self.session.publisher.dead_letter(
+            DeadLetter(
+                stage=Stage.EXTRACTOR,
+                dataset=self.dataset,
+                reason=reason,
+                error_type="InvalidStreamUpdate",
+                payload="\n".join(frame.text for frame in frames)[:100_000],
+                details={"exchange": self.exchange_id, "symbol": self.symbol, "mode": "stream"},
+            )
+        )
 
     async def publish_live(
         self, data: Any, exchange_ts: int | None, timeframe: str | None = None, final: bool = True

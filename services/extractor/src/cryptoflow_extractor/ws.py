@@ -7,7 +7,8 @@ The instance shares the markets the REST session loaded, so no job loads them ag
 
 Frames are recorded as received, before ccxt's handler sees them, with the receive time and the
 socket's URL: `take_frames` hands over those received since the last call (a page's bronze), and
-`on_frame` lets a job read each frame first (the order books' sequence checks, `books.py`).
+`on_frame` lets a job read each frame first (the order books' sequence checks, `books.py`), and
+`on_bad_frame` gets a frame ccxt's handler failed on (dead-lettered; the socket goes on).
 """
 
 from __future__ import annotations
@@ -76,6 +77,9 @@ class StreamClient:
         self.exchange.set_markets(list(markets.values()))
         self._frames: list[Frame] = []
         self.on_frame: Callable[[Frame], None] | None = None
+        # A frame ccxt's handler raised on (a malformed message): ccxt's receive loop would die
+        # with it and the socket go silent, so the error is caught here and handed over instead.
+        self.on_bad_frame: Callable[[Frame, Exception], None] | None = None
         self.last_frame_ms: int | None = None
         self._record_frames()
 
@@ -95,7 +99,13 @@ class StreamClient:
                     self.last_frame_ms = frame.received_ms
                     if self.on_frame is not None:
                         self.on_frame(frame)
-                    return handle(data)
+                    try:
+                        return handle(data)
+                    except Exception as exc:
+                        if self.on_bad_frame is None:
+                            raise
+                        self.on_bad_frame(frame, exc)
+                        return None
 
                 made.handle_text_or_binary_message = recorded
                 made._cryptoflow_recorded = True

@@ -11,6 +11,7 @@ Kinds:
   (default 30) while the connection stays open and answers pings: a silent feed;
 * `skip`: that one frame is not sent (a book delta lost: a sequence gap);
 * `reorder`: that frame is sent after the next one of the same connection;
+* `corrupt`: that frame's prices (`p`, `price`) are sent as "garbage" (a malformed message);
 * `cross`: the next book delta also sets a bid at the best ask's price (bad data: the book it
   builds is crossed, though its sequence is intact);
 * `stale_snapshot`: the next REST order book answers lag `lag_ticks` ticks (default 30) behind
@@ -27,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Literal, get_args
 
-StreamFaultKind = Literal["drop", "stall", "skip", "reorder", "cross", "stale_snapshot"]
+StreamFaultKind = Literal["drop", "stall", "skip", "reorder", "corrupt", "cross", "stale_snapshot"]
 # Applied where the data is made (the book feed, REST), not to outgoing frames.
 _AT_SOURCE = frozenset({"cross", "stale_snapshot"})
 STREAM_FAULT_KINDS: tuple[StreamFaultKind, ...] = get_args(StreamFaultKind)

@@ -210,6 +210,8 @@ class Session:
                     if action.kind == "reorder":
                         held = item
                         continue
+                    if action.kind == "corrupt":
+                        frame = _corrupted(frame)
             await self._send(frame)
             stats.frames[f"{name}.{channel}"] += 1
             if held is not None and channel != "control":
@@ -301,6 +303,19 @@ class Session:
                 delta = BookView(state.update_id + 1, after.update_id, step, bids, asks)
                 self.enqueue(sub.channel, self.venue.book_frame(sub, delta, clock()))
                 state, view, tick = after, after_view, step
+
+
+def _corrupted(frame: Frame) -> bytes:
+    """The frame with every price (`p`, `price`) replaced by text no parser takes for a number."""
+
+    def spoil(value: object) -> object:
+        if isinstance(value, dict):
+            return {k: "garbage" if k in ("p", "price") else spoil(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [spoil(item) for item in value]
+        return value
+
+    return orjson.dumps(spoil(orjson.loads(frame)))
 
 
 def _view(state: BookState, depth: int | None) -> tuple[dict[str, str], dict[str, str]]:
