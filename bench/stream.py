@@ -11,7 +11,8 @@ the four services as `python -m` processes and the exchange simulator as its own
    * live: to its arrival on `cryptoflow.live.trades.>` (a core NATS subscription here);
    * warehouse: to its row being committed: the row's `loaded_at` (its loader transaction's start)
      plus that batch's `duration_ms` from the loader's ledger.
-   Every trade the simulator made in the window must be in the warehouse (checked).
+   Every trade the simulator made in the window must be in the warehouse, once (checked against
+   the same random walk built in this process).
 2. maximum: a fresh extractor on other symbols whose walks trade STREAM_MAX_SCALE times faster than
    they can be sent; for STREAM_SECONDS s, trades per second the simulator sent (its frame count),
    and trades per second that reached the warehouse (rows with ts in the window, after a drain).
@@ -37,6 +38,7 @@ import nats
 import orjson
 from cryptoflow_cli.processes import SERVICE_MODULES
 from cryptoflow_cli.servers import free_port, start_nats, start_postgres
+from cryptoflow_exchange_sim.random_walk import RandomWalkMarket
 from cryptoflow_runtime.jetstream import ensure_streams
 
 # Run as a script (`python bench/<name>.py`, as `python -m bench` runs it): the repo root, for bench.support.
@@ -64,10 +66,19 @@ SERVICES = ("warehouse-loader", "transformer", "lake-writer")
 JOBS = "exchanges:\n  binance:\n    url: {url}\n    symbols: [{symbols}]\n    datasets:\n      trades: {{mode: stream, batch_ms: 100}}\n"
 
 
-def start_simulator(home: Path, name: str, symbols: list[str], scale: int) -> tuple[subprocess.Popen[bytes], str]:
+SIM_SEED = 42
+SIM_HISTORY_MS = 3_600_000
+
+
+def start_simulator(
+    home: Path, name: str, symbols: list[str], scale: int
+) -> tuple[subprocess.Popen[bytes], str, RandomWalkMarket]:
+    """The simulator as its own process, and the same market in this one: the trades it made."""
     url_file = home / f"{name}.url"
+    start = int(time.time() * 1000) - SIM_HISTORY_MS
     args = ["--exchange", "binance", "--symbols", ",".join(symbols), "--live-trades", "--trade-scale", str(scale),
-            "--start", str(int(time.time() * 1000) - 3_600_000), "--port", str(free_port()), "--url-file", str(url_file)]  # fmt: skip
+            "--seed", str(SIM_SEED), "--start", str(start), "--port", str(free_port()), "--url-file", str(url_file)]  # fmt: skip
+    truth = RandomWalkMarket(symbols, SIM_SEED, start, None, scale, True)
     with open(home / f"{name}.log", "ab") as out:
         sim = subprocess.Popen([sys.executable, "-m", SERVICE_MODULES["exchange-sim"], *args], stdout=out, stderr=out)
     deadline = time.monotonic() + 30
@@ -75,7 +86,46 @@ def start_simulator(home: Path, name: str, symbols: list[str], scale: int) -> tu
         if sim.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError((home / f"{name}.log").read_text()[-2000:])
         time.sleep(0.05)
-    return sim, url_file.read_text().strip()
+    return sim, url_file.read_text().strip(), truth
+
+
+def trades_made(truth: RandomWalkMarket, start_ms: int, end_ms: int) -> dict[str, int]:
+    """Per symbol (as the warehouse names it), the trades the simulator made in [start, end)."""
+    return {
+        f"{listing.base_asset}/{listing.quote_asset}": truth.trade_stats(
+            listing.symbol_id, start_ms, end_ms - 1, end_ms
+        ).count
+        for listing in truth.listings()
+    }
+
+
+async def check_complete(
+    db_url: str, truth: RandomWalkMarket, start_ms: int, end_ms: int, timeout_s: float = 600
+) -> None:
+    """Every trade the simulator made in the window reaches the warehouse, once (trade ids are its
+    key); how long after the window closed that took says whether the pipeline kept up."""
+    made = trades_made(truth, start_ms, end_ms)
+    closed = time.time() * 1000
+    while True:
+        rows = await fetch(
+            db_url,
+            "SELECT symbol, count(*) AS n FROM trades WHERE exchange = 'binance' AND symbol = ANY($3::text[]) "
+            "AND ts >= to_timestamp($1 / 1000.0) AND ts < to_timestamp($2 / 1000.0) GROUP BY symbol",
+            start_ms,
+            end_ms,
+            list(made),
+        )
+        loaded = {str(row["symbol"]): int(row["n"]) for row in rows}
+        wrong = {symbol: (n, loaded.get(symbol, 0)) for symbol, n in made.items() if loaded.get(symbol, 0) != n}
+        if not wrong:
+            break
+        if time.time() * 1000 - closed > timeout_s * 1000 or any(got > n for n, got in wrong.values()):
+            raise SystemExit(f"warehouse trades differ from the simulator's (made, loaded): {wrong}")
+        await asyncio.sleep(0.5)
+    log(
+        f"  complete: all {sum(made.values()):,} trades the simulator made in the window are in the warehouse, "
+        f"{(time.time() * 1000 - closed) / 1000:.1f}s after it closed"
+    )
 
 
 async def frames_sent(sim_url: str) -> float:
@@ -99,10 +149,29 @@ class LiveLatency:
             self.samples.append(arrived - trade["timestamp"])
 
 
+async def drain(nats_url: str, timeout_s: float = 600) -> float:
+    """Seconds until every stage's consumer has nothing pending (the window's trades are loaded)."""
+    started = time.monotonic()
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        while time.monotonic() - started < timeout_s:
+            pending = 0
+            for stream, durable in (("RAW", "lake-writer"), ("LAKE", "transformer"), ("SILVER", "warehouse-loader")):
+                info = await js.consumer_info(stream, durable)
+                pending += info.num_pending + info.num_ack_pending
+            if not pending:
+                break
+            await asyncio.sleep(0.5)
+    finally:
+        await nc.close()
+    return time.monotonic() - started
+
+
 async def phase_1k(home: Path, env: dict[str, str], nats_url: str, db_url: str) -> tuple[list[float], list[float]]:
     scale = max(1, round(TARGET_PER_S * 60 / (SYMBOLS * TRADES_PER_MINUTE_PER_SCALE)))
     symbols = [f"S{i:02d}/USDT" for i in range(SYMBOLS)]
-    sim, url = start_simulator(home, "sim-1k", symbols, scale)
+    sim, url, truth = start_simulator(home, "sim-1k", symbols, scale)
     jobs = home / "jobs-1k.yaml"
     jobs.write_text(JOBS.format(url=url, symbols=", ".join(symbols)))
     live = LiveLatency()
@@ -120,7 +189,7 @@ async def phase_1k(home: Path, env: dict[str, str], nats_url: str, db_url: str) 
         live.measuring = False
         sent = await frames_sent(url) - sent_before
         log(f"  the simulator sent {sent / SECONDS:,.0f} trades/s; {len(live.samples):,} live trades measured")
-        await asyncio.sleep(5)  # the window's last trades reach the warehouse
+        await check_complete(db_url, truth, start_ms, end_ms)
         rows = await fetch(
             db_url,
             "SELECT (extract(epoch FROM t.loaded_at) * 1000 + coalesce(b.duration_ms, 0) "
@@ -142,7 +211,7 @@ async def phase_1k(home: Path, env: dict[str, str], nats_url: str, db_url: str) 
 
 async def phase_max(home: Path, env: dict[str, str], db_url: str, nats_url: str) -> float:
     symbols = [f"M{i:02d}/USDT" for i in range(SYMBOLS)]
-    sim, url = start_simulator(home, "sim-max", symbols, MAX_SCALE)
+    sim, url, truth = start_simulator(home, "sim-max", symbols, MAX_SCALE)
     jobs = home / "jobs-max.yaml"
     jobs.write_text(JOBS.format(url=url, symbols=", ".join(symbols)))
     extractor = spawn_service("extractor", {**env, "EXTRACTOR_CONFIG": str(jobs)}, home)
@@ -158,20 +227,7 @@ async def phase_max(home: Path, env: dict[str, str], db_url: str, nats_url: str)
         extractor.stop()
         sim.terminate()
         sim.wait(30)
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            pending = 0
-            for stream, durable in (("RAW", "lake-writer"), ("LAKE", "transformer"), ("SILVER", "warehouse-loader")):
-                info = await js.consumer_info(stream, durable)
-                pending += info.num_pending + info.num_ack_pending
-            if not pending:
-                break
-            await asyncio.sleep(1)
-    finally:
-        await nc.close()
+    await drain(nats_url)
     rows = await fetch(
         db_url,
         "SELECT count(*) AS n, max(extract(epoch FROM loaded_at) * 1000)::float8 AS last FROM trades "
@@ -180,6 +236,7 @@ async def phase_max(home: Path, env: dict[str, str], db_url: str, nats_url: str)
         end_ms,
     )
     count, last_loaded = int(rows[0]["n"]), float(rows[0]["last"] or end_ms)
+    await check_complete(db_url, truth, start_ms, end_ms)
     lag_s = max(0.0, (last_loaded - end_ms) / 1000)
     log(
         f"  the simulator sent {sent:,.0f} trades/s; the warehouse got {count / SECONDS:,.0f}/s of the window's trades; "

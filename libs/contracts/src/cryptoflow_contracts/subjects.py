@@ -8,6 +8,7 @@ parameters.
 
 from __future__ import annotations
 
+import functools
 from enum import StrEnum
 from typing import ClassVar
 
@@ -68,7 +69,9 @@ def symbol_token(symbol: str) -> str:
     return token(symbol.replace("/", "-"))
 
 
+@functools.lru_cache(maxsize=4096)
 def token(value: str) -> str:
+    # Cached: every event published asks for its subject, and the same few names come back.
     if not value or any(ch in value for ch in _FORBIDDEN):
         raise ValueError(f"{value!r} cannot be a subject token (empty, or contains one of {_FORBIDDEN})")
     return value

@@ -2,6 +2,8 @@
 
 It publishes to RAW like the live poller (so downstream upserts make the two idempotent), with
 checkpoints of its own (`backfill.<from>.<to>.` prefix): a killed backfill resumes where it stopped.
+With `--source binance-archive` the range comes from Binance's bulk archives as far as they reach,
+checkpointed per file (`archive.py`), and by REST for the rest.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TextIO
 
+import aiohttp
 import nats
 from cryptoflow_contracts import timeframe_ms
 from cryptoflow_runtime import ConfigError, ensure_kv, ensure_streams
@@ -19,11 +22,14 @@ from cryptoflow_runtime.nats_auth import connect_options
 from cryptoflow_runtime.progress import Progress
 
 from .app import load_markets, make_session, poll_forever
+from .archive import ARCHIVE_SOURCE, DEFAULT_ARCHIVE_URL, ArchiveFetcher, ArchiveJob, ArchiveReport
 from .checkpoints import CheckpointStore
 from .config import ExtractorSettings
 from .ohlcv import OhlcvJob
 from .profiles import profile
 from .publishing import jetstream_publisher
+
+SOURCES = ("rest", ARCHIVE_SOURCE)
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,9 @@ class BackfillRequest:
     timeframe: str
     start: datetime
     end: datetime
+    source: str = "rest"
+    archive_url: str | None = None
+    archive_market: str = "spot"
 
     @property
     def start_ms(self) -> int:
@@ -47,14 +56,24 @@ class BackfillRequest:
         return f"backfill.{self.start_ms}.{self.end_ms}."
 
 
-async def run_backfill(settings: ExtractorSettings, request: BackfillRequest, out: TextIO = sys.stderr) -> int:
-    """Returns the number of candles covered (checkpointed) in the range."""
+async def run_backfill(
+    settings: ExtractorSettings, request: BackfillRequest, out: TextIO = sys.stderr, report: ArchiveReport | None = None
+) -> int:
+    """Returns the number of candle slots covered in the range.
+
+    With `source` binance-archive, each symbol's range is read from the bulk archives as far as
+    they reach (`archive.py`; the outcome of every file in `report`), then missing archive days
+    and the rest of the range by REST, as a REST backfill reads it."""
     config = settings.jobs()
     spec = config.exchanges.get(request.exchange)
     if spec is None:
         raise ConfigError(
             f"--exchange: {request.exchange!r} is not configured (configured: {', '.join(config.exchanges)})"
         )
+    if request.source not in SOURCES:
+        raise ConfigError(f"--source: {request.source!r} is not one of {', '.join(SOURCES)}")
+    if request.source == ARCHIVE_SOURCE and request.exchange not in ARCHIVED_EXCHANGES:
+        raise ConfigError(f"--source {ARCHIVE_SOURCE}: only Binance publishes bulk archives, not {request.exchange}")
     spec = spec.model_copy(update={"symbols": request.symbols})
     nc = await nats.connect(settings.nats_url, max_reconnect_attempts=-1, **connect_options(settings))
     js = nc.jetstream()
@@ -63,45 +82,81 @@ async def run_backfill(settings: ExtractorSettings, request: BackfillRequest, ou
         await js.publish(subject, body, headers=headers, stream=stream)
 
     session = make_session(request.exchange, spec, settings, jetstream_publisher(send))
+    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300))
     try:
         await ensure_streams(js)
         checkpoints = CheckpointStore(await ensure_kv(js, settings.checkpoint_bucket))
         if not await load_markets(session, request.symbols, attempts=5):
             raise ConfigError(f"cannot load markets of {request.exchange} (EXTRACTOR_EXCHANGE_URL?)")
-        jobs = [
-            OhlcvJob(
+        page_limit = min(settings.page_limit, profile(request.exchange).max_ohlcv_page)
+        tf_ms = timeframe_ms(request.timeframe)
+        per_symbol = (request.end_ms - request.start_ms) // tf_ms + 1
+        total = per_symbol * len(request.symbols)
+        progress = Progress(total, out, "candles")
+
+        def rest_job(symbol: str, since_ms: int, until_ms: int, prefix: str) -> OhlcvJob:
+            return OhlcvJob(
                 session=session,
                 symbol=symbol,
                 timeframe=request.timeframe,
-                since_ms=request.start_ms,
-                until_ms=request.end_ms,
-                page_limit=min(settings.page_limit, profile(request.exchange).max_ohlcv_page),
+                since_ms=since_ms,
+                until_ms=until_ms,
+                page_limit=page_limit,
                 checkpoints=checkpoints,
-                checkpoint_prefix=request.checkpoint_prefix,
+                checkpoint_prefix=prefix,
             )
+
+        starts = {symbol: request.start_ms for symbol in request.symbols}
+        archive_jobs: list[ArchiveJob] = []
+        fills: list[OhlcvJob] = []
+        if request.source == ARCHIVE_SOURCE:
+            # An exchange URL set (the simulator) means its archive tree is on that host too.
+            fetcher = ArchiveFetcher(request.archive_url or spec.url or DEFAULT_ARCHIVE_URL, http)
+            archive_jobs = [
+                ArchiveJob(
+                    session=session,
+                    fetcher=fetcher,
+                    checkpoints=checkpoints,
+                    symbol=symbol,
+                    timeframe=request.timeframe,
+                    start_ms=request.start_ms,
+                    end_ms=request.end_ms + 1,
+                    market=request.archive_market,
+                    report=report if report is not None else ArchiveReport(),
+                    on_file=lambda: progress.show(min(total, _archived_slots(archive_jobs, tf_ms))),
+                )
+                for symbol in request.symbols
+            ]
+            # One symbol after another; within a file, its pages are in flight together.
+            for job in archive_jobs:
+                starts[job.symbol] = await job.run()
+                fills += [
+                    rest_job(job.symbol, day_start, day_end - tf_ms, f"backfill.{day_start}.{day_end}.")
+                    for day_start, day_end in job.missing_days
+                ]
+        rest_jobs = fills + [
+            rest_job(symbol, starts[symbol], request.end_ms, request.checkpoint_prefix)
             for symbol in request.symbols
+            if starts[symbol] <= request.end_ms
         ]
-        tf_ms = timeframe_ms(request.timeframe)
-        per_symbol = (request.end_ms - request.start_ms) // tf_ms + 1
-        progress = Progress(per_symbol * len(jobs), out, "candles")
 
         async def covered() -> int:
-            done = 0
-            for job in jobs:
+            done = _archived_slots(archive_jobs, tf_ms)
+            for job in rest_jobs:
                 next_since = await checkpoints.next_since(job.key)
-                if next_since is not None:
-                    done += min(per_symbol, (next_since - request.start_ms) // tf_ms)
-            return done
+                if next_since is not None and job.until_ms is not None:
+                    done += max(0, min(job.until_ms + tf_ms, next_since) - job.since_ms) // tf_ms
+            return min(done, total)
 
-        async def report() -> None:
+        async def show() -> None:
             while True:
                 progress.show(await covered())
                 await asyncio.sleep(0.5)
 
-        reporter = asyncio.create_task(report())
+        reporter = asyncio.create_task(show())
         try:
             await asyncio.gather(
-                *(poll_forever(job, 0.0, "ohlcv", request.exchange, stop_when_done=True) for job in jobs)
+                *(poll_forever(job, 0.0, "ohlcv", request.exchange, stop_when_done=True) for job in rest_jobs)
             )
         finally:
             reporter.cancel()
@@ -109,5 +164,18 @@ async def run_backfill(settings: ExtractorSettings, request: BackfillRequest, ou
         progress.show(done, final=True)
         return done
     finally:
+        await http.close()
         await session.exchange.close()
         await nc.close()
+
+
+ARCHIVED_EXCHANGES = ("binance", "binanceusdm", "binancecoinm")
+
+
+def _archived_slots(jobs: list[ArchiveJob], tf_ms: int) -> int:
+    """Candle slots of the range that archive files loaded now or before cover."""
+    return sum(
+        (min(file.end_ms, job.end_ms) - max(file.start_ms, job.start_ms)) // tf_ms
+        for job in jobs
+        for file in job.files_done
+    )

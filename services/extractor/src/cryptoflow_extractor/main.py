@@ -3,7 +3,7 @@
     cryptoflow-extractor                          run the extractor service
     cryptoflow-extractor validate-config FILE     check a jobs file and exit
     cryptoflow-extractor backfill --exchange binance --symbols BTC/USDT --timeframe 1m \\
-        --from 2024-01-01 --to 2024-01-31
+        --from 2024-01-01 --to 2024-01-31 [--source binance-archive]
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ def validate_config(path: Path) -> int:
 
 
 def backfill(args: argparse.Namespace) -> int:
+    from .archive import ArchiveReport
     from .backfill import BackfillRequest, run_backfill
 
     try:
@@ -55,14 +56,26 @@ def backfill(args: argparse.Namespace) -> int:
         timeframe=args.timeframe,
         start=args.start,
         end=args.end,
+        source=args.source,
+        archive_url=args.archive_url,
+        archive_market=args.archive_market,
     )
+    report = ArchiveReport()
     try:
-        done = asyncio.run(run_backfill(settings, request))
+        done = asyncio.run(run_backfill(settings, request, report=report))
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if request.source != "rest":
+        for outcome in ("loaded", "skipped", "replaced", "missing", "corrupt"):
+            names = report.names(outcome)
+            if names:
+                print(f"archive files {outcome}: {len(names)}: {', '.join(names)}")
+        for name, detail in sorted(report.details.items()):
+            print(f"  {name}: {detail}")
     print(f"backfill done: {done} candle slots covered for {', '.join(request.symbols)}")
-    return 0
+    # A corrupt archive was not loaded: the run is not complete until it is retried.
+    return 1 if report.names("corrupt") else 0
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -82,6 +95,16 @@ def main(argv: list[str] | None = None) -> None:
     fill.add_argument("--timeframe", default="1m")
     fill.add_argument("--from", dest="start", type=_instant, required=True, help="ISO 8601, UTC")
     fill.add_argument("--to", dest="end", type=_instant, required=True, help="ISO 8601, UTC (inclusive)")
+    fill.add_argument(
+        "--source",
+        default="rest",
+        choices=["rest", "binance-archive"],
+        help="rest (default), or Binance's bulk archives (data.binance.vision) then REST for what they lack",
+    )
+    fill.add_argument(
+        "--archive-url", help="archive host (default: the exchange URL when set, else https://data.binance.vision)"
+    )
+    fill.add_argument("--archive-market", default="spot", help="archive tree: spot, futures/um or futures/cm")
     sub.add_parser("run", help="run the extractor service (the default)")
     args = parser.parse_args(args_in)
     if args.command == "validate-config":

@@ -106,3 +106,8 @@ LIVE_PUBLISHED = Counter(
     "Updates published on LIVE subjects",
     ["exchange", "dataset"],
 )
+ARCHIVE_FILES = Counter(
+    "cryptoflow_extractor_archive_files_total",
+    "Bulk archive files by outcome: loaded, skipped (loaded before), replaced (new checksum), missing, corrupt",
+    ["exchange", "timeframe", "outcome"],
+)

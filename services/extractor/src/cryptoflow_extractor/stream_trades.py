@@ -66,7 +66,7 @@ class TradesStream(StreamJob):
             await self._load_cursor()
             last_update = time.monotonic()
             if first is not None:
-                await self._take(*first)
+                await self._take([first, *updates.ready(self._room())])
             page_deadline: float | None = None
             while True:
                 now = time.monotonic()
@@ -78,7 +78,7 @@ class TradesStream(StreamJob):
                 update = await updates.next(min(waits))
                 if update is not None:
                     last_update = time.monotonic()
-                    await self._take(*update)
+                    await self._take([update, *updates.ready(self._room())])
                 if len(self._pending) >= self.batch_max or (
                     page_deadline is not None and time.monotonic() >= page_deadline
                 ):
@@ -97,21 +97,30 @@ class TradesStream(StreamJob):
         self._after_ts = state.get("last_ts", self.rest.since_ms)
         self._seen = set(state.get("ids_at_last_ts", []))
 
-    async def _take(self, result: list[dict[str, Any]], frames: list[Frame]) -> None:
-        try:
-            rows = list(map(PageTrade, validate_trades(result), result))
-        except (ValidationError, ValueError, TypeError):
-            rows = await self._valid_trades(result, frames)
-        fresh = new_trades(rows, self._after_ts, self._seen)
-        if not fresh:
-            return  # trades already published (REST got there first): their frames add nothing
-        self._frames.extend(frames)
-        self._pending.extend(fresh)
-        last_ts = fresh[-1].trade.timestamp
-        at_last = {row.trade.id for row in fresh if row.trade.timestamp == last_ts}
-        self._seen = (self._seen | at_last) if last_ts == self._after_ts else at_last
-        self._after_ts = last_ts
-        await self.publish_live([row.raw for row in fresh], last_ts)
+    def _room(self) -> int:
+        """Updates that may join the page before it reaches `batch_max` (each has a trade or more)."""
+        return max(0, self.batch_max - len(self._pending) - 1)
+
+    async def _take(self, updates: list[tuple[list[dict[str, Any]], list[Frame]]]) -> None:
+        """Updates into the page, and their new trades to LIVE in one message."""
+        live: list[PageTrade] = []
+        for result, frames in updates:
+            try:
+                rows = list(map(PageTrade, validate_trades(result), result))
+            except (ValidationError, ValueError, TypeError):
+                rows = await self._valid_trades(result, frames)
+            fresh = new_trades(rows, self._after_ts, self._seen)
+            if not fresh:
+                continue  # trades already published (REST got there first): their frames add nothing
+            self._frames.extend(frames)
+            self._pending.extend(fresh)
+            last_ts = fresh[-1].trade.timestamp
+            at_last = {row.trade.id for row in fresh if row.trade.timestamp == last_ts}
+            self._seen = (self._seen | at_last) if last_ts == self._after_ts else at_last
+            self._after_ts = last_ts
+            live += fresh
+        if live:
+            await self.publish_live([row.raw for row in live], live[-1].trade.timestamp)
 
     async def _valid_trades(self, result: list[dict[str, Any]], frames: list[Frame]) -> list[PageTrade]:
         """The update's good trades; the bad ones go to the DLQ (with the update's frames)."""

@@ -188,6 +188,7 @@ class Updates:
 
     def __init__(self, client: StreamClient, watch: Callable[[], Awaitable[T]]) -> None:
         self._queue: asyncio.Queue[tuple[Any, list[Frame]] | BaseException] = asyncio.Queue()
+        self._failed: BaseException | None = None
         self._task = asyncio.create_task(self._loop(client, watch))
 
     async def _loop(self, client: StreamClient, watch: Callable[[], Awaitable[Any]]) -> None:
@@ -202,6 +203,8 @@ class Updates:
 
     async def next(self, timeout_s: float) -> tuple[Any, list[Frame]] | None:
         """The next update, or None after `timeout_s` without one; re-raises the watcher's error."""
+        if self._failed is not None:
+            raise self._failed
         try:
             item = await asyncio.wait_for(self._queue.get(), timeout=max(timeout_s, 0.0))
         except TimeoutError:
@@ -209,6 +212,20 @@ class Updates:
         if isinstance(item, BaseException):
             raise item
         return item
+
+    def ready(self, limit: int) -> list[tuple[Any, list[Frame]]]:
+        """The updates already waiting, in order, without waiting for more: a job that fell behind
+        takes them together (one LIVE message for many updates) and so catches up; one that keeps
+        up finds none, and adds no delay. At most `limit` (a page's bound). A watcher's error comes
+        with the next `next()`."""
+        items: list[tuple[Any, list[Frame]]] = []
+        while self._failed is None and len(items) < limit and not self._queue.empty():
+            item = self._queue.get_nowait()
+            if isinstance(item, BaseException):
+                self._failed = item
+            else:
+                items.append(item)
+        return items
 
     async def close(self) -> None:
         self._task.cancel()

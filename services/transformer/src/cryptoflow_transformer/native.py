@@ -30,6 +30,11 @@ records are parsed again from the frames by ccxt pro's own handlers
   the previous page, so the book cannot be rebuilt from the page alone. The frames are evidence;
   silver takes the checked top-of-book the extractor published, with its sequence number.
 
+A bulk-archive page (`archiveKlines`, `cryptoflow_extractor.archive`) keeps its part of the
+archive's CSV as stored in the zip: its candles are parsed again from those lines
+(`cryptoflow_native.archives.kline_rows`: header row or not, ms or µs, Binance's extras), between
+`first_ts` and `last_ts`.
+
 One correction of ccxt's stream parse: Gate's `spot.candlesticks` push has `v`, documented by
 Gate as the total volume (in the quote currency), and `a`, the base-currency amount. ccxt's
 websocket parse takes `v` as the volume, its REST parse the base amount: where the frame has `a`,
@@ -60,6 +65,7 @@ from cryptoflow_native import (
     stream_trade_maker_sides,
     trade_maker_sides,
 )
+from cryptoflow_native.archives import ARCHIVE_KLINES_METHOD, kline_rows
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +112,8 @@ def payload_from_native(snapshot: dict[str, Any]) -> Any:
     records the snapshot was published with."""
     if any(call.get("method") in STREAM_METHODS.values() for call in snapshot["native"]):
         return _payload_from_stream(snapshot)
+    if any(call.get("method") == ARCHIVE_KLINES_METHOD for call in snapshot["native"]):
+        return _payload_from_archive(snapshot)
     exchange = snapshot["exchange"]
     calls = [_recorded(exchange, snapshot["symbol"], call) for call in snapshot["native"]]
     dataset = Dataset(snapshot["dataset"])
@@ -130,6 +138,18 @@ def payload_from_native(snapshot: dict[str, Any]) -> Any:
             book["bids"], book["asks"] = book["bids"][:depth], book["asks"][:depth]
         return book
     return results[-1]
+
+
+def _payload_from_archive(snapshot: dict[str, Any]) -> Any:
+    """A bulk-archive page: its part of the archive's CSV, parsed as the extractor parsed it."""
+    first, last = snapshot.get("first_ts"), snapshot.get("last_ts")
+    rows = [
+        row
+        for call in snapshot["native"]
+        for response in call["responses"]
+        for row in kline_rows(response["body"].encode())
+    ]
+    return [row for row in rows if _within(row[0], first, last)]
 
 
 def _payload_from_stream(snapshot: dict[str, Any]) -> Any:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import orjson
 
+from cryptoflow_exchange_sim.archives import ArchiveFaults, parse_archive_fault_spec
 from cryptoflow_exchange_sim.csv_market import CsvCandleMarket
 from cryptoflow_exchange_sim.fault_plan import Fault, load_fault_file, parse_fault_spec
 from cryptoflow_exchange_sim.faults import FaultyMarket, MalformedCandle, parse_malformed_spec
@@ -88,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KIND:EXCHANGE.CHANNEL[:OPTION=VALUE,...]",
         help="websocket fault, e.g. skip:binance.orderbook:after=20 (kinds: drop, stall, skip, reorder, stale_snapshot)",
     )
+    parser.add_argument(
+        "--archive-fault",
+        action="append",
+        default=[],
+        metavar="KIND:FILE_PATTERN",
+        help="Binance archive fault by zip name pattern, e.g. microseconds:BTCUSDT-1m-2024-03* "
+        "(kinds: bad_checksum, header, microseconds, missing, replace)",
+    )
     parser.add_argument("--url-file", type=Path, help="write the base URL here once listening")
     parser.add_argument(
         "--cache-closed",
@@ -147,6 +156,13 @@ def build_stream_faults(args: argparse.Namespace) -> list[StreamFault]:
     return [parse_stream_fault_spec(spec) for spec in args.stream_fault]
 
 
+def build_archive_faults(args: argparse.Namespace) -> ArchiveFaults:
+    faults = ArchiveFaults()
+    for spec in args.archive_fault:
+        faults.add(*parse_archive_fault_spec(spec))
+    return faults
+
+
 def build_faults(args: argparse.Namespace) -> list[Fault]:
     faults = [] if args.faults is None else load_fault_file(args.faults)
     return faults + [parse_fault_spec(spec) for spec in args.fault]
@@ -161,13 +177,21 @@ async def serve(
     faults: Sequence[Fault] = (),
     cache: AnswerCache | None = None,
     stream_faults: Sequence[StreamFault] = (),
+    archive_faults: ArchiveFaults | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     simulator = Simulator(
-        market, host, port, exchanges=exchanges, faults=faults, cache=cache, stream_faults=stream_faults
+        market,
+        host,
+        port,
+        exchanges=exchanges,
+        faults=faults,
+        cache=cache,
+        stream_faults=stream_faults,
+        archive_faults=archive_faults,
     )
     base_url = await simulator.start()
     try:
@@ -189,9 +213,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         faults = build_faults(args)
         cache = build_cache(args)
         stream_faults = build_stream_faults(args)
+        archive_faults = build_archive_faults(args)
     except ValueError as error:
         parser.error(str(error))
-    asyncio.run(serve(market, args.host, args.port, args.url_file, exchanges, faults, cache, stream_faults))
+    asyncio.run(
+        serve(market, args.host, args.port, args.url_file, exchanges, faults, cache, stream_faults, archive_faults)
+    )
     return 0
 
 

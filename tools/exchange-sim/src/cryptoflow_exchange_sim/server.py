@@ -28,6 +28,7 @@ import orjson
 from aiohttp import web
 
 from cryptoflow_exchange_sim import binance, binance_ws, bybit, bybit_ws, gate, gate_ws
+from cryptoflow_exchange_sim.archives import ARCHIVE_ROUTE, ArchiveFaults, ArchiveTree, parse_archive_fault_spec
 from cryptoflow_exchange_sim.fault_plan import Decision, Fault, FaultPlan, faults_from_json, mutate_records
 from cryptoflow_exchange_sim.live import LiveMarket
 from cryptoflow_exchange_sim.market import Market
@@ -114,6 +115,7 @@ _PLAN: web.AppKey[FaultPlan] = web.AppKey("fault_plan")
 _STATS: web.AppKey[Stats] = web.AppKey("stats")
 _CACHE: web.AppKey[AnswerCache | None] = web.AppKey("answer_cache")
 _STREAMS: web.AppKey[StreamContext] = web.AppKey("streams")
+_ARCHIVES: web.AppKey[ArchiveTree] = web.AppKey("archives")
 
 
 @dataclass
@@ -137,6 +139,7 @@ def create_app(
     faults: FaultPlan | Iterable[Fault] = (),
     cache: AnswerCache | None = None,
     stream_faults: Iterable[StreamFault] = (),
+    archive_faults: ArchiveFaults | None = None,
 ) -> web.Application:
     names = list(dict.fromkeys(exchanges))
     unknown = [name for name in names if name not in VENUES]
@@ -156,6 +159,13 @@ def create_app(
         if ws_venue is not None:
             for path in ws_venue.paths:
                 app.router.add_get(path, websocket_handler(ws_venue, streams))
+    if "binance" in names:
+        # data.binance.vision's tree, on the same host (the extractor's archive URL points here).
+        archives = app[_ARCHIVES] = ArchiveTree(market, clock, archive_faults)
+        app.router.add_get(ARCHIVE_ROUTE, archives.handle)
+        app.router.add_get("/_sim/archive_faults", _get_archive_faults)
+        app.router.add_post("/_sim/archive_faults", _add_archive_faults)
+        app.router.add_delete("/_sim/archive_faults", _clear_archive_faults)
     for name in names:
         venue = VENUES[name]
         for prefix in venue.prefixes:
@@ -188,8 +198,9 @@ class Simulator:
         faults: FaultPlan | Iterable[Fault] = (),
         cache: AnswerCache | None = None,
         stream_faults: Iterable[StreamFault] = (),
+        archive_faults: ArchiveFaults | None = None,
     ) -> None:
-        self.app = create_app(market, clock, exchanges, faults, cache, stream_faults)
+        self.app = create_app(market, clock, exchanges, faults, cache, stream_faults, archive_faults)
         self._runner = web.AppRunner(self.app, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         self._host = host
         self._port = port
@@ -212,6 +223,10 @@ class Simulator:
     @property
     def streams(self) -> StreamContext:
         return self.app[_STREAMS]
+
+    @property
+    def archives(self) -> ArchiveTree:
+        return self.app[_ARCHIVES]
 
     async def start(self) -> str:
         await self._runner.setup()
@@ -249,6 +264,29 @@ async def running_simulator(
         yield base_url
     finally:
         await simulator.stop()
+
+
+async def _get_archive_faults(request: web.Request) -> web.Response:
+    tree = request.app[_ARCHIVES]
+    return web.json_response({"faults": tree.faults.patterns, "requests": tree.requests})
+
+
+async def _add_archive_faults(request: web.Request) -> web.Response:
+    """`{"faults": ["KIND:PATTERN", ...]}`: from now on those files misbehave."""
+    body = await request.json()
+    try:
+        specs = [parse_archive_fault_spec(str(spec)) for spec in body.get("faults", [])]
+    except ValueError as error:
+        return web.json_response({"error": str(error)}, status=400)
+    tree = request.app[_ARCHIVES]
+    for kind, pattern in specs:
+        tree.faults.add(kind, pattern)
+    return web.json_response({"faults": tree.faults.patterns})
+
+
+async def _clear_archive_faults(request: web.Request) -> web.Response:
+    request.app[_ARCHIVES].faults.patterns.clear()
+    return web.json_response({"faults": {}})
 
 
 def _endpoint(venue: Venue, route: Route) -> _Handler:

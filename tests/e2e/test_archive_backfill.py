@@ -1,0 +1,154 @@
+"""`cryptoflow-extractor backfill --source binance-archive` through the whole pipeline.
+
+The simulator serves data.binance.vision's tree built from its candles. Recorded candles come out
+of the warehouse value for value with their real holes as known gaps; a random walk's last months
+come from a monthly zip, this month's daily zips and REST for today, joined with no gap and no
+overlap; a backfill killed mid-archive resumes without reading a finished zip again.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from itertools import pairwise
+from pathlib import Path
+
+import aiohttp
+import polars as pl
+from cryptoflow_exchange_sim import INTERVALS, KlineWindow, RandomWalkMarket
+
+from .harness import Pipeline
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "candles" / "binance"
+DAY_MS = 86_400_000
+FIVE_MIN = 300_000
+
+
+def backfill(pipe: Pipeline, symbols: str, timeframe: str, start: int, end: int) -> subprocess.Popen[bytes]:
+    log = open(pipe.workdir / "backfill.log", "ab")
+    return subprocess.Popen(
+        [
+            sys.executable, "-m", "cryptoflow_extractor.main", "backfill", "--source", "binance-archive",
+            "--symbols", symbols, "--timeframe", timeframe, "--from", iso(start), "--to", iso(end),
+        ],
+        env=pipe.env("extractor"), stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
+def backfill_log(pipe: Pipeline) -> str:
+    return (pipe.workdir / "backfill.log").read_text()
+
+
+async def rows_of(pipe: Pipeline, symbol: str, timeframe: str) -> list[tuple[object, ...]]:
+    rows = await pipe.fetch(
+        "SELECT (extract(epoch FROM ts) * 1000)::bigint, open, high, low, close, volume FROM ohlcv "
+        "WHERE exchange = 'binance' AND symbol = $1 AND timeframe = $2 ORDER BY ts",
+        symbol,
+        timeframe,
+    )
+    return [tuple(r.values()) for r in rows]
+
+
+async def test_archived_recordings_land_value_for_value_with_their_holes_as_known_gaps(file_pipeline: Pipeline) -> None:
+    pipe = file_pipeline
+    pipe.start_simulator(["--data", str(FIXTURES)])
+    for name in ("warehouse-loader", "transformer", "lake-writer"):
+        pipe.start(name)
+    schema = {"ts": pl.Int64, **dict.fromkeys(["open", "high", "low", "close", "volume"], pl.Float64)}
+    cases = {("XRP/ETH", "1m"): "XRPETH-1m.csv", ("ADA/BTC", "5m"): "ADABTC-5m.csv"}
+    for (symbol, timeframe), name in cases.items():
+        frame = pl.read_csv(FIXTURES / name, has_header=False, schema=schema)
+        run = backfill(pipe, symbol, timeframe, frame["ts"][0], frame["ts"][-1])
+        assert run.wait(180) == 0, backfill_log(pipe)[-3000:]
+    log = backfill_log(pipe)
+    assert "archive files loaded: 1: XRPETH-1m-2019-10.zip" in log, log[-3000:]
+    assert "archive files loaded: 1: ADABTC-5m-2018-01.zip" in log, log[-3000:]
+    total = sum(pl.read_csv(FIXTURES / name, has_header=False).height for name in cases.values())
+
+    async def all_loaded() -> bool:
+        return await pipe.ohlcv_count() == total
+
+    await pipe.wait_for(f"{total} archived candles in ohlcv", all_loaded, timeout=120)
+    for (symbol, timeframe), name in cases.items():
+        frame = pl.read_csv(FIXTURES / name, has_header=False, schema=schema)
+        assert await rows_of(pipe, symbol, timeframe) == frame.rows(), f"{symbol} {timeframe} differs from its file"
+        step = 60_000 if timeframe == "1m" else FIVE_MIN
+        holes = sum(1 for a, b in pairwise(frame["ts"]) if b - a != step)
+
+        async def gaps_recorded(symbol: str = symbol, timeframe: str = timeframe, holes: int = holes) -> bool:
+            count = await pipe.fetchval(
+                "SELECT count(*) FROM known_gaps WHERE symbol = $1 AND timeframe = $2", symbol, timeframe
+            )
+            return bool(count == holes)
+
+        assert holes > 0
+        await pipe.wait_for(f"{holes} known gaps of {symbol} {timeframe}", gaps_recorded, timeout=60)
+    # The archives were read, not the klines endpoint.
+    stats = await pipe.simulator_stats()
+    assert stats.get("requests", {}).get("binance.ohlcv", 0) <= 2, stats
+
+
+async def test_monthly_daily_and_rest_join_without_gap_or_overlap_and_a_killed_run_resumes_by_file(
+    file_pipeline: Pipeline,
+) -> None:
+    pipe = file_pipeline
+    now = int(time.time() * 1000)
+    this_month = datetime.fromtimestamp(now / 1000, UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    # From two months back: two monthly zips, this month's ended days, then REST for today.
+    year, month = (
+        (this_month.year, this_month.month - 2)
+        if this_month.month > 2
+        else (this_month.year - 1, this_month.month + 10)
+    )
+    start = int(this_month.replace(year=year, month=month).timestamp() * 1000)
+    end = (now - 10 * 60_000) // FIVE_MIN * FIVE_MIN
+    pipe.start_simulator(["--symbols", "BTC/USDT", "--seed", "9", "--start", str(start)])
+    for name in ("warehouse-loader", "transformer", "lake-writer"):
+        pipe.start(name)
+    assert pipe.sim_url
+
+    async def zip_requests() -> dict[str, int]:
+        async with aiohttp.ClientSession() as http, http.get(f"{pipe.sim_url}/_sim/archive_faults") as response:
+            body = await response.json()
+        return {name: n for name, n in body["requests"].items() if name.endswith(".zip")}
+
+    first = backfill(pipe, "BTC/USDT", "5m", start, end)
+
+    async def second_month_started() -> bool:
+        # The second zip asked for: the first is loaded and checkpointed.
+        return len(await zip_requests()) >= 2
+
+    await pipe.wait_for("the second archive file", second_month_started, interval=0.02, timeout=120)
+    first.kill()
+    first.wait(10)
+    before = await zip_requests()
+    finished = sorted(before)[0]
+    second = backfill(pipe, "BTC/USDT", "5m", start, end)
+    assert second.wait(300) == 0, backfill_log(pipe)[-3000:]
+    after = await zip_requests()
+    assert after[finished] == before[finished] == 1, f"{finished} was read again: {after}"
+    log = backfill_log(pipe)
+    assert "archive files skipped: 1" in log, log[-3000:]
+
+    walk = RandomWalkMarket(["BTC/USDT"], 9, start)
+    served = walk.klines("BTCUSDT", INTERVALS["5m"], KlineWindow(start, end, 10**9), now)
+    expected = [
+        (k.open_time, float(k.open), float(k.high), float(k.low), float(k.close), float(k.volume)) for k in served
+    ]
+    assert expected[-1][0] == end and len(expected) == (end - start) // FIVE_MIN + 1
+
+    async def complete() -> bool:
+        return await pipe.ohlcv_count() >= len(expected)
+
+    await pipe.wait_for(f"{len(expected)} candles in ohlcv", complete, timeout=180)
+    assert await rows_of(pipe, "BTC/USDT", "5m") == expected
+    # Today's candles came by REST, the rest from the archives.
+    stats = await pipe.simulator_stats()
+    assert stats.get("requests", {}).get("binance.ohlcv", 0) >= 1, stats
+    assert await pipe.fetchval("SELECT count(*) FROM known_gaps") == 0

@@ -1,0 +1,174 @@
+"""Binance's public bulk archives (data.binance.vision), built from the simulated market's candles.
+
+The tree under `/data/spot/`: `monthly/klines/<SYMBOL>/<interval>/<SYMBOL>-<interval>-YYYY-MM.zip`
+for months that have ended, `daily/klines/<SYMBOL>/<interval>/<SYMBOL>-<interval>-YYYY-MM-DD.zip`
+for days that have ended, each with a `.zip.CHECKSUM` beside it (`sha256sum`'s line: the hex
+digest, two spaces, the zip's name). A zip holds one CSV of the period's klines, Binance's twelve
+columns, no header: the same rows `/api/v3/klines` serves for the period.
+
+The traps users meet in the real archives are served on request (`ArchiveFaults`, by file name
+pattern): a CHECKSUM that does not match its zip, a header row, timestamps in microseconds (as
+Binance's spot files have from 2025 on), a missing file (404), and a zip replaced after
+publication (different values, a new checksum: `replace`).
+"""
+
+from __future__ import annotations
+
+import calendar
+import fnmatch
+import hashlib
+import io
+import re
+import zipfile
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from aiohttp import web
+
+from cryptoflow_exchange_sim.intervals import INTERVALS
+from cryptoflow_exchange_sim.market import Kline, KlineWindow, Market
+
+ARCHIVE_ROUTE = "/data/spot/{period:daily|monthly}/klines/{symbol}/{interval}/{name}"
+_NAME = re.compile(r"^([A-Z0-9]+)-(\w+)-(\d{4})-(\d{2})(?:-(\d{2}))?\.zip(\.CHECKSUM)?$")
+HEADER = (
+    "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,taker_buy_quote_volume,ignore"
+)
+FAULT_KINDS = ("bad_checksum", "header", "microseconds", "missing", "replace")
+_CACHE_FILES = 256
+# A fixed member time: the same period's zip is the same bytes every time it is built.
+_ZIP_TIME = (2020, 1, 1, 0, 0, 0)
+
+
+@dataclass
+class ArchiveFaults:
+    """Which files misbehave, by fnmatch pattern on the zip's name (e.g. `BTCUSDT-1m-2024-02-*`)."""
+
+    patterns: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, kind: str, pattern: str) -> None:
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown archive fault {kind!r} (kinds: {', '.join(FAULT_KINDS)})")
+        self.patterns.setdefault(kind, []).append(pattern)
+
+    def applies(self, kind: str, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.patterns.get(kind, ()))
+
+
+def parse_archive_fault_spec(spec: str) -> tuple[str, str]:
+    """`KIND:PATTERN`, e.g. `microseconds:BTCUSDT-1m-2024-03*`."""
+    kind, sep, pattern = spec.partition(":")
+    if not sep or not pattern or kind not in FAULT_KINDS:
+        raise ValueError(
+            f"archive fault {spec!r}: expected KIND:FILE_PATTERN with KIND one of {', '.join(FAULT_KINDS)}"
+        )
+    return kind, pattern
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    start_ms: int
+    end_ms: int  # exclusive
+
+
+def period_of(year: int, month: int, day: int | None) -> Period:
+    if day is None:
+        first = datetime(year, month, 1, tzinfo=UTC)
+        days = calendar.monthrange(year, month)[1]
+        return Period(int(first.timestamp() * 1000), int(first.timestamp() * 1000) + days * 86_400_000)
+    start = int(datetime(year, month, day, tzinfo=UTC).timestamp() * 1000)
+    return Period(start, start + 86_400_000)
+
+
+def _replaced(kline: Kline) -> Kline:
+    """The values a corrected file carries instead: the volume restated."""
+    volume = Decimal(kline.volume) + Decimal("1")
+    return kline._replace(volume=f"{volume:f}")
+
+
+def kline_csv(klines: list[Kline], header: bool, microseconds: bool) -> bytes:
+    scale = 1000 if microseconds else 1
+    lines = [HEADER] if header else []
+    for k in klines:
+        close_time = (k.close_time + 1) * scale - 1 if microseconds else k.close_time
+        lines.append(
+            f"{k.open_time * scale},{k.open},{k.high},{k.low},{k.close},{k.volume},{close_time},"
+            f"{k.quote_volume},{k.trade_count},{k.taker_buy_base_volume},{k.taker_buy_quote_volume},{k.ignore}"
+        )
+    return ("\n".join(lines) + "\n").encode()
+
+
+def zipped(member: str, content: bytes) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        info = zipfile.ZipInfo(member, date_time=_ZIP_TIME)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        archive.writestr(info, content)
+    return out.getvalue()
+
+
+class ArchiveTree:
+    """Serves the archive tree of a market (Binance's symbol ids and intervals)."""
+
+    def __init__(self, market: Market, clock: Callable[[], int], faults: ArchiveFaults | None = None) -> None:
+        self.market = market
+        self.clock = clock
+        self.faults = faults or ArchiveFaults()
+        # By name and variant (a fault added later changes the file).
+        self._zips: OrderedDict[tuple[str, bool, bool, bool], bytes] = OrderedDict()
+        self.requests: dict[str, int] = {}
+
+    def zip_bytes(self, name: str) -> bytes | None:
+        """The zip of that name, or None when there is no such file (yet)."""
+        match = _NAME.match(name.removesuffix(".CHECKSUM"))
+        if match is None or self.faults.applies("missing", name.removesuffix(".CHECKSUM")):
+            return None
+        symbol_id, interval_name, year, month, day, _ = match.groups()
+        interval = INTERVALS.get(interval_name)
+        if interval is None or symbol_id not in {listing.symbol_id for listing in self.market.listings()}:
+            return None
+        period = period_of(int(year), int(month), int(day) if day else None)
+        now = self.clock()
+        if period.end_ms > now:
+            return None  # published once the period has ended
+        zip_name = name.removesuffix(".CHECKSUM")
+        replaced = self.faults.applies("replace", zip_name)
+        header = self.faults.applies("header", zip_name)
+        micro = self.faults.applies("microseconds", zip_name)
+        key = (zip_name, replaced, header, micro)
+        cached = self._zips.get(key)
+        if cached is not None:
+            self._zips.move_to_end(key)
+            return cached
+        window = KlineWindow(start_ms=period.start_ms, end_ms=period.end_ms - 1, limit=10**9)
+        klines = self.market.klines(symbol_id, interval, window, now)
+        if not klines:
+            return None
+        if replaced:
+            klines = [_replaced(k) for k in klines]
+        built = zipped(zip_name.removesuffix(".zip") + ".csv", kline_csv(klines, header, micro))
+        self._zips[key] = built
+        if len(self._zips) > _CACHE_FILES:
+            self._zips.popitem(last=False)
+        return built
+
+    def checksum_text(self, zip_name: str, content: bytes) -> str:
+        digest = hashlib.sha256(content).hexdigest()
+        if self.faults.applies("bad_checksum", zip_name):
+            digest = hashlib.sha256(content + b"corrupted").hexdigest()
+        return f"{digest}  {zip_name}\n"
+
+    async def handle(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        self.requests[name] = self.requests.get(name, 0) + 1
+        content = self.zip_bytes(name)
+        if content is None:
+            # S3's answer for a key that is not there (data.binance.vision is an S3 bucket).
+            return web.Response(
+                status=404, text="<Error><Code>NoSuchKey</Code></Error>", content_type="application/xml"
+            )
+        if name.endswith(".CHECKSUM"):
+            return web.Response(text=self.checksum_text(name.removesuffix(".CHECKSUM"), content))
+        return web.Response(body=content, content_type="application/zip")
