@@ -39,6 +39,7 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "rebuild": run_script("rebuild.py"),
     "extractor-scale": run_script("extractor_scale.py"),
     "stream": run_script("stream.py"),
+    "archive": run_script("archive.py"),
 }
 
 

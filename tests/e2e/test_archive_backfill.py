@@ -1,9 +1,9 @@
 """`cryptoflow-extractor backfill --source binance-archive` through the whole pipeline.
 
-The simulator serves data.binance.vision's tree built from its candles. Recorded candles come out
-of the warehouse value for value with their real holes as known gaps; a random walk's last months
-come from a monthly zip, this month's daily zips and REST for today, joined with no gap and no
-overlap; a backfill killed mid-archive resumes without reading a finished zip again.
+The simulator serves data.binance.vision's tree built from its candles. A random walk's last months
+come from monthly zips, this month's daily zips and REST for today, joined with no gap and no
+overlap; a backfill killed mid-archive resumes without reading a finished zip again. (Recorded
+candles from the archive tree, value for value with their holes as known gaps: test_up_archive.)
 """
 
 from __future__ import annotations
@@ -12,11 +12,9 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
-from itertools import pairwise
 from pathlib import Path
 
 import aiohttp
-import polars as pl
 from cryptoflow_exchange_sim import INTERVALS, KlineWindow, RandomWalkMarket
 
 from .harness import Pipeline
@@ -53,45 +51,6 @@ async def rows_of(pipe: Pipeline, symbol: str, timeframe: str) -> list[tuple[obj
         timeframe,
     )
     return [tuple(r.values()) for r in rows]
-
-
-async def test_archived_recordings_land_value_for_value_with_their_holes_as_known_gaps(file_pipeline: Pipeline) -> None:
-    pipe = file_pipeline
-    pipe.start_simulator(["--data", str(FIXTURES)])
-    for name in ("warehouse-loader", "transformer", "lake-writer"):
-        pipe.start(name)
-    schema = {"ts": pl.Int64, **dict.fromkeys(["open", "high", "low", "close", "volume"], pl.Float64)}
-    cases = {("XRP/ETH", "1m"): "XRPETH-1m.csv", ("ADA/BTC", "5m"): "ADABTC-5m.csv"}
-    for (symbol, timeframe), name in cases.items():
-        frame = pl.read_csv(FIXTURES / name, has_header=False, schema=schema)
-        run = backfill(pipe, symbol, timeframe, frame["ts"][0], frame["ts"][-1])
-        assert run.wait(180) == 0, backfill_log(pipe)[-3000:]
-    log = backfill_log(pipe)
-    assert "archive files loaded: 1: XRPETH-1m-2019-10.zip" in log, log[-3000:]
-    assert "archive files loaded: 1: ADABTC-5m-2018-01.zip" in log, log[-3000:]
-    total = sum(pl.read_csv(FIXTURES / name, has_header=False).height for name in cases.values())
-
-    async def all_loaded() -> bool:
-        return await pipe.ohlcv_count() == total
-
-    await pipe.wait_for(f"{total} archived candles in ohlcv", all_loaded, timeout=120)
-    for (symbol, timeframe), name in cases.items():
-        frame = pl.read_csv(FIXTURES / name, has_header=False, schema=schema)
-        assert await rows_of(pipe, symbol, timeframe) == frame.rows(), f"{symbol} {timeframe} differs from its file"
-        step = 60_000 if timeframe == "1m" else FIVE_MIN
-        holes = sum(1 for a, b in pairwise(frame["ts"]) if b - a != step)
-
-        async def gaps_recorded(symbol: str = symbol, timeframe: str = timeframe, holes: int = holes) -> bool:
-            count = await pipe.fetchval(
-                "SELECT count(*) FROM known_gaps WHERE symbol = $1 AND timeframe = $2", symbol, timeframe
-            )
-            return bool(count == holes)
-
-        assert holes > 0
-        await pipe.wait_for(f"{holes} known gaps of {symbol} {timeframe}", gaps_recorded, timeout=60)
-    # The archives were read, not the klines endpoint.
-    stats = await pipe.simulator_stats()
-    assert stats.get("requests", {}).get("binance.ohlcv", 0) <= 2, stats
 
 
 async def test_monthly_daily_and_rest_join_without_gap_or_overlap_and_a_killed_run_resumes_by_file(

@@ -110,16 +110,36 @@ def truth(walk: RandomWalkMarket, start_ms: int, end_ms: int) -> list[list[float
     return [[k.open_time, float(k.open), float(k.high), float(k.low), float(k.close), float(k.volume)] for k in klines]
 
 
-def test_the_plan_is_closed_months_then_this_months_ended_days() -> None:
-    files, reached = plan_files("spot", "BTCUSDT", TF, START, NOW, NOW)
+def days_of(year: int, month: int, last: int) -> set[str]:
+    return {f"BTCUSDT-5m-{year}-{month:02d}-{day:02d}.zip" for day in range(1, last + 1)}
+
+
+def test_the_plan_takes_listed_months_then_days_and_names_the_days_missing_inside_the_span() -> None:
+    monthly = {"BTCUSDT-5m-2024-01.zip", "BTCUSDT-5m-2024-02.zip", "ETHUSDT-5m-2024-01.zip"}
+    daily = days_of(2024, 1, 31) | days_of(2024, 2, 29) | days_of(2024, 3, 9) - {"BTCUSDT-5m-2024-03-04.zip"}
+    files, missing, reached = plan_files("spot", "BTCUSDT", TF, START, NOW, monthly, daily)
     assert [f.name for f in files[:2]] == ["BTCUSDT-5m-2024-01.zip", "BTCUSDT-5m-2024-02.zip"]
-    assert [f.name for f in files[2:]] == [f"BTCUSDT-5m-2024-03-{day:02d}.zip" for day in range(1, 10)]
+    assert [f.name for f in files[2:]] == [f"BTCUSDT-5m-2024-03-{d:02d}.zip" for d in (1, 2, 3, 5, 6, 7, 8, 9)]
     assert files[0].path == "/data/spot/monthly/klines/BTCUSDT/5m/BTCUSDT-5m-2024-01.zip"
-    # REST takes over at the start of the day that has not ended.
+    assert missing == [(ms("2024-03-04T00:00:00"), ms("2024-03-05T00:00:00"))]
+    # REST takes over where the last listed file ends.
     assert reached == ms("2024-03-10T00:00:00")
-    # A range inside a closed month: that month's file alone; the archives reach the range's end.
-    files, reached = plan_files("spot", "BTCUSDT", TF, ms("2024-01-05T00:00:00"), ms("2024-01-07T00:00:00"), NOW)
-    assert [f.name for f in files] == ["BTCUSDT-5m-2024-01.zip"] and reached == ms("2024-01-07T00:00:00")
+    # Before the first listed file the symbol was not archived: nothing planned, nothing missing.
+    assert plan_files("spot", "BTCUSDT", TF, ms("2023-06-01T00:00:00"), NOW, monthly, daily) == (
+        files,
+        missing,
+        reached,
+    )
+    # A range inside a month: that month's file alone; the archive reaches the range's end.
+    files, missing, reached = plan_files(
+        "spot", "BTCUSDT", TF, ms("2024-01-05T00:00:00"), ms("2024-01-07T00:00:00"), monthly, daily
+    )
+    assert [f.name for f in files] == ["BTCUSDT-5m-2024-01.zip"] and missing == []
+    assert reached == ms("2024-01-07T00:00:00")
+    # A month without its zip is read by day; nothing listed at all leaves the whole range to REST.
+    files, _, _ = plan_files("spot", "BTCUSDT", TF, START, NOW, monthly - {"BTCUSDT-5m-2024-02.zip"}, daily)
+    assert [f.name for f in files][1:30] == sorted(days_of(2024, 2, 29))
+    assert plan_files("spot", "SOLUSDT", TF, START, NOW, monthly, daily) == ([], [], START)
 
 
 async def test_archives_give_the_exchanges_candles_once_each(tree: Tree, fresh_checkpoints: NewStore) -> None:

@@ -30,10 +30,12 @@ from __future__ import annotations
 import asyncio
 import calendar
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
+from urllib.parse import urlencode
 
 import aiohttp
 import ccxt
@@ -61,11 +63,13 @@ from cryptoflow_native.archives import (
 from .checkpoints import CheckpointStore
 from .gaps import holes
 from .metrics import ARCHIVE_FILES, CANDLES_PUBLISHED, KNOWN_GAPS
+from .ohlcv import OhlcvJob
 from .session import ExchangeSession
 
 log = logging.getLogger(__name__)
 
 ARCHIVE_SOURCE = "binance-archive"
+ARCHIVED_EXCHANGES = ("binance", "binanceusdm", "binancecoinm")
 DEFAULT_ARCHIVE_URL = "https://data.binance.vision"
 # CSV per RAW page: with its parsed payload beside it, well under NATS's 1 MiB message limit.
 PART_BYTES = 200_000
@@ -73,6 +77,9 @@ DAY_MS = 86_400_000
 FETCH_ATTEMPTS = 4
 
 Period = Literal["monthly", "daily"]
+_ZIP_NAME = re.compile(r"^([A-Z0-9]+)-(\w+?)-(\d{4})-(\d{2})(?:-(\d{2}))?\.zip$")
+_LIST_KEY = re.compile(r"<Key>([^<]+)</Key>")
+DEFAULT_LIST_URL = "https://s3-ap-northeast-1.amazonaws.com/data.binance.vision"
 FileOutcome = Literal["loaded", "skipped", "replaced", "missing", "corrupt"]
 
 
@@ -111,6 +118,19 @@ class ArchiveFile:
     def path(self) -> str:
         return f"/data/{self.market}/{self.period}/klines/{self.symbol_id}/{self.interval}/{self.name}"
 
+    @classmethod
+    def parse(cls, market: str, period: Period, name: str) -> ArchiveFile | None:
+        """The file of a listed zip name (`BTCUSDT-1m-2024-01.zip`), None for anything else."""
+        match = _ZIP_NAME.match(name.rsplit("/", 1)[-1])
+        if match is None:
+            return None
+        symbol_id, interval, year, month, day = match.groups()
+        if (period == "daily") != (day is not None):
+            return None
+        first = datetime(int(year), int(month), int(day or 1), tzinfo=UTC)
+        start = int(first.timestamp() * 1000)
+        return cls(market, period, symbol_id, interval, start, start + DAY_MS if day else _next_month(start))
+
     def days(self) -> list[ArchiveFile]:
         """A month's daily files."""
         return [
@@ -120,23 +140,45 @@ class ArchiveFile:
 
 
 def plan_files(
-    market: str, symbol_id: str, interval: str, start_ms: int, end_ms: int, now_ms: int
-) -> tuple[list[ArchiveFile], int]:
-    """The files that cover [start, end) as far as the archives reach, and where they stop (REST
-    takes over there). Monthly files for months ended before this one, daily files for this
-    month's ended days."""
+    market: str,
+    symbol_id: str,
+    interval: str,
+    start_ms: int,
+    end_ms: int,
+    monthly: set[str],
+    daily: set[str],
+) -> tuple[list[ArchiveFile], list[tuple[int, int]], int]:
+    """The files that cover [start, end) as far as the archive reaches, the days it lacks inside
+    its span (missing: for REST), and where it stops (REST goes on there). `monthly` and `daily`
+    are the zip names the bucket lists. A month's zip where there is one, else its days' zips.
+    The span runs from the first listed file to the end of the last: before it the symbol was not
+    archived (not listed yet), which is no missing day."""
+    parsed = [
+        *(ArchiveFile.parse(market, "monthly", name) for name in monthly),
+        *(ArchiveFile.parse(market, "daily", name) for name in daily),
+    ]
+    listed = [f for f in parsed if f is not None and f.symbol_id == symbol_id and f.interval == interval]
+    if not listed:
+        return [], [], start_ms
+    first = max(start_ms, min(file.start_ms for file in listed))
+    last = min(end_ms, max(file.end_ms for file in listed))
     files: list[ArchiveFile] = []
-    this_month = _month_start(now_ms)
-    cursor = _month_start(start_ms)
-    while cursor < min(end_ms, this_month):
-        files.append(ArchiveFile(market, "monthly", symbol_id, interval, cursor, _next_month(cursor)))
-        cursor = _next_month(cursor)
-    day = max(cursor, start_ms - start_ms % DAY_MS)
-    while day < end_ms and day + DAY_MS <= now_ms:
-        files.append(ArchiveFile(market, "daily", symbol_id, interval, day, day + DAY_MS))
-        day += DAY_MS
-    reached = max(start_ms, min(end_ms, files[-1].end_ms)) if files else start_ms
-    return files, reached
+    missing: list[tuple[int, int]] = []
+    cursor = _month_start(first)
+    while cursor < last:
+        month = ArchiveFile(market, "monthly", symbol_id, interval, cursor, _next_month(cursor))
+        if month.name in monthly:
+            files.append(month)
+        else:
+            for day in month.days():
+                if day.end_ms <= first or day.start_ms >= last:
+                    continue
+                if day.name in daily:
+                    files.append(day)
+                else:
+                    missing.append((max(day.start_ms, start_ms), min(day.end_ms, end_ms)))
+        cursor = month.end_ms
+    return files, missing, max(start_ms, last)
 
 
 @dataclass
@@ -152,17 +194,41 @@ class ArchiveReport:
 
 
 class ArchiveFetcher:
-    """GETs against the archive host, retried on network errors and 5xx; None for a 404."""
+    """GETs against the archive host, retried on network errors and 5xx; None for a 404. The
+    bucket listing is on `list_url` (data.binance.vision's S3 bucket; the simulator lists its
+    tree on its own host)."""
 
-    def __init__(self, base_url: str, http: aiohttp.ClientSession) -> None:
+    def __init__(self, base_url: str, http: aiohttp.ClientSession, list_url: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.http = http
+        if list_url is None:
+            list_url = DEFAULT_LIST_URL if self.base_url == DEFAULT_ARCHIVE_URL else self.base_url
+        self.list_url = list_url.rstrip("/")
+
+    async def list(self, prefix: str) -> set[str]:
+        """The zip names under a prefix (S3 ListObjects v1, every page)."""
+        names: set[str] = set()
+        marker = ""
+        while True:
+            query = urlencode({"delimiter": "/", "prefix": prefix, "marker": marker})
+            body = await self._get(f"{self.list_url}/?{query}")
+            if body is None:
+                return names
+            text = body.decode("utf-8", errors="replace")
+            keys = _LIST_KEY.findall(text)
+            names |= {key.rsplit("/", 1)[-1] for key in keys if key.endswith(".zip")}
+            if "<IsTruncated>true</IsTruncated>" not in text or not keys:
+                return names
+            marker = keys[-1]
 
     async def get(self, path: str) -> bytes | None:
+        return await self._get(self.base_url + path)
+
+    async def _get(self, url: str) -> bytes | None:
         delay = 0.2
         for attempt in range(1, FETCH_ATTEMPTS + 1):
             try:
-                async with self.http.get(self.base_url + path) as response:
+                async with self.http.get(url) as response:
                     if response.status == 404:
                         return None
                     if response.status < 500 and response.status != 429:
@@ -172,7 +238,7 @@ class ArchiveFetcher:
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
                 error = repr(exc)
             if attempt == FETCH_ATTEMPTS:
-                raise ArchiveError(f"GET {path}: {error} after {FETCH_ATTEMPTS} attempts")
+                raise ArchiveError(f"GET {url}: {error} after {FETCH_ATTEMPTS} attempts")
             await asyncio.sleep(delay)
             delay *= 2
         raise AssertionError("unreachable")
@@ -218,18 +284,41 @@ class ArchiveJob:
     async def run(self) -> int:
         """Load every archived file of the range; returns where the archives stopped (ms): REST
         goes on from there. Missing days are in `missing_days` for REST to fill."""
-        files, reached = plan_files(
-            self.market, self.symbol_id, self.timeframe, self.start_ms, self.end_ms, self.now_ms()
+        base = f"data/{self.market}/{{}}/klines/{self.symbol_id}/{self.timeframe}/"
+        monthly = await self.fetcher.list(base.format("monthly"))
+        daily = await self.fetcher.list(base.format("daily"))
+        files, missing, reached = plan_files(
+            self.market, self.symbol_id, self.timeframe, self.start_ms, self.end_ms, monthly, daily
         )
+        for start, end in missing:
+            self._missing(
+                ArchiveFile(
+                    self.market,
+                    "daily",
+                    self.symbol_id,
+                    self.timeframe,
+                    start - start % DAY_MS,
+                    start - start % DAY_MS + DAY_MS,
+                ),
+                start,
+                end,
+            )
         for file in files:
             outcome = await self.load(file)
             if outcome == "missing" and file.period == "monthly":
-                # Not every month has its zip: its days may.
+                # Listed but not there (yet): its days may be.
                 del self.report.outcomes[file.name]
                 for day in file.days():
                     if day.end_ms > self.start_ms and day.start_ms < self.end_ms:
                         await self.load(day)
+        self.missing_days.sort()
         return reached
+
+    def _missing(self, day: ArchiveFile, start: int, end: int) -> None:
+        log.warning("archive day missing: REST reads it", extra={"job": self.name, "file": day.name})
+        self.report.outcomes[day.name] = "missing"
+        ARCHIVE_FILES.labels(self.session.exchange_id, self.timeframe, "missing").inc()
+        self.missing_days.append((start, end))
 
     async def load(self, file: ArchiveFile) -> FileOutcome:
         outcome = await self._load(file)
@@ -239,6 +328,7 @@ class ArchiveJob:
             self.files_done.append(file)
         elif outcome == "missing" and file.period == "daily":
             self.missing_days.append((max(file.start_ms, self.start_ms), min(file.end_ms, self.end_ms)))
+            self.missing_days.sort()
             # REST reads that day: whether it has holes is for REST to find, not a gap to record here.
             self._expected_ts = file.end_ms
         if self.on_file is not None:
@@ -335,11 +425,22 @@ class ArchiveJob:
         )
         return published
 
+    def _in_missing_days(self, start: int, end: int) -> bool:
+        merged: list[list[int]] = []
+        for day_start, day_end in sorted(self.missing_days):
+            if merged and day_start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], day_end)
+            else:
+                merged.append([day_start, day_end])
+        return any(lo <= start and end < hi for lo, hi in merged)
+
     async def _record_holes(self, timestamps: list[int]) -> None:
         """Holes inside the file and between it and the file before (not before the first candle:
         that is the market's start, as for REST)."""
         tf_ms = timeframe_ms(self.timeframe)
         for start, end in holes(timestamps, tf_ms, self._expected_ts):
+            if self._in_missing_days(start, end):
+                continue  # days the archive lacks: REST reads them, and finds their holes if any
             KNOWN_GAPS.labels(self.session.exchange_id, self.symbol, self.timeframe).inc()
             await self.session.publisher.gap(
                 KnownGap(
@@ -394,3 +495,65 @@ class ArchiveJob:
                 },
             )
         )
+
+
+@dataclass
+class ArchiveThenRest:
+    """An ohlcv job with `source: binance-archive`: on its first catch-up, the archives from its
+    checkpoint (or `since`) as far as they reach, missing days by REST; then the REST job from
+    where the archives stopped, polling as any ohlcv job does. A restart goes through the
+    archives again from the checkpoint: finished files are skipped unread."""
+
+    rest: OhlcvJob
+    archive_url: str
+    market: str = "spot"
+    now_ms: Callable[[], int] = field(default=lambda: int(datetime.now(UTC).timestamp() * 1000))
+    report: ArchiveReport = field(default_factory=ArchiveReport)
+    _archived: bool = field(default=False, init=False)
+
+    @property
+    def name(self) -> str:
+        return self.rest.name + " (archive, then REST)"
+
+    async def catch_up(self) -> int:
+        loaded = 0
+        if not self._archived:
+            loaded = await self._archives()
+            self._archived = True
+        return loaded + await self.rest.catch_up(self.now_ms)
+
+    async def _archives(self) -> int:
+        rest = self.rest
+        tf_ms = timeframe_ms(rest.timeframe)
+        start = await rest.checkpoints.next_since(rest.key) or rest.since_ms
+        end = rest.until_ms + 1 if rest.until_ms is not None else self.now_ms()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as http:
+            job = ArchiveJob(
+                session=rest.session,
+                fetcher=ArchiveFetcher(self.archive_url, http),
+                checkpoints=rest.checkpoints,
+                symbol=rest.symbol,
+                timeframe=rest.timeframe,
+                start_ms=start,
+                end_ms=end,
+                market=self.market,
+                report=self.report,
+                now_ms=self.now_ms,
+            )
+            reached = await job.run()
+        for day_start, day_end in job.missing_days:
+            fill = OhlcvJob(
+                session=rest.session,
+                symbol=rest.symbol,
+                timeframe=rest.timeframe,
+                since_ms=day_start,
+                until_ms=day_end - tf_ms,
+                page_limit=rest.page_limit,
+                checkpoints=rest.checkpoints,
+                checkpoint_prefix=f"archive_fill.{day_start}.{day_end}.",
+            )
+            await fill.catch_up(self.now_ms)
+        if reached > start:
+            # REST goes on where the archives stopped (a candle boundary: files are whole days).
+            await rest.checkpoints.advance(rest.key, reached, reached - tf_ms)
+        return self.report.candles

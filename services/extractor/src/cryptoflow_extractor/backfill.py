@@ -22,7 +22,7 @@ from cryptoflow_runtime.nats_auth import connect_options
 from cryptoflow_runtime.progress import Progress
 
 from .app import load_markets, make_session, poll_forever
-from .archive import ARCHIVE_SOURCE, DEFAULT_ARCHIVE_URL, ArchiveFetcher, ArchiveJob, ArchiveReport
+from .archive import ARCHIVE_SOURCE, ARCHIVED_EXCHANGES, DEFAULT_ARCHIVE_URL, ArchiveFetcher, ArchiveJob, ArchiveReport
 from .checkpoints import CheckpointStore
 from .config import ExtractorSettings
 from .ohlcv import OhlcvJob
@@ -167,9 +167,6 @@ async def run_backfill(
         await http.close()
         await session.exchange.close()
         await nc.close()
-
-
-ARCHIVED_EXCHANGES = ("binance", "binanceusdm", "binancecoinm")
 
 
 def _archived_slots(jobs: list[ArchiveJob], tf_ms: int) -> int:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from cryptoflow_contracts import Dataset
 
+from .archive import ARCHIVE_SOURCE, DEFAULT_ARCHIVE_URL, ArchiveThenRest
 from .checkpoints import CheckpointStore, checkpoint_key
 from .jobs import DatasetsSpec, OhlcvSpec, OrderBookSpec, TickerSpec, TradesSpec
 from .ohlcv import OhlcvJob
@@ -86,7 +87,10 @@ def ohlcv_jobs(context: JobContext, spec: OhlcvSpec) -> list[Scheduled]:
             checkpoints=context.checkpoints,
         )
         job: Job = polled
-        if spec.streamed:
+        if spec.source == ARCHIVE_SOURCE:
+            base_url = spec.archive_url or context.session.base_url or DEFAULT_ARCHIVE_URL
+            job = ArchiveThenRest(polled, base_url, spec.archive_market)
+        elif spec.streamed:
             job = CandlesStream(
                 context.session,
                 context.symbol,

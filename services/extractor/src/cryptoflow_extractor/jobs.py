@@ -17,6 +17,10 @@ Any dataset may be streamed instead of polled (`mode: stream`, ccxt pro's `watch
 stream_jobs.py): `trades: {mode: stream, stall_after_s: 60, batch_max: 1000, batch_ms: 250}`,
 `orderbook: {mode: stream, depth: 20, publish_interval_s: 1}`, `ohlcv: {mode: stream,
 timeframes: [1m], publish_forming: false}`, `ticker: {mode: stream}`.
+
+Binance's candles may come from its bulk archives first (archive.py): `ohlcv: {source:
+binance-archive, since: 2020-01-01T00:00:00Z}` reads the listed monthly and daily zips from `since`
+on, then polls REST from where they stop.
 """
 
 from __future__ import annotations
@@ -148,6 +152,15 @@ class OhlcvSpec(DatasetSpec):
     publish_forming: bool = Field(
         default=False, description="stream: also publish the forming candle (final: false), replaced once closed"
     )
+    source: Literal["rest", "binance-archive"] = Field(
+        default="rest",
+        description="binance-archive: Binance's bulk archives (data.binance.vision) from `since` as far as they "
+        "reach, then REST (poll mode)",
+    )
+    archive_url: str | None = Field(
+        default=None, description="archive host (default: the exchange's URL when set, else data.binance.vision)"
+    )
+    archive_market: Literal["spot", "futures/um", "futures/cm"] = Field(default="spot", description="archive tree")
 
     _timeframes = field_validator("timeframes")(check_timeframes)
 
@@ -155,6 +168,11 @@ class OhlcvSpec(DatasetSpec):
 
     def unsupported_by(self, exchange_id: str) -> list[str]:
         problems = super().unsupported_by(exchange_id)
+        if self.source == "binance-archive":
+            if exchange_id not in ("binance", "binanceusdm", "binancecoinm"):
+                problems.append(f"source binance-archive: exchange {exchange_id!r} has no Binance bulk archives")
+            if self.mode != "poll":
+                problems.append("source binance-archive: the archives are read once, then REST polls (mode: poll)")
         offered = capabilities(exchange_id).timeframes
         for timeframe in self.timeframes:
             if offered and timeframe not in offered:

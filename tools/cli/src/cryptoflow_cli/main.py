@@ -24,13 +24,23 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run NATS, PostgreSQL, the simulator and the four services")
     up.add_argument("--symbols", default="BTC/USDT,ETH/USDT", help="unified symbols, comma-separated")
     up.add_argument("--timeframes", default="1m", help="e.g. 1m,5m")
-    up.add_argument("--since", type=_instant, help="first candle (ISO 8601, UTC); default: yesterday 00:00")
+    up.add_argument(
+        "--since",
+        type=_instant,
+        help="first candle (ISO 8601, UTC); default: yesterday 00:00, or the first candle of --sim-data",
+    )
     up.add_argument("--sim-data", type=Path, help="serve recorded SYMBOL-INTERVAL.csv candles from this dir")
     up.add_argument("--live", action="store_true", help="extract from the real exchange, no simulator")
     up.add_argument("--poll-interval", type=float, default=10.0, help="seconds between polls once caught up")
     up.add_argument("--exchanges", default="binance,bybit,gate", help="ccxt ids, comma-separated")
     up.add_argument("--datasets", default="", help="datasets, comma-separated (default: every one)")
     up.add_argument("--config", type=Path, help="extractor jobs YAML (replaces --exchanges/--datasets/--symbols)")
+    up.add_argument(
+        "--source",
+        choices=("rest", "binance-archive"),
+        default="rest",
+        help="candles of binance from its bulk archives (data.binance.vision) up to yesterday, then REST",
+    )
     up.add_argument(
         "--mode",
         choices=("poll", "stream"),
@@ -128,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
             nats_cluster=args.nats_cluster,
             replicas=replicas,
             mode=args.mode,
+            source=args.source,
         )
         sys.exit(asyncio.run(run_up(options)))
     if args.command == "status":

@@ -60,6 +60,7 @@ class UpOptions:
     nats_cluster: int = 1  # nats-servers; more than one: a routed cluster, streams and KV at 3 replicas
     replicas: dict[str, int] = field(default_factory=dict)  # processes per stage (default 1)
     mode: str = "poll"  # poll: REST polling; stream: websocket streams (ccxt pro), REST fills their holes
+    source: str = "rest"  # binance-archive: binance's candles from its bulk archives first
 
     def exchange_ids(self) -> list[str]:
         return [e.strip() for e in self.exchanges.split(",") if e.strip()]
@@ -67,9 +68,24 @@ class UpOptions:
     def since_or_default(self) -> datetime:
         if self.since is not None:
             return self.since
+        if self.sim_data is not None:
+            first = earliest_candle(self.sim_data)
+            if first is not None:
+                return first
         # A day of history by default: enough to see every stage work, quick to fetch.
         today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         return today - timedelta(days=1)
+
+
+def earliest_candle(directory: Path) -> datetime | None:
+    """The first open time of the recorded candle files (`SYMBOL-INTERVAL.csv`, no header)."""
+    firsts = []
+    for path in directory.glob("*.csv"):
+        with path.open() as handle:
+            token = handle.readline().split(",", 1)[0].strip()
+        if token.isdigit():
+            firsts.append(int(token))
+    return datetime.fromtimestamp(min(firsts) / 1000, UTC) if firsts else None
 
 
 def dataset_blocks(options: UpOptions, since: datetime) -> dict[str, dict[str, object]]:
@@ -102,6 +118,9 @@ def check_simulated(exchanges: Iterable[str]) -> None:
         )
 
 
+ARCHIVED_EXCHANGES = ("binance", "binanceusdm", "binancecoinm")
+
+
 def jobs_yaml(options: UpOptions, since: datetime, url: str | None) -> str:
     """The extractor's jobs file for --exchanges × --symbols × --datasets."""
     specs = dataset_blocks(options, since)
@@ -111,10 +130,10 @@ def jobs_yaml(options: UpOptions, since: datetime, url: str | None) -> str:
         raise RuntimeError(f"--datasets: unknown {', '.join(sorted(unknown))} (known: {', '.join(specs)})")
     exchanges: dict[str, object] = {}
     for exchange in options.exchange_ids():
-        block: dict[str, object] = {
-            "symbols": options.symbols.split(","),
-            "datasets": {name: spec for name, spec in specs.items() if name in datasets},
-        }
+        chosen = {name: dict(spec) for name, spec in specs.items() if name in datasets}
+        if options.source == "binance-archive" and exchange in ARCHIVED_EXCHANGES and "ohlcv" in chosen:
+            chosen["ohlcv"] |= {"source": "binance-archive", "mode": "poll"}
+        block: dict[str, object] = {"symbols": options.symbols.split(","), "datasets": chosen}
         if url is not None:
             block["url"] = url
         exchanges[exchange] = block

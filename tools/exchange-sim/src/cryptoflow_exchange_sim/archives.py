@@ -6,6 +6,11 @@ for days that have ended, each with a `.zip.CHECKSUM` beside it (`sha256sum`'s l
 digest, two spaces, the zip's name). A zip holds one CSV of the period's klines, Binance's twelve
 columns, no header: the same rows `/api/v3/klines` serves for the period.
 
+The tree is listed as data.binance.vision's S3 bucket lists it (ListObjects, version 1: `GET
+/?prefix=data/spot/monthly/klines/BTCUSDT/1m/&marker=...`, 1000 keys a page, XML): a zip and its
+CHECKSUM for every period from the symbol's first candle to its last (up to the last ended
+period), which is how a client learns where a symbol's archive starts and ends.
+
 The traps users meet in the real archives are served on request (`ArchiveFaults`, by file name
 pattern): a CHECKSUM that does not match its zip, a header row, timestamps in microseconds (as
 Binance's spot files have from 2025 on), a missing file (404), and a zip replaced after
@@ -23,8 +28,9 @@ import zipfile
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from xml.sax.saxutils import escape
 
 from aiohttp import web
 
@@ -38,6 +44,7 @@ HEADER = (
 )
 FAULT_KINDS = ("bad_checksum", "header", "microseconds", "missing", "replace")
 _CACHE_FILES = 256
+_LIST_PAGE = 1000
 # A fixed member time: the same period's zip is the same bytes every time it is built.
 _ZIP_TIME = (2020, 1, 1, 0, 0, 0)
 
@@ -159,6 +166,53 @@ class ArchiveTree:
         if self.faults.applies("bad_checksum", zip_name):
             digest = hashlib.sha256(content + b"corrupted").hexdigest()
         return f"{digest}  {zip_name}\n"
+
+    def keys(self, prefix: str) -> list[str]:
+        """Every key under a `data/<market>/<period>/klines/<SYMBOL>/<interval>/` prefix, sorted."""
+        parts = prefix.strip("/").split("/")
+        if len(parts) != 6 or parts[:2] != ["data", "spot"] or parts[2] not in ("monthly", "daily"):
+            return []
+        period, symbol_id, interval_name = parts[2], parts[4], parts[5]
+        interval = INTERVALS.get(interval_name)
+        if interval is None or symbol_id not in {listing.symbol_id for listing in self.market.listings()}:
+            return []
+        now = self.clock()
+        first = self.market.klines(symbol_id, interval, KlineWindow(start_ms=0, end_ms=None, limit=1), now)
+        last = self.market.klines(symbol_id, interval, KlineWindow(start_ms=None, end_ms=None, limit=1), now)
+        if not first or not last:
+            return []
+        names: list[str] = []
+        moment = datetime.fromtimestamp(first[0].open_time / 1000, UTC)
+        cursor = moment.replace(day=1) if period == "monthly" else moment
+        while True:
+            label = cursor.strftime("%Y-%m" if period == "monthly" else "%Y-%m-%d")
+            bounds = period_of(cursor.year, cursor.month, None if period == "monthly" else cursor.day)
+            if bounds.start_ms > last[0].open_time or bounds.end_ms > now:
+                break
+            name = f"{symbol_id}-{interval_name}-{label}.zip"
+            if not self.faults.applies("missing", name):
+                names += [f"{prefix.rstrip('/')}/{name}", f"{prefix.rstrip('/')}/{name}.CHECKSUM"]
+            if period == "monthly":
+                cursor = (cursor + timedelta(days=32)).replace(day=1)
+            else:
+                cursor += timedelta(days=1)
+        return sorted(names)
+
+    async def list_bucket(self, request: web.Request) -> web.Response:
+        """S3 ListObjects (v1) of the tree, as data.binance.vision's bucket answers it."""
+        prefix = request.query.get("prefix", "")
+        marker = request.query.get("marker", "")
+        keys = [key for key in self.keys(prefix) if key > marker]
+        page, truncated = keys[:_LIST_PAGE], len(keys) > _LIST_PAGE
+        contents = "".join(f"<Contents><Key>{escape(key)}</Key></Contents>" for key in page)
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>'
+            '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+            f"<Name>data.binance.vision</Name><Prefix>{escape(prefix)}</Prefix><Marker>{escape(marker)}</Marker>"
+            f"<MaxKeys>{_LIST_PAGE}</MaxKeys><IsTruncated>{'true' if truncated else 'false'}</IsTruncated>"
+            f"{contents}</ListBucketResult>"
+        )
+        return web.Response(text=body, content_type="application/xml")
 
     async def handle(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

@@ -163,6 +163,7 @@ def create_app(
         # data.binance.vision's tree, on the same host (the extractor's archive URL points here).
         archives = app[_ARCHIVES] = ArchiveTree(market, clock, archive_faults)
         app.router.add_get(ARCHIVE_ROUTE, archives.handle)
+        app.router.add_get("/", archives.list_bucket)
         app.router.add_get("/_sim/archive_faults", _get_archive_faults)
         app.router.add_post("/_sim/archive_faults", _add_archive_faults)
         app.router.add_delete("/_sim/archive_faults", _clear_archive_faults)
