@@ -5,8 +5,9 @@ the four services as `python -m` processes and the exchange simulator as its own
 (`--live-trades`: a trade is public, and streamed, at its own time). The extractor streams trades
 (`mode: stream`, ccxt pro's watch_trades over the simulator's Binance websocket).
 
-1. 1k/s: STREAM_SYMBOLS (10) symbols whose random walks trade about 1,000 times a second together
-   (`--trade-scale`), for STREAM_SECONDS (60) s after a 10 s warm-up. Latencies per trade, from the
+1. 1k/s: STREAM_SYMBOLS (10) symbols whose random walks trade 1,000 times a second together over
+   the window (`--trade-scale` computed from the walk), for STREAM_SECONDS (60, whole minutes) s
+   from the first whole minute after a 10 s warm-up. Latencies per trade, from the
    trade's own time (the "exchange event"; the simulator sends it within ~10 ms of it):
    * live: to its arrival on `cryptoflow.live.trades.>` (a core NATS subscription here);
    * warehouse: to its row being committed: the row's `loaded_at` (its loader transaction's start)
@@ -14,9 +15,9 @@ the four services as `python -m` processes and the exchange simulator as its own
    Every trade the simulator made in the window must be in the warehouse, once (checked against
    the same random walk built in this process).
 2. maximum: a fresh extractor on other symbols whose walks trade STREAM_MAX_SCALE times faster than
-   they can be sent; for STREAM_SECONDS s, trades per second the simulator sent (its frame count),
-   and trades per second that reached the warehouse (rows with ts in the window, after a drain).
-   The maximum is the warehouse rate; the consumers' lag at the end says whether it kept up.
+   they can be sent; for STREAM_SECONDS s, trades per second the simulator sent (its frame count).
+   The extractor runs on until every trade of the window is a warehouse row (checked against the
+   walk): the maximum is the window's trades over the time from its start to its last row.
 
     uv run python bench/stream.py      # or: make bench BENCH=stream
 
@@ -59,9 +60,7 @@ SYMBOLS = env_int("STREAM_SYMBOLS", 10)
 SECONDS = env_float("STREAM_SECONDS", 60.0)
 WARMUP_S = 10.0
 TARGET_PER_S = env_int("STREAM_RATE", 1000)
-MAX_SCALE = env_int("STREAM_MAX_SCALE", 3000)
-# A random-walk minute has 5..100 trades per unit of scale, 52.5 on average.
-TRADES_PER_MINUTE_PER_SCALE = 52.5
+MAX_SCALE = env_int("STREAM_MAX_SCALE", 300)
 SERVICES = ("warehouse-loader", "transformer", "lake-writer")
 JOBS = "exchanges:\n  binance:\n    url: {url}\n    symbols: [{symbols}]\n    datasets:\n      trades: {{mode: stream, batch_ms: 100}}\n"
 
@@ -71,11 +70,10 @@ SIM_HISTORY_MS = 3_600_000
 
 
 def start_simulator(
-    home: Path, name: str, symbols: list[str], scale: int
+    home: Path, name: str, symbols: list[str], scale: int, start: int
 ) -> tuple[subprocess.Popen[bytes], str, RandomWalkMarket]:
     """The simulator as its own process, and the same market in this one: the trades it made."""
     url_file = home / f"{name}.url"
-    start = int(time.time() * 1000) - SIM_HISTORY_MS
     args = ["--exchange", "binance", "--symbols", ",".join(symbols), "--live-trades", "--trade-scale", str(scale),
             "--seed", str(SIM_SEED), "--start", str(start), "--port", str(free_port()), "--url-file", str(url_file)]  # fmt: skip
     truth = RandomWalkMarket(symbols, SIM_SEED, start, None, scale, True)
@@ -149,29 +147,27 @@ class LiveLatency:
             self.samples.append(arrived - trade["timestamp"])
 
 
-async def drain(nats_url: str, timeout_s: float = 600) -> float:
-    """Seconds until every stage's consumer has nothing pending (the window's trades are loaded)."""
-    started = time.monotonic()
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        while time.monotonic() - started < timeout_s:
-            pending = 0
-            for stream, durable in (("RAW", "lake-writer"), ("LAKE", "transformer"), ("SILVER", "warehouse-loader")):
-                info = await js.consumer_info(stream, durable)
-                pending += info.num_pending + info.num_ack_pending
-            if not pending:
-                break
-            await asyncio.sleep(0.5)
-    finally:
-        await nc.close()
-    return time.monotonic() - started
+def window_after_warmup() -> tuple[int, int]:
+    """The measured window: from the first whole minute after the warm-up, SECONDS (whole minutes)
+    long; whole minutes make the simulator's trade count cheap to compute here."""
+    minutes = max(1, round(SECONDS / 60))
+    start = -(-(int(time.time() * 1000) + int(WARMUP_S * 1000)) // 60_000) * 60_000
+    return start, start + minutes * 60_000
+
+
+async def sleep_until(ms: int) -> None:
+    await asyncio.sleep(max(0.0, ms / 1000 - time.time()))
 
 
 async def phase_1k(home: Path, env: dict[str, str], nats_url: str, db_url: str) -> tuple[list[float], list[float]]:
-    scale = max(1, round(TARGET_PER_S * 60 / (SYMBOLS * TRADES_PER_MINUTE_PER_SCALE)))
     symbols = [f"S{i:02d}/USDT" for i in range(SYMBOLS)]
-    sim, url, truth = start_simulator(home, "sim-1k", symbols, scale)
+    # The scale that makes the walk trade TARGET_PER_S over the coming window (its minutes differ).
+    start = int(time.time() * 1000) - SIM_HISTORY_MS
+    window_start, window_end = window_after_warmup()
+    probe = RandomWalkMarket(symbols, SIM_SEED, start, None, 100, True)
+    per_unit = sum(trades_made(probe, window_start, window_end).values()) / 100
+    scale = max(1, round(TARGET_PER_S * (window_end - window_start) / 1000 / max(per_unit, 1)))
+    sim, url, truth = start_simulator(home, "sim-1k", symbols, scale, start)
     jobs = home / "jobs-1k.yaml"
     jobs.write_text(JOBS.format(url=url, symbols=", ".join(symbols)))
     live = LiveLatency()
@@ -180,15 +176,16 @@ async def phase_1k(home: Path, env: dict[str, str], nats_url: str, db_url: str) 
     extractor = spawn_service("extractor", {**env, "EXTRACTOR_CONFIG": str(jobs)}, home)
     try:
         log(f"phase 1: {SYMBOLS} symbols at --trade-scale {scale} (~{TARGET_PER_S}/s); {WARMUP_S:.0f}s warm-up")
-        await asyncio.sleep(WARMUP_S)
+        await sleep_until(window_start)
         live.measuring = True
         sent_before = await frames_sent(url)
-        start_ms = int(time.time() * 1000)
-        await asyncio.sleep(SECONDS)
-        end_ms = int(time.time() * 1000)
+        start_ms = window_start
+        await sleep_until(window_end)
+        end_ms = window_end
         live.measuring = False
+        seconds = (end_ms - start_ms) / 1000
         sent = await frames_sent(url) - sent_before
-        log(f"  the simulator sent {sent / SECONDS:,.0f} trades/s; {len(live.samples):,} live trades measured")
+        log(f"  the simulator sent {sent / seconds:,.0f} trades/s; {len(live.samples):,} live trades measured")
         await check_complete(db_url, truth, start_ms, end_ms)
         rows = await fetch(
             db_url,
@@ -200,7 +197,7 @@ async def phase_1k(home: Path, env: dict[str, str], nats_url: str, db_url: str) 
             end_ms,
         )
         warehouse = [float(row["ms"]) for row in rows]
-        log(f"  {len(warehouse):,} warehouse rows with trade times in the window ({len(warehouse) / SECONDS:,.0f}/s)")
+        log(f"  {len(warehouse):,} warehouse rows with trade times in the window ({len(warehouse) / seconds:,.0f}/s)")
         return live.samples, warehouse
     finally:
         extractor.stop()
@@ -211,23 +208,24 @@ async def phase_1k(home: Path, env: dict[str, str], nats_url: str, db_url: str) 
 
 async def phase_max(home: Path, env: dict[str, str], db_url: str, nats_url: str) -> float:
     symbols = [f"M{i:02d}/USDT" for i in range(SYMBOLS)]
-    sim, url, truth = start_simulator(home, "sim-max", symbols, MAX_SCALE)
+    sim, url, truth = start_simulator(home, "sim-max", symbols, MAX_SCALE, int(time.time() * 1000) - SIM_HISTORY_MS)
     jobs = home / "jobs-max.yaml"
     jobs.write_text(JOBS.format(url=url, symbols=", ".join(symbols)))
     extractor = spawn_service("extractor", {**env, "EXTRACTOR_CONFIG": str(jobs)}, home)
     try:
         log(f"phase 2: {SYMBOLS} symbols at --trade-scale {MAX_SCALE}; {WARMUP_S:.0f}s warm-up")
-        await asyncio.sleep(WARMUP_S)
+        start_ms, end_ms = window_after_warmup()
+        await sleep_until(start_ms)
         sent_before = await frames_sent(url)
-        start_ms = int(time.time() * 1000)
-        await asyncio.sleep(SECONDS)
-        end_ms = int(time.time() * 1000)
-        sent = (await frames_sent(url) - sent_before) / SECONDS
+        await sleep_until(end_ms)
+        seconds = (end_ms - start_ms) / 1000
+        sent = (await frames_sent(url) - sent_before) / seconds
+        # The extractor keeps going until the window's every trade is a row (it may lag the market).
+        await check_complete(db_url, truth, start_ms, end_ms, timeout_s=900)
     finally:
         extractor.stop()
         sim.terminate()
         sim.wait(30)
-    await drain(nats_url)
     rows = await fetch(
         db_url,
         "SELECT count(*) AS n, max(extract(epoch FROM loaded_at) * 1000)::float8 AS last FROM trades "
@@ -236,11 +234,10 @@ async def phase_max(home: Path, env: dict[str, str], db_url: str, nats_url: str)
         end_ms,
     )
     count, last_loaded = int(rows[0]["n"]), float(rows[0]["last"] or end_ms)
-    await check_complete(db_url, truth, start_ms, end_ms)
     lag_s = max(0.0, (last_loaded - end_ms) / 1000)
     log(
-        f"  the simulator sent {sent:,.0f} trades/s; the warehouse got {count / SECONDS:,.0f}/s of the window's trades; "
-        f"its last row was loaded {lag_s:.1f}s after the window closed"
+        f"  the simulator sent {sent:,.0f} trades/s; the window's {count:,} trades were all rows "
+        f"{lag_s:.1f}s after it closed"
     )
     # The rate the pipeline sustained: the window's trades over the time it took to have them all.
     return count / ((max(last_loaded, end_ms) - start_ms) / 1000)

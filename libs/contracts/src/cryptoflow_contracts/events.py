@@ -161,7 +161,10 @@ class RawSnapshot(Event):
     timeframe: str | None = Field(default=None, description="OHLCV timeframe, e.g. 1m")
     fetched_at: datetime
     request: dict[str, Any] = Field(default_factory=dict, description="The ccxt call's arguments")
-    payload: Any = Field(description="ccxt's unified result (OHLCV: [[ts, o, h, l, c, v], ...])")
+    payload: Any = Field(
+        description="ccxt's unified result (OHLCV: [[ts, o, h, l, c, v], ...]); null on a bulk-archive page, "
+        "whose records are parsed from `native`"
+    )
     first_ts: int | None = Field(default=None, description="Earliest record time in payload, ms")
     last_ts: int | None = Field(default=None, description="Latest record time in payload, ms")
     final: bool = Field(default=True, description="True when every record is closed and final")
@@ -196,6 +199,9 @@ class RawSnapshot(Event):
     def subject(self) -> str:
         return subjects.raw_subject(self.dataset, self.exchange, self.symbol)
 
+    def _bodies(self) -> list[str]:
+        return [response.body for call in self.native or [] for response in call.responses]
+
     def identity(self) -> Identity:
         return [
             self.dataset.value,
@@ -204,7 +210,8 @@ class RawSnapshot(Event):
             self.timeframe,
             self.first_ts,
             self.last_ts,
-            content_hash(self.payload),
+            # A page without a payload (a bulk-archive page) is what its responses say.
+            content_hash(self.payload) if self.payload is not None else content_hash(self._bodies()),
             # A forming candle and the same candle closed (same values) are different pages; final
             # pages keep the identity they always had.
             *([] if self.final else ["forming"]),

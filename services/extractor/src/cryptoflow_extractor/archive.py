@@ -55,7 +55,8 @@ from cryptoflow_native.archives import (
     ChecksumMismatch,
     csv_member,
     expected_digest,
-    kline_rows,
+    has_header,
+    kline_frame,
     split_lines,
     verify_checksum,
 )
@@ -71,8 +72,8 @@ log = logging.getLogger(__name__)
 ARCHIVE_SOURCE = "binance-archive"
 ARCHIVED_EXCHANGES = ("binance", "binanceusdm", "binancecoinm")
 DEFAULT_ARCHIVE_URL = "https://data.binance.vision"
-# CSV per RAW page: with its parsed payload beside it, well under NATS's 1 MiB message limit.
-PART_BYTES = 200_000
+# CSV per RAW page (its only content: no payload beside it), well under NATS's 1 MiB message limit.
+PART_BYTES = 512_000
 DAY_MS = 86_400_000
 FETCH_ATTEMPTS = 4
 
@@ -388,17 +389,26 @@ class ArchiveJob:
         return "loaded"
 
     async def _publish(self, file: ArchiveFile, digest: str, csv: bytes) -> list[int]:
-        """Every part of the CSV as a RAW page; returns the open times of the candles published."""
+        """Every part of the CSV as a RAW page; returns the open times of the candles published.
+
+        The file is parsed once (its unit and header detected for the whole file); a page carries
+        its part of the CSV as bronze and no payload: its candles are parsed from the part where
+        they are needed (the transformer), between the page's first and last open times."""
+        times = kline_frame(csv)["open_time"].to_list()
         parts = split_lines(csv, self.part_bytes)
         lo, hi = max(file.start_ms, self.start_ms), min(file.end_ms, self.end_ms) - 1
         published: list[int] = []
         fetched_at = datetime.now(UTC)
-        offset = 0
+        offset, row = 0, 0
         pending: list[Awaitable[None]] = []
         for index, part in enumerate(parts):
             start, offset = offset, offset + len(part)
-            rows = [row for row in kline_rows(part) if lo <= row[0] <= hi]
-            if not rows:
+            lines = part.count(b"\n") + (0 if part.endswith(b"\n") else 1)
+            if index == 0 and has_header(part):
+                lines -= 1
+            inside = [ts for ts in times[row : row + lines] if lo <= ts <= hi]
+            row += lines
+            if not inside:
                 continue
             snapshot = RawSnapshot(
                 schema_version=2,
@@ -409,13 +419,13 @@ class ArchiveJob:
                 timeframe=self.timeframe,
                 fetched_at=fetched_at,
                 request={"source": ARCHIVE_SOURCE, "file": file.name, "sha256": digest, "part": index},
-                payload=rows,
-                first_ts=rows[0][0],
-                last_ts=rows[-1][0],
+                payload=None,
+                first_ts=inside[0],
+                last_ts=inside[-1],
                 final=True,
             )
             pending.append(self.session.publisher.snapshot(snapshot))
-            published += [row[0] for row in rows]
+            published += inside
         # All of a file's pages in flight together; its checkpoint only after every one is acked.
         await asyncio.gather(*pending)
         CANDLES_PUBLISHED.labels(self.session.exchange_id, self.symbol, self.timeframe).inc(len(published))

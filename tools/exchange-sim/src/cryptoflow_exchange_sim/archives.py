@@ -161,6 +161,14 @@ class ArchiveTree:
             self._zips.popitem(last=False)
         return built
 
+    def csv_of(self, name: str) -> bytes:
+        """The CSV inside the zip of that name, as served now (tests compare bronze with it)."""
+        content = self.zip_bytes(name)
+        if content is None:
+            raise KeyError(name)
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
+            return archive.read(archive.namelist()[0])
+
     def checksum_text(self, zip_name: str, content: bytes) -> str:
         digest = hashlib.sha256(content).hexdigest()
         if self.faults.applies("bad_checksum", zip_name):
