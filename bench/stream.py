@@ -216,7 +216,7 @@ async def phase_1k(home: Path, env: dict[str, str], nats_url: str, db_url: str) 
         sim.wait(30)
 
 
-async def phase_max(home: Path, env: dict[str, str], db_url: str, nats_url: str) -> float:
+async def phase_max(home: Path, env: dict[str, str], db_url: str) -> float:
     symbols = [f"M{i:02d}/USDT" for i in range(SYMBOLS)]
     sim, url, truth = start_simulator(home, "sim-max", symbols, MAX_SCALE, int(time.time() * 1000) - SIM_HISTORY_MS)
     jobs = home / "jobs-max.yaml"
@@ -263,7 +263,7 @@ async def main() -> None:
         check_alive(procs)
         live, warehouse = await phase_1k(home, env, nats_server.url, postgres.url)
         check_alive(procs)
-        maximum = await phase_max(home, env, postgres.url, nats_server.url)
+        maximum = await phase_max(home, env, postgres.url)
         check_alive(procs)
     finally:
         for proc in procs:

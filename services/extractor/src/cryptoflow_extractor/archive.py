@@ -32,7 +32,7 @@ import calendar
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
 from urllib.parse import urlencode
@@ -315,6 +315,14 @@ class ArchiveJob:
         self.missing_days.sort()
         return reached
 
+    def rest_fills(self, rest: OhlcvJob) -> list[OhlcvJob]:
+        """REST jobs like `rest` for the days the archive lacks, each with checkpoints of its own."""
+        tf_ms = timeframe_ms(self.timeframe)
+        return [
+            replace(rest, since_ms=start, until_ms=end - tf_ms, checkpoint_prefix=f"archive_fill.{start}.{end}.")
+            for start, end in self.missing_days
+        ]
+
     def _missing(self, day: ArchiveFile, start: int, end: int) -> None:
         log.warning("archive day missing: REST reads it", extra={"job": self.name, "file": day.name})
         self.report.outcomes[day.name] = "missing"
@@ -551,17 +559,7 @@ class ArchiveThenRest:
                 now_ms=self.now_ms,
             )
             reached = await job.run()
-        for day_start, day_end in job.missing_days:
-            fill = OhlcvJob(
-                session=rest.session,
-                symbol=rest.symbol,
-                timeframe=rest.timeframe,
-                since_ms=day_start,
-                until_ms=day_end - tf_ms,
-                page_limit=rest.page_limit,
-                checkpoints=rest.checkpoints,
-                checkpoint_prefix=f"archive_fill.{day_start}.{day_end}.",
-            )
+        for fill in job.rest_fills(rest):
             await fill.catch_up(self.now_ms)
         if reached > start:
             # REST goes on where the archives stopped (a candle boundary: files are whole days).

@@ -130,10 +130,7 @@ async def run_backfill(
             # One symbol after another; within a file, its pages are in flight together.
             for job in archive_jobs:
                 starts[job.symbol] = await job.run()
-                fills += [
-                    rest_job(job.symbol, day_start, day_end - tf_ms, f"backfill.{day_start}.{day_end}.")
-                    for day_start, day_end in job.missing_days
-                ]
+                fills += job.rest_fills(rest_job(job.symbol, request.start_ms, request.end_ms, ""))
         rest_jobs = fills + [
             rest_job(symbol, starts[symbol], request.end_ms, request.checkpoint_prefix)
             for symbol in request.symbols

@@ -154,10 +154,7 @@ class BookStream(StreamJob):
         last_published = 0.0
         try:
             while True:
-                update = await updates.next(self.stall_after_s)
-                if update is None:
-                    raise StallError(f"no book update for {self.stall_after_s:g}s")
-                book, received = update
+                book, received = await updates.next_or_stall(self.stall_after_s, "book update")
                 frames.extend(received)
                 if self.sequence.broken is not None:
                     raise ResyncNeeded("sequence_gap", self.sequence.broken)

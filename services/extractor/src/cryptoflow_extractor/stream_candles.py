@@ -25,7 +25,7 @@ from .checkpoints import CheckpointStore
 from .metrics import CANDLES_PUBLISHED, FRESHNESS_LAG, NEWEST_RECORD, STREAM_REST_FILLED
 from .ohlcv import OhlcvJob, wall_clock_ms
 from .session import ExchangeSession
-from .streaming import StallError, StreamJob, Updates
+from .streaming import StreamJob, Updates
 from .ws import Frame, StreamClient
 
 log = logging.getLogger(__name__)
@@ -72,10 +72,7 @@ class CandlesStream(StreamJob):
             if first is not None:
                 await self._take(client, *first)
             while True:
-                update = await updates.next(self.stall_after_s)
-                if update is None:
-                    raise StallError(f"no candle update for {self.stall_after_s:g}s")
-                await self._take(client, *update)
+                await self._take(client, *await updates.next_or_stall(self.stall_after_s, "candle update"))
         finally:
             await updates.close()
 

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from .metrics import SNAPSHOTS_PUBLISHED
 from .session import ExchangeSession, describe_invalid
-from .streaming import StallError, StreamJob, Updates
+from .streaming import StreamJob, Updates
 from .validation import validate_ticker
 from .ws import Frame, StreamClient
 
@@ -38,10 +38,7 @@ class TickerStream(StreamJob):
         last_published = 0.0
         try:
             while True:
-                update = await updates.next(self.stall_after_s)
-                if update is None:
-                    raise StallError(f"no ticker for {self.stall_after_s:g}s")
-                ticker, received = update
+                ticker, received = await updates.next_or_stall(self.stall_after_s, "ticker")
                 frames.extend(received)
                 try:
                     validate_ticker(ticker)

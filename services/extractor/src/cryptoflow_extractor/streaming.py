@@ -213,6 +213,13 @@ class Updates:
             raise item
         return item
 
+    async def next_or_stall(self, stall_after_s: float, what: str) -> tuple[Any, list[Frame]]:
+        """The next update; StallError (the watchdog) when none comes within `stall_after_s`."""
+        update = await self.next(stall_after_s)
+        if update is None:
+            raise StallError(f"no {what} for {stall_after_s:g}s")
+        return update
+
     def ready(self, limit: int) -> list[tuple[Any, list[Frame]]]:
         """The updates already waiting, in order, without waiting for more: a job that fell behind
         takes them together (one LIVE message for many updates) and so catches up; one that keeps
