@@ -10,8 +10,10 @@ the four services as `python -m` processes and the exchange simulator as its own
    from the first whole minute after a 30 s warm-up. Latencies per trade, from the
    trade's own time (the "exchange event"; the simulator sends it within ~10 ms of it):
    * live: to its arrival on `cryptoflow.live.trades.>` (a core NATS subscription here);
-   * warehouse: to its row being committed: the row's `loaded_at` (its loader transaction's start)
-     plus that batch's `duration_ms` from the loader's ledger.
+   * warehouse: to its row being visible: the arrival of the Loaded event of the row's batch
+     (`batch_id`), which the loader publishes once that batch's transaction committed.
+   And the same for the newest trade of each page at every stage (RAW, LAKE, SILVER, WAREHOUSE
+   events), to see where the time goes.
    Every trade the simulator made in the window must be in the warehouse, once (checked against
    the same random walk built in this process).
 2. maximum: a fresh extractor on other symbols whose walks trade STREAM_MAX_SCALE (300) times the
@@ -157,6 +159,58 @@ class LiveLatency:
             self.samples.append(arrived - trade["timestamp"])
 
 
+class StageClock:
+    """Where the warehouse latency goes: when each stage's output about a page arrives, minus the
+    page's newest trade time (core-NATS subscriptions on RAW, LAKE, SILVER and WAREHOUSE subjects;
+    LAKE and WAREHOUSE events are tied to trade times through the events they name)."""
+
+    STAGES = ("raw", "lake", "silver", "warehouse")
+
+    def __init__(self) -> None:
+        self.newest_of_event: dict[str, int] = {}
+        # When each silver batch's Loaded arrived: its rows are committed (published after the commit).
+        self.loaded_ms: dict[str, float] = {}
+        self.samples: dict[str, list[float]] = {stage: [] for stage in self.STAGES}
+        self.measuring = False
+
+    async def subscribe(self, nc: nats.NATS) -> None:
+        await nc.subscribe("cryptoflow.raw.trades.>", cb=self._raw)
+        await nc.subscribe("cryptoflow.lake.trades.>", cb=self._lake)
+        await nc.subscribe("cryptoflow.silver.trades.>", cb=self._silver)
+        await nc.subscribe("cryptoflow.warehouse.trades", cb=self._warehouse)
+
+    def _sample(self, stage: str, newest_ms: int | None) -> None:
+        if self.measuring and newest_ms is not None:
+            self.samples[stage].append(time.time() * 1000 - newest_ms)
+
+    async def _raw(self, msg: nats.aio.msg.Msg) -> None:
+        event = orjson.loads(msg.data)
+        self.newest_of_event[event["event_id"]] = event["last_ts"]
+        self._sample("raw", event["last_ts"])
+
+    async def _lake(self, msg: nats.aio.msg.Msg) -> None:
+        ids = orjson.loads(msg.data)["source_event_ids"]
+        self._sample("lake", max((self.newest_of_event.get(i, 0) for i in ids), default=None) or None)
+
+    async def _silver(self, msg: nats.aio.msg.Msg) -> None:
+        event = orjson.loads(msg.data)
+        self.newest_of_event[event["event_id"]] = event["max_ts"]
+        self._sample("silver", event["max_ts"])
+
+    async def _warehouse(self, msg: nats.aio.msg.Msg) -> None:
+        batch = orjson.loads(msg.data)["batch_event_id"]
+        self.loaded_ms.setdefault(batch, time.time() * 1000)
+        self._sample("warehouse", self.newest_of_event.get(batch))
+
+    def report(self) -> None:
+        parts = [
+            f"{stage} p50 {percentile(values, 50):.0f} / p99 {percentile(values, 99):.0f} ms"
+            for stage, values in self.samples.items()
+            if values
+        ]
+        log("  newest trade of a page, its age at each stage: " + ", ".join(parts))
+
+
 def window_after_warmup() -> tuple[int, int]:
     """The measured window: from the first whole minute after the warm-up, SECONDS (whole minutes)
     long; whole minutes make the simulator's trade count cheap to compute here."""
@@ -183,30 +237,35 @@ async def phase_1k(home: Path, env: dict[str, str], nats_url: str, db_url: str) 
     live = LiveLatency()
     nc = await nats.connect(nats_url)
     await nc.subscribe("cryptoflow.live.trades.>", cb=live.handle)
+    stages = StageClock()
+    await stages.subscribe(nc)
     extractor = spawn_service("extractor", {**env, "EXTRACTOR_CONFIG": str(jobs)}, home)
     try:
         log(f"phase 1: {SYMBOLS} symbols at --trade-scale {scale} (~{TARGET_PER_S}/s); {WARMUP_S:.0f}s warm-up")
         await sleep_until(window_start)
-        live.measuring = True
+        live.measuring = stages.measuring = True
         sent_before = await frames_sent(url)
         start_ms = window_start
         await sleep_until(window_end)
         end_ms = window_end
-        live.measuring = False
+        live.measuring = stages.measuring = False
+        stages.report()
         seconds = (end_ms - start_ms) / 1000
         sent = await frames_sent(url) - sent_before
         log(f"  the simulator sent {sent / seconds:,.0f} trades/s; {len(live.samples):,} live trades measured")
         await check_complete(db_url, truth, start_ms, end_ms)
+        # A row is visible once its batch's transaction committed: the Loaded event that follows it.
         rows = await fetch(
             db_url,
-            "SELECT (extract(epoch FROM t.loaded_at) * 1000 + coalesce(b.duration_ms, 0) "
-            "  - extract(epoch FROM t.ts) * 1000)::float8 AS ms "
-            "FROM trades t JOIN batches b ON b.batch_id = t.batch_id "
-            "WHERE t.ts >= to_timestamp($1 / 1000.0) AND t.ts < to_timestamp($2 / 1000.0)",
+            "SELECT batch_id, (extract(epoch FROM ts) * 1000)::float8 AS ts_ms FROM trades "
+            "WHERE ts >= to_timestamp($1 / 1000.0) AND ts < to_timestamp($2 / 1000.0)",
             start_ms,
             end_ms,
         )
-        warehouse = [float(row["ms"]) for row in rows]
+        unseen = sum(1 for row in rows if row["batch_id"] not in stages.loaded_ms)
+        if unseen:
+            raise SystemExit(f"{unseen} warehouse rows of the window came in batches whose Loaded was not seen")
+        warehouse = [stages.loaded_ms[row["batch_id"]] - float(row["ts_ms"]) for row in rows]
         log(f"  {len(warehouse):,} warehouse rows with trade times in the window ({len(warehouse) / seconds:,.0f}/s)")
         return live.samples, warehouse
     finally:

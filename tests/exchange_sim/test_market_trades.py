@@ -16,6 +16,8 @@ from cryptoflow_exchange_sim import (
     book_snapshot,
     ticker_snapshot,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from .clients import CANDLES, TRADES
 
@@ -23,6 +25,7 @@ START_MS = 1_704_067_200_000
 NOW_MS = START_MS + 3 * 3_600_000 + 12_345
 MINUTE = INTERVALS["1m"]
 WALK = RandomWalkMarket(["BTC/USDT"], seed=5, start_ms=START_MS)
+LIVE_WALK = RandomWalkMarket(["BTC/USDT"], seed=5, start_ms=START_MS, live_trades=True)
 RECORDED = CsvCandleMarket(CANDLES, TRADES)
 
 
@@ -63,6 +66,27 @@ def test_random_walk_trade_windows_agree() -> None:
     assert (stats.count, stats.first_id, stats.last_id, stats.last) == (
         len(everything), everything[0].id, everything[-1].id, everything[-1],
     )  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    now=st.integers(START_MS, NOW_MS),
+    back=st.integers(-60_000, 400_000),
+    length=st.integers(0, 400_000),
+    from_index=st.none() | st.integers(0, 20_000),
+    limit=st.integers(1, 3000),
+    live=st.booleans(),
+)
+def test_a_trade_window_is_the_plain_filter_of_every_trade(
+    now: int, back: int, length: int, from_index: int | None, limit: int, live: bool
+) -> None:
+    """Windows skip into a minute by bisection (a live stream asks for its last 10 ms every 10 ms):
+    whatever the bounds, the answer is what filtering every public trade gives."""
+    walk = LIVE_WALK if live else WALK
+    public = walk.trades("BTCUSDT", TradeWindow(limit=1_000_000), now)
+    from_id = public[min(from_index, len(public) - 1)].id if public and from_index is not None else None
+    window = TradeWindow(start_ms=now - back, end_ms=now - back + length, from_id=from_id, limit=limit)
+    assert walk.trades("BTCUSDT", window, now) == [t for t in public if window.admits(t)][:limit]
 
 
 def test_recorded_trades_are_served_verbatim() -> None:

@@ -21,6 +21,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.errors import NoStreamResponseError
+from opentelemetry.trace import SpanKind
 from prometheus_client import REGISTRY
 
 from .consume import BatchHandler, Consumer, EventHandler, deliver_batch, deliver_each, in_progress
@@ -31,7 +32,7 @@ from .logs import configure_logging
 from .metrics import CONSUMER_ACK_PENDING, CONSUMER_PENDING, CONSUMER_REDELIVERED
 from .nats_auth import broker_options, server_urls, subscriber_options
 from .settings import ConfigError, LakeSettings, ServiceSettings
-from .tracing import NatsTelemetryMiddleware, configure_tracing
+from .tracing import NatsTelemetryMiddleware, configure_tracing, with_trace_context
 
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 E = TypeVar("E", bound=Event)
@@ -45,6 +46,7 @@ class Service:
         self.name = name
         self.settings = settings
         tracer_provider = configure_tracing(name, settings.otlp_endpoint)
+        self.tracer = tracer_provider.get_tracer(f"cryptoflow.{name}")
         self.broker = NatsBroker(
             # Every server of a cluster, comma-separated: the client fails over among them.
             server_urls(settings.nats_url),
@@ -250,6 +252,20 @@ class Service:
         stream: JetStreamContext | None = self.broker.config.connection_state.stream
         assert stream is not None, "broker not connected"
         return stream
+
+    async def publish_unacked(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
+        """Publish without waiting for JetStream's ack (the stream still stores the message): for
+        LIVE, where an update that waited a round trip would hold the next one back. Its own
+        PRODUCER span, whose context goes into the headers like every publish's; none of the
+        middleware's per-message work (decision 0045)."""
+        with self.tracer.start_as_current_span(
+            f"{subject} publish",
+            kind=SpanKind.PRODUCER,
+            attributes={"messaging.system": "nats", "messaging.destination.name": subject},
+        ):
+            await self.broker.config.connection_state.connection.publish(
+                subject, body, headers=with_trace_context(headers)
+            )
 
     def ready_when(self, check: Callable[[], bool]) -> None:
         """Add a dependency to readiness (`/readyz` answers 503 while it is down)."""

@@ -70,6 +70,14 @@ def injected_tracer_provider(provider: TracerProvider) -> Iterator[TracerProvide
         _injected = previous
 
 
+def with_trace_context(headers: dict[str, str]) -> dict[str, str]:
+    """`headers` plus the current span's W3C `traceparent` (and `tracestate`), as FastStream's
+    middleware adds them to every publish it makes."""
+    carrier = dict(headers)
+    _PROPAGATOR.inject(carrier)
+    return carrier
+
+
 def otlp_traces_endpoint(endpoint: str) -> str:
     """`OTEL_EXPORTER_OTLP_ENDPOINT` is the collector's base URL; traces go to `<base>/v1/traces`."""
     base = endpoint.rstrip("/")

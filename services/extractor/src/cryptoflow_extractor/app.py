@@ -125,7 +125,7 @@ class Extractor:
         async def send(subject: str, body: bytes, headers: dict[str, str], stream: str) -> None:
             await broker.publish(body, subject=subject, headers=headers, stream=stream)
 
-        return jetstream_publisher(send)
+        return jetstream_publisher(send, self.service.publish_unacked)
 
     async def load_markets(self, exchange_id: str, attempts: int) -> bool:
         return await load_markets(self.sessions[exchange_id], self.config.exchanges[exchange_id].symbols, attempts)

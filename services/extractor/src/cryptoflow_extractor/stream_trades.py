@@ -89,7 +89,8 @@ class TradesStream(StreamJob):
         finally:
             await updates.close()
             if self._pending:
-                # Published before the next connection's catch-up: the cursor must not run ahead of RAW.
+                # Written before the next connection's catch-up (which waits for the connection's
+                # pages, streaming.PageWriter): the cursor must not run ahead of RAW.
                 await self._publish_page(client)
 
     async def _load_cursor(self) -> None:
@@ -148,10 +149,16 @@ class TradesStream(StreamJob):
             last_ts=trades[-1].trade.timestamp,
             final=True,
         )
-        await self.session.publisher.snapshot(snapshot)
-        # Every pending trade is in RAW now: the cursor in memory is the checkpoint.
-        last_ts = trades[-1].trade.timestamp
-        await self.checkpoints.put_state(self.rest.key, {"last_ts": last_ts, "ids_at_last_ts": sorted(self._seen)})
-        TRADES_PUBLISHED.labels(self.exchange_id, self.symbol).inc(len(trades))
-        NEWEST_RECORD.labels(self.exchange_id, self.symbol, "trades", "").set(last_ts / 1000)
-        FRESHNESS_LAG.labels(self.exchange_id, self.symbol, "trades", "").set(max(0.0, time.time() - last_ts / 1000))
+        # The cursor as of this page's last trade: the checkpoint once the page is in RAW.
+        last_ts, seen = trades[-1].trade.timestamp, sorted(self._seen)
+
+        async def send() -> None:
+            await self.session.publisher.snapshot(snapshot)
+            await self.checkpoints.put_state(self.rest.key, {"last_ts": last_ts, "ids_at_last_ts": seen})
+            TRADES_PUBLISHED.labels(self.exchange_id, self.symbol).inc(len(trades))
+            NEWEST_RECORD.labels(self.exchange_id, self.symbol, "trades", "").set(last_ts / 1000)
+            FRESHNESS_LAG.labels(self.exchange_id, self.symbol, "trades", "").set(
+                max(0.0, time.time() - last_ts / 1000)
+            )
+
+        await self.pages.write(send)

@@ -65,6 +65,8 @@ class StreamJob(ABC):
         # Read each frame as received, before ccxt handles it (the books check sequence numbers).
         self.frame_checks: list[Callable[[Frame], None]] = []
         self._dead_letters: set[asyncio.Task[None]] = set()
+        # The connection's RAW pages (a new writer per connection, see `_connect_forever`).
+        self.pages = PageWriter()
 
     @property
     def name(self) -> str:
@@ -114,8 +116,13 @@ class StreamJob(ABC):
             client = self.new_client()
             self.connections += 1
             opened = time.monotonic()
+            pages = self.pages = PageWriter()
             try:
-                await self.connected(client)
+                try:
+                    await self.connected(client)
+                finally:
+                    # The connection's pages are in RAW before the next one fills from the checkpoint.
+                    await pages.close()
             except asyncio.CancelledError:
                 raise
             except LeaseLostError as exc:
@@ -176,6 +183,54 @@ class StreamJob(ABC):
             )
         )
         LIVE_PUBLISHED.labels(self.exchange_id, self.dataset.value).inc()
+
+
+class PageWriter:
+    """A connection's RAW pages, published in order by a task of their own.
+
+    The job goes on taking updates (and sending them to LIVE) while a page waits for JetStream's
+    ack and its checkpoint: a page's round trips no longer hold the next update back (they were
+    most of the LIVE latency's tail). At most `max_waiting` pages wait; beyond that `write` waits,
+    so RAW's pace bounds the job's memory. The first failure stops the writer: the pages after it
+    are dropped unpublished, so no checkpoint passes a page that is not in RAW; `write` and `close`
+    raise it, and the next connection fills from the checkpoint by REST, as after any failure.
+    """
+
+    def __init__(self, max_waiting: int = 8) -> None:
+        self._queue: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue(max_waiting)
+        self._failed: Exception | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def write(self, page: Callable[[], Awaitable[None]]) -> None:
+        """Queue `page` (publishes one RAW page and its checkpoint) after those written before."""
+        if self._failed is not None:
+            raise self._failed
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+        await self._queue.put(page)
+
+    async def _run(self) -> None:
+        while True:
+            page = await self._queue.get()
+            try:
+                if self._failed is None:
+                    await page()
+            except Exception as exc:
+                self._failed = exc
+            finally:
+                self._queue.task_done()
+
+    async def close(self) -> None:
+        """Every page written is published, or the first failure is raised."""
+        if self._task is not None:
+            try:
+                await self._queue.join()
+            finally:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        if self._failed is not None:
+            raise self._failed
 
 
 class Updates:
