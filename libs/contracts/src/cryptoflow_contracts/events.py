@@ -212,6 +212,9 @@ class RawSnapshot(Event):
             self.last_ts,
             # A page without a payload (a bulk-archive page) is what its responses say.
             content_hash(self.payload) if self.payload is not None else content_hash(self._bodies()),
+            # A file page is its text *as read by its mapping*: the same part under another mapping
+            # is another page (`cryptoflow ingest`).
+            *([content_hash(self.request["mapping"])] if "mapping" in self.request else []),
             # A forming candle and the same candle closed (same values) are different pages; final
             # pages keep the identity they always had.
             *([] if self.final else ["forming"]),

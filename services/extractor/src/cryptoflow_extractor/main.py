@@ -4,6 +4,7 @@
     cryptoflow-extractor validate-config FILE     check a jobs file and exit
     cryptoflow-extractor backfill --exchange binance --symbols BTC/USDT --timeframe 1m \\
         --from 2024-01-01 --to 2024-01-31 [--source binance-archive]
+    cryptoflow-extractor ingest PATH_OR_S3_URL --dataset ohlcv|trades --mapping mapping.yaml
 """
 
 from __future__ import annotations
@@ -78,6 +79,28 @@ def backfill(args: argparse.Namespace) -> int:
     return 1 if report.names("corrupt") else 0
 
 
+def ingest(args: argparse.Namespace) -> int:
+    """Publish a CSV or Parquet file's rows to RAW (`ingest.py`); 2 on a bad file or mapping."""
+    from cryptoflow_runtime import LakeSettings, ServiceSettings
+
+    from .ingest import IngestError, load_mapping, run_ingest
+
+    try:
+        settings = load_settings(ServiceSettings)
+        s3_endpoint_url = load_settings(LakeSettings).s3_endpoint_url
+        mapping = load_mapping(args.mapping, args.dataset)
+        configure_logging(NAME + "-ingest", "WARNING")
+        report = asyncio.run(run_ingest(settings, args.path, args.dataset, mapping, s3_endpoint_url, sys.stderr))
+    except (ConfigError, IngestError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    markets = ", ".join(f"{exchange} {symbol}" for exchange, symbol in sorted(report.markets)) or "none"
+    print(f"file sha256 {report.sha256}: {report.rows} rows in {report.pages} pages published for {markets}")
+    if report.dead_lettered_rows:
+        print(f"{report.dead_lettered_rows} rows could not be published (no valid exchange or symbol): see the DLQ")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     args_in = sys.argv[1:] if argv is None else argv
     if not args_in:
@@ -105,12 +128,18 @@ def main(argv: list[str] | None = None) -> None:
         "--archive-url", help="archive host (default: the exchange URL when set, else https://data.binance.vision)"
     )
     fill.add_argument("--archive-market", default="spot", help="archive tree: spot, futures/um or futures/cm")
+    put = sub.add_parser("ingest", help="publish a CSV or Parquet file's rows to RAW")
+    put.add_argument("path", help="CSV or Parquet file: a local path or s3://bucket/key (S3_ENDPOINT_URL)")
+    put.add_argument("--dataset", required=True, choices=["ohlcv", "trades"])
+    put.add_argument("--mapping", required=True, type=Path, help="YAML: columns, ts_unit, exchange[_column], ...")
     sub.add_parser("run", help="run the extractor service (the default)")
     args = parser.parse_args(args_in)
     if args.command == "validate-config":
         sys.exit(validate_config(args.file))
     if args.command == "backfill":
         sys.exit(backfill(args))
+    if args.command == "ingest":
+        sys.exit(ingest(args))
     run_service(NAME, lambda: load_settings(ExtractorSettings), build)
 
 

@@ -35,6 +35,10 @@ archive's CSV as stored in the zip: its candles are parsed again from those line
 (`cryptoflow_native.archives.kline_rows`: header row or not, ms or µs, Binance's extras), between
 `first_ts` and `last_ts`.
 
+A file page (`fileRows`, `cryptoflow ingest`) keeps its part of the user's file (CSV lines with
+the header, or a Parquet file's rows as read): its records are read again by the mapping in the
+page's request (`cryptoflow_native.files`).
+
 One correction of ccxt's stream parse: Gate's `spot.candlesticks` push has `v`, documented by
 Gate as the total volume (in the quote currency), and `a`, the base-currency amount. ccxt's
 websocket parse takes `v` as the volume, its REST parse the base amount: where the frame has `a`,
@@ -66,6 +70,7 @@ from cryptoflow_native import (
     trade_maker_sides,
 )
 from cryptoflow_native.archives import ARCHIVE_KLINES_METHOD, kline_rows
+from cryptoflow_native.files import CSV_BODY, FILE_ROWS_METHOD, FORMAT_HEADER, page_records
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +119,8 @@ def payload_from_native(snapshot: dict[str, Any]) -> Any:
         return _payload_from_stream(snapshot)
     if any(call.get("method") == ARCHIVE_KLINES_METHOD for call in snapshot["native"]):
         return _payload_from_archive(snapshot)
+    if any(call.get("method") == FILE_ROWS_METHOD for call in snapshot["native"]):
+        return _payload_from_file(snapshot)
     exchange = snapshot["exchange"]
     calls = [_recorded(exchange, snapshot["symbol"], call) for call in snapshot["native"]]
     dataset = Dataset(snapshot["dataset"])
@@ -150,6 +157,23 @@ def _payload_from_archive(snapshot: dict[str, Any]) -> Any:
         for row in kline_rows(response["body"].encode())
     ]
     return [row for row in rows if _within(row[0], first, last)]
+
+
+def _payload_from_file(snapshot: dict[str, Any]) -> Any:
+    """A file page (`cryptoflow ingest`): its rows read by the mapping in its request, values as
+    text (the checks quarantine what does not parse, with the reason)."""
+    mapping = snapshot.get("request", {}).get("mapping")
+    if not isinstance(mapping, dict):
+        raise ValueError("a file page's request carries the mapping that reads it")
+    dataset = snapshot["dataset"]
+    return [
+        record
+        for call in snapshot["native"]
+        for response in call["responses"]
+        for record in page_records(
+            response["body"].encode(), response.get("headers", {}).get(FORMAT_HEADER, CSV_BODY), mapping, dataset
+        )
+    ]
 
 
 def _payload_from_stream(snapshot: dict[str, Any]) -> Any:

@@ -91,6 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--processes", type=int, default=None, help="processes sharing the markets (default: CPUs, ≤ 4)"
     )
 
+    ingest = sub.add_parser(
+        "ingest", help="load a CSV or Parquet file (local or s3://) as ohlcv or trades, by a column mapping"
+    )
+    # The extractor's own `ingest` command runs it (imported only then: ccxt is slow to import).
+    ingest.add_argument("path", help="CSV or Parquet file: a local path or s3://bucket/key (S3_ENDPOINT_URL)")
+    ingest.add_argument("--dataset", required=True, choices=["ohlcv", "trades"])
+    ingest.add_argument(
+        "--mapping", required=True, type=Path, help="YAML: columns, ts_unit, timezone, exchange[_column], ..."
+    )
+
     asyncapi = sub.add_parser("asyncapi", help="write (or --check) docs/asyncapi/cryptoflow.yaml")
     asyncapi.add_argument("--check", action="store_true", help="fail when the committed document is stale")
     asyncapi.add_argument("--output", help="where to write it")
@@ -166,6 +176,13 @@ def main(argv: list[str] | None = None) -> None:
 
         local_stack = stack_path(home).exists()
         sys.exit(run_rebuild(args.filter, args.concurrency, args.processes, local_stack=local_stack))
+    if args.command == "ingest":
+        from cryptoflow_extractor.main import ingest as run_ingest
+
+        from .stackfile import stack_env
+
+        stack_env(home)  # publish to the running local stack unless the environment says otherwise
+        sys.exit(run_ingest(args))
     if args.command == "warehouse":
         from .warehouse import database_url
         from .warehouse import main as warehouse_main
