@@ -239,7 +239,9 @@ async def seed(conn: asyncpg.Connection) -> None:
         "detected_at": now,
         "event_id": "KnownGap-1",
     }
-    await insert_rows(conn, "known_gaps", [gap])
+    # And a day the bulk archive lacked (read by REST): source coverage, not a gap in the data.
+    archive_day = {**gap, "gap_start": now - timedelta(days=1), "gap_end": now, "missing": 0, "kind": "archive_missing"}
+    await insert_rows(conn, "known_gaps", [gap, {**archive_day, "event_id": "KnownGap-2"}])
     alert = {
         "rule": "btc-move",
         "kind": "price_move",

@@ -67,7 +67,14 @@ async def test_monthly_daily_and_rest_join_without_gap_or_overlap_and_a_killed_r
     )
     start = int(this_month.replace(year=year, month=month).timestamp() * 1000)
     end = (now - 10 * 60_000) // FIVE_MIN * FIVE_MIN
-    pipe.start_simulator(["--symbols", "BTC/USDT", "--seed", "9", "--start", str(start)])
+    # The second month's zip is not there, nor its 15th day's: the month is read by day, that day by REST.
+    second_month = datetime.fromtimestamp(start / 1000, UTC).replace(month=month % 12 + 1, year=year + (month == 12))
+    missing_day = second_month.replace(day=15).date()
+    faults = [f"missing:BTCUSDT-5m-{second_month:%Y-%m}.zip", f"missing:BTCUSDT-5m-{missing_day}.zip"]
+    pipe.start_simulator(
+        ["--symbols", "BTC/USDT", "--seed", "9", "--start", str(start)]
+        + [arg for fault in faults for arg in ("--archive-fault", fault)]
+    )
     for name in ("warehouse-loader", "transformer", "lake-writer"):
         pipe.start(name)
     assert pipe.sim_url
@@ -112,4 +119,12 @@ async def test_monthly_daily_and_rest_join_without_gap_or_overlap_and_a_killed_r
     # Today's candles came by REST, the rest from the archives.
     stats = await pipe.simulator_stats()
     assert stats.get("requests", {}).get("binance.ohlcv", 0) >= 1, stats
-    assert await pipe.fetchval("SELECT count(*) FROM known_gaps") == 0
+    # No gap in the data; the day the archive lacks is recorded as such, in source_coverage.
+    assert await pipe.fetchval("SELECT count(*) FROM known_gaps WHERE kind = 'no_records'") == 0
+    coverage = await pipe.fetch(
+        "SELECT archive_missing_days, archive_missing_dates, known_gaps, first_ts, last_ts FROM source_coverage "
+        "WHERE source = 'binance' AND asset = 'BTC/USDT' AND dataset = 'ohlcv' AND timeframe = '5m'"
+    )
+    assert [tuple(row.values()) for row in coverage] == [
+        (1, [missing_day], 0, datetime.fromtimestamp(start / 1000, UTC), datetime.fromtimestamp(end / 1000, UTC))
+    ]

@@ -212,12 +212,16 @@ async def test_a_missing_day_is_recorded_for_rest_and_a_missing_month_read_by_da
     assert job.report.outcomes["BTCUSDT-5m-2024-03-04.zip"] == "missing"
     assert "BTCUSDT-5m-2024-01.zip" not in job.report.outcomes  # read from its days instead
     assert job.report.outcomes["BTCUSDT-5m-2024-01-14.zip"] == "loaded"
-    # Everything but the two missing days, and no known gap for them: REST fills them.
+    # Everything but the two missing days, and no gap in the data for them: REST fills them.
     expected = [
         row for row in truth(tree.walk, START, reached) if not any(d <= row[0] < d + DAY_MS for d in (day4, day15))
     ]
     assert [row[:6] for row in candles(recorder)] == expected
-    assert recorder.gaps == []
+    # The days the archive lacks are recorded as such (source_coverage), not as data gaps.
+    assert sorted((g.kind, g.start_ts, g.end_ts, g.missing, g.timeframe) for g in recorder.gaps) == [
+        ("archive_missing", day15, day15 + DAY_MS - 1, 0, TF),
+        ("archive_missing", day4, day4 + DAY_MS - 1, 0, TF),
+    ]
 
 
 async def test_a_rerun_skips_finished_files_without_downloading_them_and_reloads_a_replaced_one(

@@ -50,6 +50,9 @@ MarketSymbol = Annotated[str, AfterValidator(_market_symbol)]
 AlertKind = Literal["price_move", "spread", "staleness"]
 RunStatus = Literal["running", "ok", "failed"]
 AnomalyKind = Literal["return_zscore", "volume_spike"]
+# no_records: the source has no records there; archive_missing: a bulk archive lacks the file of a
+# day (its records come by REST, and the day is recorded for source_coverage).
+GapKind = Literal["no_records", "archive_missing"]
 
 
 def content_hash(value: Any) -> str:
@@ -330,7 +333,8 @@ class DeadLetter(Event):
 
 
 class KnownGap(Event):
-    """An interval the exchange itself has no records for (an outage, an illiquid market).
+    """An interval the exchange itself has no records for (an outage, an illiquid market); or,
+    `kind` archive_missing, a day a bulk archive has no file for (read by REST instead).
 
     Recorded once, never retried: the extractor moves past it.
     """
@@ -350,12 +354,18 @@ class KnownGap(Event):
         description="Number of missing records (candles); 0 when unknown (trades the exchange no longer serves)"
     )
     detected_at: datetime
+    kind: GapKind = Field(
+        default="no_records",
+        description="no_records: the source has none there; archive_missing: the bulk archive lacks that day's file",
+    )
 
     def subject(self) -> str:
         return subjects.gaps_subject(self.exchange, self.symbol)
 
     def identity(self) -> Identity:
-        return [self.exchange, self.symbol, self.dataset.value, self.timeframe, self.start_ts, self.end_ts]
+        # Gaps of the first kind keep the ids they always had.
+        kind = [] if self.kind == "no_records" else [self.kind]
+        return [self.exchange, self.symbol, self.dataset.value, self.timeframe, self.start_ts, self.end_ts, *kind]
 
 
 class SchemaDrift(Event):

@@ -292,7 +292,7 @@ class ArchiveJob:
             self.market, self.symbol_id, self.timeframe, self.start_ms, self.end_ms, monthly, daily
         )
         for start, end in missing:
-            self._missing(
+            await self._missing(
                 ArchiveFile(
                     self.market,
                     "daily",
@@ -323,11 +323,30 @@ class ArchiveJob:
             for start, end in self.missing_days
         ]
 
-    def _missing(self, day: ArchiveFile, start: int, end: int) -> None:
+    async def _missing(self, day: ArchiveFile, start: int, end: int) -> None:
         log.warning("archive day missing: REST reads it", extra={"job": self.name, "file": day.name})
         self.report.outcomes[day.name] = "missing"
         ARCHIVE_FILES.labels(self.session.exchange_id, self.timeframe, "missing").inc()
+        await self._record_missing_day(start, end)
+
+    async def _record_missing_day(self, start: int, end: int) -> None:
+        """REST reads the day; that the archive lacks it is recorded (known_gaps, kind
+        archive_missing: `source_coverage`), once whatever the reruns (same event id)."""
         self.missing_days.append((start, end))
+        self.missing_days.sort()
+        await self.session.publisher.gap(
+            KnownGap(
+                exchange=self.session.exchange_id,
+                symbol=self.symbol,
+                dataset=Dataset.OHLCV,
+                timeframe=self.timeframe,
+                start_ts=start,
+                end_ts=end - 1,
+                missing=0,
+                detected_at=datetime.now(UTC),
+                kind="archive_missing",
+            )
+        )
 
     async def load(self, file: ArchiveFile) -> FileOutcome:
         outcome = await self._load(file)
@@ -336,8 +355,7 @@ class ArchiveJob:
         if outcome in ("loaded", "skipped", "replaced"):
             self.files_done.append(file)
         elif outcome == "missing" and file.period == "daily":
-            self.missing_days.append((max(file.start_ms, self.start_ms), min(file.end_ms, self.end_ms)))
-            self.missing_days.sort()
+            await self._record_missing_day(max(file.start_ms, self.start_ms), min(file.end_ms, self.end_ms))
             # REST reads that day: whether it has holes is for REST to find, not a gap to record here.
             self._expected_ts = file.end_ms
         if self.on_file is not None:

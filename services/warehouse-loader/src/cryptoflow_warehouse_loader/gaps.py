@@ -19,9 +19,10 @@ async def record_gap(conn: asyncpg.Connection, gap: KnownGap) -> bool:
     """True when the gap was new."""
     status: str = await conn.execute(
         """
-        INSERT INTO known_gaps (exchange, symbol, dataset, timeframe, gap_start, gap_end, missing, detected_at, event_id)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-        ON CONFLICT (exchange, symbol, dataset, timeframe, gap_start, gap_end) DO NOTHING
+        INSERT INTO known_gaps
+            (exchange, symbol, dataset, timeframe, gap_start, gap_end, missing, detected_at, event_id, kind)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+        ON CONFLICT (exchange, symbol, dataset, timeframe, gap_start, gap_end, kind) DO NOTHING
         """,
         gap.exchange,
         gap.symbol,
@@ -32,5 +33,6 @@ async def record_gap(conn: asyncpg.Connection, gap: KnownGap) -> bool:
         gap.missing,
         gap.detected_at,
         gap.event_id,
+        gap.kind,
     )
     return status == "INSERT 0 1"

@@ -131,7 +131,10 @@ known_gaps = Table(
     Column("detected_at", DateTime(timezone=True), nullable=False),
     Column("event_id", Text, nullable=False),
     Column("loaded_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
-    PrimaryKeyConstraint("exchange", "symbol", "dataset", "timeframe", "gap_start", "gap_end", name="known_gaps_pkey"),
+    Column("kind", Text, nullable=False, server_default=text("'no_records'")),
+    PrimaryKeyConstraint(
+        "exchange", "symbol", "dataset", "timeframe", "gap_start", "gap_end", "kind", name="known_gaps_pkey"
+    ),
     Index("known_gaps_start_idx", "gap_start"),
 )
 
