@@ -13,6 +13,7 @@ from pathlib import Path
 
 import orjson
 
+from cryptoflow_exchange_sim.aggregators import PROVIDERS
 from cryptoflow_exchange_sim.archives import ArchiveFaults, parse_archive_fault_spec
 from cryptoflow_exchange_sim.csv_market import CsvCandleMarket
 from cryptoflow_exchange_sim.fault_plan import Fault, load_fault_file, parse_fault_spec
@@ -97,6 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="Binance archive fault by zip name pattern, e.g. microseconds:BTCUSDT-1m-2024-03* "
         "(kinds: bad_checksum, header, microseconds, missing, replace)",
     )
+    parser.add_argument(
+        "--aggregator-key",
+        default=os.environ.get("SIM_AGGREGATOR_KEY"),
+        help="API key CoinGecko's and CoinPaprika's endpoints require (default $SIM_AGGREGATOR_KEY; none: open)",
+    )
+    parser.add_argument(
+        "--aggregator-rate-limited",
+        action="append",
+        default=[],
+        metavar="PROVIDER:N",
+        help="answer the provider's next N requests 429 with Retry-After, e.g. coingecko:3",
+    )
     parser.add_argument("--url-file", type=Path, help="write the base URL here once listening")
     parser.add_argument(
         "--cache-closed",
@@ -163,6 +176,15 @@ def build_archive_faults(args: argparse.Namespace) -> ArchiveFaults:
     return faults
 
 
+def parse_rate_limited(spec: str) -> tuple[str, int]:
+    provider, _, count = spec.partition(":")
+    if provider not in PROVIDERS or not count.isdigit():
+        raise ValueError(
+            f"--aggregator-rate-limited {spec!r}: expected PROVIDER:N, PROVIDER one of {', '.join(PROVIDERS)}"
+        )
+    return provider, int(count)
+
+
 def build_faults(args: argparse.Namespace) -> list[Fault]:
     faults = [] if args.faults is None else load_fault_file(args.faults)
     return faults + [parse_fault_spec(spec) for spec in args.fault]
@@ -178,6 +200,8 @@ async def serve(
     cache: AnswerCache | None = None,
     stream_faults: Sequence[StreamFault] = (),
     archive_faults: ArchiveFaults | None = None,
+    aggregator_key: str | None = None,
+    rate_limited: Sequence[tuple[str, int]] = (),
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -192,7 +216,10 @@ async def serve(
         cache=cache,
         stream_faults=stream_faults,
         archive_faults=archive_faults,
+        aggregator_key=aggregator_key,
     )
+    for provider, count in rate_limited:
+        simulator.aggregators.rate_limited[provider] += count
     base_url = await simulator.start()
     try:
         if url_file is not None:
@@ -214,11 +241,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         cache = build_cache(args)
         stream_faults = build_stream_faults(args)
         archive_faults = build_archive_faults(args)
+        rate_limited = [parse_rate_limited(spec) for spec in args.aggregator_rate_limited]
     except ValueError as error:
         parser.error(str(error))
     asyncio.run(
-        serve(market, args.host, args.port, args.url_file, exchanges, faults, cache, stream_faults, archive_faults)
-    )
+        serve(
+            market, args.host, args.port, args.url_file, exchanges, faults, cache, stream_faults, archive_faults,
+            args.aggregator_key, rate_limited,
+        )
+    )  # fmt: skip
     return 0
 
 

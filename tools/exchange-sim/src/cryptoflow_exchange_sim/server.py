@@ -28,6 +28,7 @@ import orjson
 from aiohttp import web
 
 from cryptoflow_exchange_sim import binance, binance_ws, bybit, bybit_ws, gate, gate_ws
+from cryptoflow_exchange_sim.aggregators import Aggregators
 from cryptoflow_exchange_sim.archives import ARCHIVE_ROUTE, ArchiveFaults, ArchiveTree, parse_archive_fault_spec
 from cryptoflow_exchange_sim.fault_plan import Decision, Fault, FaultPlan, faults_from_json, mutate_records
 from cryptoflow_exchange_sim.live import LiveMarket
@@ -116,6 +117,7 @@ _STATS: web.AppKey[Stats] = web.AppKey("stats")
 _CACHE: web.AppKey[AnswerCache | None] = web.AppKey("answer_cache")
 _STREAMS: web.AppKey[StreamContext] = web.AppKey("streams")
 _ARCHIVES: web.AppKey[ArchiveTree] = web.AppKey("archives")
+_AGGREGATORS: web.AppKey[Aggregators] = web.AppKey("aggregators")
 
 
 @dataclass
@@ -140,6 +142,7 @@ def create_app(
     cache: AnswerCache | None = None,
     stream_faults: Iterable[StreamFault] = (),
     archive_faults: ArchiveFaults | None = None,
+    aggregators: Aggregators | None = None,
 ) -> web.Application:
     names = list(dict.fromkeys(exchanges))
     unknown = [name for name in names if name not in VENUES]
@@ -167,6 +170,9 @@ def create_app(
         app.router.add_get("/_sim/archive_faults", _get_archive_faults)
         app.router.add_post("/_sim/archive_faults", _add_archive_faults)
         app.router.add_delete("/_sim/archive_faults", _clear_archive_faults)
+    # CoinGecko's and CoinPaprika's market lists, made of the same market (aggregators.py).
+    app[_AGGREGATORS] = aggregators or Aggregators(market, clock)
+    app[_AGGREGATORS].routes(app)
     for name in names:
         venue = VENUES[name]
         for prefix in venue.prefixes:
@@ -200,8 +206,10 @@ class Simulator:
         cache: AnswerCache | None = None,
         stream_faults: Iterable[StreamFault] = (),
         archive_faults: ArchiveFaults | None = None,
+        aggregator_key: str | None = None,
     ) -> None:
-        self.app = create_app(market, clock, exchanges, faults, cache, stream_faults, archive_faults)
+        aggregators = Aggregators(market, clock, aggregator_key)
+        self.app = create_app(market, clock, exchanges, faults, cache, stream_faults, archive_faults, aggregators)
         self._runner = web.AppRunner(self.app, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         self._host = host
         self._port = port
@@ -228,6 +236,10 @@ class Simulator:
     @property
     def archives(self) -> ArchiveTree:
         return self.app[_ARCHIVES]
+
+    @property
+    def aggregators(self) -> Aggregators:
+        return self.app[_AGGREGATORS]
 
     async def start(self) -> str:
         await self._runner.setup()

@@ -1,0 +1,306 @@
+"""CoinGecko's `/api/v3/coins/markets` and CoinPaprika's `/v1/tickers`, from the simulator's market.
+
+Each listed BASE/USDT (or BASE/USD) market is a coin: its price is the close of the market's 1m
+candle that ended at the last whole minute (`last_updated`: the number an exchange says for it), its 24 h volume
+and change the ticker's, its supply a fixed number per coin (a hash of its symbol), so a
+price-divergence check over the simulator has an exact expected answer. Beside them, one coin that
+shares the first coin's ticker under another id and a tiny market cap: the symbol collision an
+asset registry must resolve (CoinGecko lists many coins per ticker).
+
+Field names and shapes follow the providers' API documentation (CoinGecko v3 `coins/markets`:
+id, symbol in lower case, current_price, market_cap, market_cap_rank, total_volume, ...
+last_updated; CoinPaprika v1 `tickers`: id like `btc-bitcoin`, symbol in upper case, rank,
+supplies, `quotes.USD` with price, volume_24h, market_cap, percent_change_24h). Keys: CoinGecko's
+`x-cg-demo-api-key` / `x-cg-pro-api-key` header (or `x_cg_demo_api_key` query parameter),
+CoinPaprika's `Authorization` header; with `--aggregator-key` set, a request without it is refused
+as each provider refuses it. Faults: the next N requests of a provider answered 429 with
+`Retry-After`, as both do when a rate limit or CoinPaprika's monthly quota is spent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from aiohttp import web
+
+from .derived import ticker_snapshot
+from .intervals import INTERVALS
+from .market import KlineWindow, Market
+
+Clock = Callable[[], int]
+
+PROVIDERS = ("coingecko", "coinpaprika")
+COINGECKO_MARKETS = "/api/v3/coins/markets"
+COINPAPRIKA_TICKERS = "/v1/tickers"
+USD_QUOTES = ("USDT", "USD")
+MINUTE = INTERVALS["1m"]
+MINUTE_MS = 60_000
+# Provider ids of well-known coins; others get `<symbol>` and `<symbol>-<symbol>`.
+KNOWN_IDS: dict[str, tuple[str, str, str]] = {
+    "BTC": ("bitcoin", "btc-bitcoin", "Bitcoin"),
+    "ETH": ("ethereum", "eth-ethereum", "Ethereum"),
+    "BNB": ("binancecoin", "bnb-binance-coin", "BNB"),
+    "SOL": ("solana", "sol-solana", "Solana"),
+    "XRP": ("ripple", "xrp-xrp", "XRP"),
+    "ADA": ("cardano", "ada-cardano", "Cardano"),
+    "DOGE": ("dogecoin", "doge-dogecoin", "Dogecoin"),
+    "DASH": ("dash", "dash-dash", "Dash"),
+}
+
+
+@dataclass(frozen=True)
+class Coin:
+    symbol: str
+    coingecko_id: str
+    coinpaprika_id: str
+    name: str
+    price: Decimal
+    open_24h: Decimal
+    volume_24h_usd: Decimal
+    circulating: Decimal
+    total: Decimal
+    max_supply: Decimal | None
+    updated_ms: int
+
+    @property
+    def market_cap(self) -> Decimal:
+        return (self.price * self.circulating).quantize(Decimal(1))
+
+    @property
+    def change_24h_pct(self) -> float:
+        return float((self.price - self.open_24h) / self.open_24h * 100) if self.open_24h else 0.0
+
+
+def _supply(symbol: str) -> tuple[Decimal, Decimal, Decimal | None]:
+    unit = int(hashlib.sha256(symbol.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    circulating = Decimal(1_000_000 + int(unit * 99_000_000))
+    total = circulating + Decimal(int(unit * 1_000_000))
+    return circulating, total, (total * 2 if unit < 0.5 else None)
+
+
+def coins(market: Market, now_ms: int) -> list[Coin]:
+    """The coins at `now_ms`, by market cap, highest first (then the colliding coin)."""
+    found: list[Coin] = []
+    for listing in market.listings():
+        if listing.quote_asset not in USD_QUOTES or any(c.symbol == listing.base_asset for c in found):
+            continue
+        # The price at the last whole minute: the close of the 1m candle that ended there.
+        minute = now_ms - now_ms % MINUTE_MS
+        closed = market.klines(
+            listing.symbol_id, MINUTE, KlineWindow(minute - MINUTE_MS, minute - MINUTE_MS, 1), now_ms
+        )
+        ticker = ticker_snapshot(market, listing.symbol_id, now_ms)
+        if not closed or closed[0].close_time >= now_ms or ticker.anchor is None:
+            continue  # no closed candle yet: the providers do not list it yet either
+        gecko, paprika, name = KNOWN_IDS.get(
+            listing.base_asset,
+            (
+                listing.base_asset.lower(),
+                f"{listing.base_asset.lower()}-{listing.base_asset.lower()}",
+                listing.base_asset,
+            ),
+        )
+        circulating, total, max_supply = _supply(listing.base_asset)
+        found.append(
+            Coin(
+                listing.base_asset, gecko, paprika, name, Decimal(closed[0].close), ticker.open, ticker.quote_volume,
+                circulating, total, max_supply, minute,
+            )
+        )  # fmt: skip
+    found.sort(key=lambda coin: coin.market_cap, reverse=True)
+    if found:
+        first = found[0]
+        # Same ticker, another coin: worth a thousandth of the first.
+        found.append(
+            Coin(
+                first.symbol, f"{first.coingecko_id}-classic", f"{first.symbol.lower()}-{first.coingecko_id}-classic",
+                f"{first.name} Classic", first.price / 1000, first.open_24h / 1000, first.volume_24h_usd / 1000,
+                first.circulating, first.total, first.max_supply, first.updated_ms,
+            )
+        )  # fmt: skip
+    return found
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def _number(value: Decimal | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def coingecko_row(coin: Coin, rank: int) -> dict[str, Any]:
+    price = float(coin.price)
+    return {
+        "id": coin.coingecko_id,
+        "symbol": coin.symbol.lower(),
+        "name": coin.name,
+        "image": f"https://coin-images.coingecko.com/coins/images/{rank}/large/{coin.coingecko_id}.png",
+        "current_price": price,
+        "market_cap": int(coin.market_cap),
+        "market_cap_rank": rank,
+        "fully_diluted_valuation": int((coin.price * (coin.max_supply or coin.total)).quantize(Decimal(1))),
+        "total_volume": float(coin.volume_24h_usd),
+        "high_24h": max(price, float(coin.open_24h)),
+        "low_24h": min(price, float(coin.open_24h)),
+        "price_change_24h": float(coin.price - coin.open_24h),
+        "price_change_percentage_24h": round(coin.change_24h_pct, 5),
+        "market_cap_change_24h": float((coin.price - coin.open_24h) * coin.circulating),
+        "market_cap_change_percentage_24h": round(coin.change_24h_pct, 5),
+        "circulating_supply": float(coin.circulating),
+        "total_supply": float(coin.total),
+        "max_supply": _number(coin.max_supply),
+        "ath": price,
+        "ath_change_percentage": 0.0,
+        "ath_date": _iso(coin.updated_ms),
+        "atl": min(price, float(coin.open_24h)),
+        "atl_change_percentage": 0.0,
+        "atl_date": _iso(coin.updated_ms),
+        "roi": None,
+        "last_updated": _iso(coin.updated_ms),
+    }
+
+
+def coinpaprika_row(coin: Coin, rank: int) -> dict[str, Any]:
+    return {
+        "id": coin.coinpaprika_id,
+        "name": coin.name,
+        "symbol": coin.symbol.upper(),
+        "rank": rank,
+        "circulating_supply": int(coin.circulating),
+        "total_supply": int(coin.total),
+        "max_supply": int(coin.max_supply) if coin.max_supply is not None else 0,
+        "beta_value": 1.0,
+        "first_data_at": "2018-01-01T00:00:00Z",
+        "last_updated": datetime.fromtimestamp(coin.updated_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "quotes": {
+            "USD": {
+                "price": float(coin.price),
+                "volume_24h": float(coin.volume_24h_usd),
+                "volume_24h_change_24h": 0.0,
+                "market_cap": int(coin.market_cap),
+                "market_cap_change_24h": round(coin.change_24h_pct, 2),
+                "percent_change_15m": 0.0,
+                "percent_change_30m": 0.0,
+                "percent_change_1h": 0.0,
+                "percent_change_6h": 0.0,
+                "percent_change_12h": 0.0,
+                "percent_change_24h": round(coin.change_24h_pct, 2),
+                "percent_change_7d": 0.0,
+                "percent_change_30d": 0.0,
+                "percent_change_1y": 0.0,
+                "ath_price": float(coin.price),
+                "ath_date": _iso(coin.updated_ms),
+                "percent_from_price_ath": 0.0,
+            }
+        },
+    }
+
+
+@dataclass
+class Aggregators:
+    """The two providers' endpoints on the simulator's host, with their keys and 429 faults."""
+
+    market: Market
+    clock: Clock
+    api_key: str | None = None
+    # provider → requests still to be refused with 429
+    rate_limited: Counter[str] = field(default_factory=Counter)
+    retry_after_s: int = 1
+    requests: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[str] = field(default_factory=Counter)
+    keys_seen: Counter[str] = field(default_factory=Counter)
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get(COINGECKO_MARKETS, self.coingecko_markets)
+        app.router.add_get(COINPAPRIKA_TICKERS, self.coinpaprika_tickers)
+        app.router.add_get("/_sim/aggregators", self.stats)
+        app.router.add_post("/_sim/aggregators", self.add_faults)
+
+    def _refused(self, provider: str, request: web.Request) -> web.Response | None:
+        self.requests[provider] += 1
+        key = (
+            request.headers.get("x-cg-pro-api-key")
+            or request.headers.get("x-cg-demo-api-key")
+            or request.query.get("x_cg_demo_api_key")
+            if provider == "coingecko"
+            else request.headers.get("Authorization")
+        )
+        if key:
+            self.keys_seen[provider] += 1
+        if self.api_key is not None and key != self.api_key:
+            return self._answer(provider, 401, _unauthorized(provider))
+        if self.rate_limited[provider] > 0:
+            self.rate_limited[provider] -= 1
+            response = self._answer(provider, 429, _rate_limited(provider))
+            response.headers["Retry-After"] = str(self.retry_after_s)
+            return response
+        return None
+
+    def _answer(self, provider: str, status: int, body: Any) -> web.Response:
+        self.statuses[f"{provider}.{status}"] += 1
+        return web.json_response(body, status=status)
+
+    async def coingecko_markets(self, request: web.Request) -> web.Response:
+        refused = self._refused("coingecko", request)
+        if refused is not None:
+            return refused
+        if request.query.get("vs_currency", "").lower() != "usd":
+            return self._answer("coingecko", 400, {"error": "invalid vs_currency"})
+        per_page = min(max(int(request.query.get("per_page", "100")), 1), 250)
+        page = max(int(request.query.get("page", "1")), 1)
+        listed = coins(self.market, self.clock())
+        start = (page - 1) * per_page
+        rows = [coingecko_row(coin, start + i + 1) for i, coin in enumerate(listed[start : start + per_page])]
+        return self._answer("coingecko", 200, rows)
+
+    async def coinpaprika_tickers(self, request: web.Request) -> web.Response:
+        refused = self._refused("coinpaprika", request)
+        if refused is not None:
+            return refused
+        if request.query.get("quotes", "USD").upper() != "USD":
+            return self._answer("coinpaprika", 400, {"error": "invalid quotes"})
+        listed = coins(self.market, self.clock())
+        return self._answer("coinpaprika", 200, [coinpaprika_row(coin, i + 1) for i, coin in enumerate(listed)])
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "requests": dict(self.requests),
+                "statuses": dict(self.statuses),
+                "keys_seen": dict(self.keys_seen),
+                "rate_limited": dict(self.rate_limited),
+            }
+        )
+
+    async def add_faults(self, request: web.Request) -> web.Response:
+        """`{"provider": "coingecko", "rate_limited": 3}`: its next 3 requests get 429."""
+        body = await request.json()
+        provider = body.get("provider")
+        if provider not in PROVIDERS:
+            raise web.HTTPBadRequest(text=f"provider: one of {', '.join(PROVIDERS)}")
+        self.rate_limited[provider] += int(body.get("rate_limited", 0))
+        return await self.stats(request)
+
+
+def _unauthorized(provider: str) -> dict[str, Any]:
+    if provider == "coingecko":
+        return {"status": {"error_code": 10002, "error_message": "API Key Missing"}}
+    return {"error": "invalid API key"}
+
+
+def _rate_limited(provider: str) -> dict[str, Any]:
+    if provider == "coingecko":
+        return {
+            "status": {
+                "error_code": 429,
+                "error_message": "You've exceeded the Rate Limit. Please visit https://www.coingecko.com/en/api/pricing to subscribe to our API plans for higher rate limits.",
+            }
+        }
+    return {"error": "Too many requests"}
