@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from itertools import pairwise
 from pathlib import Path
@@ -16,6 +17,7 @@ from cryptoflow_exchange_sim import (
     book_snapshot,
     ticker_snapshot,
 )
+from cryptoflow_exchange_sim.random_walk import TRADE_STEP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -174,3 +176,27 @@ def test_recorded_ticker_and_book_use_the_last_recorded_candle() -> None:
     assert book.bids[-1].price > 0
     assert (book_at_start.bids[0].price, book_at_start.asks[0].price) == (Decimal("0.00141404"), Decimal("0.00141432"))
     assert book_snapshot(RECORDED, "XRPETH", 5, 0).bids == ()  # nothing has closed yet
+
+
+async def test_a_minute_made_ahead_in_steps_is_that_minute_and_lets_the_event_loop_run() -> None:
+    """A streaming simulator makes the next minute's trades ahead, a few hundred at a time, so its
+    feeds keep sending meanwhile (made at once, ten busy minutes held them up for a second)."""
+    busy = RandomWalkMarket(["BTC/USDT"], seed=5, start_ms=START_MS, trade_scale=100, live_trades=True)
+    minute = START_MS + 30 * 60_000
+    others = 0
+
+    async def another_feed() -> None:
+        nonlocal others
+        while True:
+            others += 1
+            await asyncio.sleep(0)
+
+    feed = asyncio.create_task(another_feed())
+    await asyncio.sleep(0)
+    await busy.prepare_minute("BTCUSDT", minute)
+    feed.cancel()
+    made_now = RandomWalkMarket(["BTC/USDT"], seed=5, start_ms=START_MS, trade_scale=100, live_trades=True)
+    expected = made_now.trades("BTCUSDT", TradeWindow(start_ms=minute, end_ms=minute + 59_999, limit=10**6), 2**62)
+    assert len(expected) > 4 * TRADE_STEP
+    assert busy.trades("BTCUSDT", TradeWindow(start_ms=minute, end_ms=minute + 59_999, limit=10**6), 2**62) == expected
+    assert others >= 4 * len(expected) // TRADE_STEP  # the loop ran between the steps of each pass

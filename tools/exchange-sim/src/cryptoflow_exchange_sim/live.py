@@ -86,6 +86,11 @@ class LiveMarket:
     def trades(self, symbol_id: str, window: TradeWindow, now_ms: int) -> list[Trade]:
         return self.inner.trades(symbol_id, window, now_ms)
 
+    async def prepare_minute(self, symbol_id: str, minute: int, pause_s: float = 0.0) -> None:
+        prepare = getattr(self.inner, "prepare_minute", None)
+        if prepare is not None:
+            await prepare(symbol_id, minute, pause_s)
+
     def trade_stats(self, symbol_id: str, start_ms: int, end_ms: int, now_ms: int) -> TradeStats:
         return self.inner.trade_stats(symbol_id, start_ms, end_ms, now_ms)
 

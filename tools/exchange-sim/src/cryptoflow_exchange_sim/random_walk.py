@@ -19,13 +19,14 @@ A trade is public once its candle has closed (the REST polling the pipeline bega
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import hashlib
 import itertools
 import math
 import re
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from decimal import Decimal
 from functools import lru_cache
 
@@ -181,15 +182,35 @@ class RandomWalkMarket:
 
     def _minute_trades(self, symbol_id: str, minute: int) -> list[Trade]:
         """A closed minute's trades (computed once: streams ask for the same minute many times)."""
-        key = (symbol_id, minute)
-        cached = self._minute_cache.get(key)
+        cached = self._minute_cache.get((symbol_id, minute))
         if cached is None:
-            cached = self._minute_cache[key] = self._make_minute_trades(symbol_id, minute)
-            if len(self._minute_cache) > _MINUTE_CACHE_SIZE:
-                self._minute_cache.popitem(last=False)
+            cached = self._keep(symbol_id, minute, _run(self._minute_trade_steps(symbol_id, minute)))
         return cached
 
-    def _make_minute_trades(self, symbol_id: str, minute: int) -> list[Trade]:
+    async def prepare_minute(self, symbol_id: str, minute: int, pause_s: float = 0.0) -> None:
+        """Make and keep a minute's trades ahead, in steps of TRADE_STEP trades with the event loop
+        let through between them: a streaming simulator asks for a minute as it starts, and ten
+        busy symbols' minutes made at once (~0.1 s each) held every feed up for a second. `pause_s`
+        between steps spreads the work (on a busy machine, a burst of it delays the feeds too)."""
+        if (symbol_id, minute) in self._minute_cache:
+            return
+        steps = self._minute_trade_steps(symbol_id, minute)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                self._keep(symbol_id, minute, done.value)
+                return
+            await asyncio.sleep(pause_s)
+
+    def _keep(self, symbol_id: str, minute: int, trades: list[Trade]) -> list[Trade]:
+        self._minute_cache[(symbol_id, minute)] = trades
+        if len(self._minute_cache) > _MINUTE_CACHE_SIZE:
+            self._minute_cache.popitem(last=False)
+        return trades
+
+    def _minute_trade_steps(self, symbol_id: str, minute: int) -> Generator[None, None, list[Trade]]:
+        """A minute's trades, yielding after every TRADE_STEP of them in each pass."""
         candle = self._candle(symbol_id, _MINUTE, minute, minute + _MINUTE_MS)
         count = candle.trade_count
         if count == 0:
@@ -199,7 +220,10 @@ class RandomWalkMarket:
             return _unit_hash(self._seed, symbol_id, "trade", minute, *label)
 
         low, high = Decimal(candle.low), Decimal(candle.high)
-        prices = [(low + (high - low) * Decimal(unit(k, "price"))).quantize(_EIGHT_PLACES) for k in range(count)]
+        prices: list[Decimal] = []
+        for ks in _steps(count):
+            prices += [(low + (high - low) * Decimal(unit(k, "price"))).quantize(_EIGHT_PLACES) for k in ks]
+            yield
         prices[0] = Decimal(candle.open)
         if count >= 2:
             prices[-1] = Decimal(candle.close)
@@ -209,23 +233,33 @@ class RandomWalkMarket:
             at_low += 1 if at_low >= at_high else 0
             prices[at_high], prices[at_low] = high, low
         volume = Decimal(candle.volume)
-        weights = [0.5 + unit(k, "qty") for k in range(count)]
+        weights: list[float] = []
+        for ks in _steps(count):
+            weights += [0.5 + unit(k, "qty") for k in ks]
+            yield
         total = sum(weights)
-        quantities = [(volume * Decimal(w / total)).quantize(_EIGHT_PLACES) for w in weights[:-1]]
+        quantities: list[Decimal] = []
+        for ks in _steps(count - 1):
+            quantities += [(volume * Decimal(weights[k] / total)).quantize(_EIGHT_PLACES) for k in ks]
+            yield
         quantities.append(volume - sum(quantities, Decimal(0)))
         slot = _MINUTE_MS // count
         first_id = minute // _MINUTE_MS * self.trade_id_stride
-        return [
-            Trade(
-                id=first_id + k,
-                price=_plain8(prices[k]),
-                qty=_plain8(quantities[k]),
-                quote_qty=_plain8((prices[k] * quantities[k]).quantize(_EIGHT_PLACES)),
-                time_ms=minute + k * slot + int(unit(k, "time") * slot),
-                is_buyer_maker=unit(k, "side") < 0.5,
-            )
-            for k in range(count)
-        ]
+        trades: list[Trade] = []
+        for ks in _steps(count):
+            trades += [
+                Trade(
+                    id=first_id + k,
+                    price=_plain8(prices[k]),
+                    qty=_plain8(quantities[k]),
+                    quote_qty=_plain8((prices[k] * quantities[k]).quantize(_EIGHT_PLACES)),
+                    time_ms=minute + k * slot + int(unit(k, "time") * slot),
+                    is_buyer_maker=unit(k, "side") < 0.5,
+                )
+                for k in ks
+            ]
+            yield
+        return trades
 
     def _candle(self, symbol_id: str, interval: Interval, open_time: int, now_ms: int) -> Kline:
         scheduled_end = interval.shift(open_time, 1)
@@ -327,3 +361,20 @@ def _trade_time(trade: Trade) -> int:
 
 def _trade_id(trade: Trade) -> int:
     return trade.id
+
+
+# Trades made per step of RandomWalkMarket.prepare_minute (a few milliseconds of work).
+TRADE_STEP = 500
+
+
+def _steps(count: int) -> Iterator[range]:
+    return (range(start, min(start + TRADE_STEP, count)) for start in range(0, count, TRADE_STEP))
+
+
+def _run(steps: Generator[None, None, list[Trade]]) -> list[Trade]:
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            trades: list[Trade] = done.value
+            return trades
