@@ -44,10 +44,9 @@ def test_a_missing_column_is_named() -> None:
 def test_the_same_lines_make_the_same_page_and_another_mapping_another() -> None:
     data = b"t,id,p,q,venue,pair\n1700000000000,a,10,1,binance,BTC/USDT\n"
     (part,) = csv_parts(data, MAPPING)
-    records = file_records(part.rows, MAPPING, "trades")
-    first = page_snapshot(part, 0, "/data/t.csv", "ab", "trades", MAPPING, records)
-    again = page_snapshot(part, 0, "/data/t.csv", "ab", "trades", MAPPING, records)
+    first = page_snapshot(part, 0, "/data/t.csv", "ab", "trades", MAPPING)
+    again = page_snapshot(part, 0, "/data/t.csv", "ab", "trades", MAPPING)
     assert first.event_id == again.event_id and first.fetched_at <= again.fetched_at
     assert (first.first_ts, first.last_ts) == (1700000000000, 1700000000000)
     seconds = MAPPING.model_copy(update={"ts_unit": "s"})
-    assert page_snapshot(part, 0, "/data/t.csv", "ab", "trades", seconds, records).event_id != first.event_id
+    assert page_snapshot(part, 0, "/data/t.csv", "ab", "trades", seconds).event_id != first.event_id

@@ -42,6 +42,7 @@ import ccxt
 from cryptoflow_contracts import (
     Dataset,
     DeadLetter,
+    GapKind,
     KnownGap,
     NativeCall,
     NativeResponse,
@@ -334,6 +335,9 @@ class ArchiveJob:
         archive_missing: `source_coverage`), once whatever the reruns (same event id)."""
         self.missing_days.append((start, end))
         self.missing_days.sort()
+        await self._publish_gap(start, end - 1, 0, "archive_missing")
+
+    async def _publish_gap(self, start: int, end: int, missing: int, kind: GapKind = "no_records") -> None:
         await self.session.publisher.gap(
             KnownGap(
                 exchange=self.session.exchange_id,
@@ -341,10 +345,10 @@ class ArchiveJob:
                 dataset=Dataset.OHLCV,
                 timeframe=self.timeframe,
                 start_ts=start,
-                end_ts=end - 1,
-                missing=0,
+                end_ts=end,
+                missing=missing,
                 detected_at=datetime.now(UTC),
-                kind="archive_missing",
+                kind=kind,
             )
         )
 
@@ -478,18 +482,7 @@ class ArchiveJob:
             if self._in_missing_days(start, end):
                 continue  # days the archive lacks: REST reads them, and finds their holes if any
             KNOWN_GAPS.labels(self.session.exchange_id, self.symbol, self.timeframe).inc()
-            await self.session.publisher.gap(
-                KnownGap(
-                    exchange=self.session.exchange_id,
-                    symbol=self.symbol,
-                    dataset=Dataset.OHLCV,
-                    timeframe=self.timeframe,
-                    start_ts=start,
-                    end_ts=end,
-                    missing=(end - start) // tf_ms + 1,
-                    detected_at=datetime.now(UTC),
-                )
-            )
+            await self._publish_gap(start, end, (end - start) // tf_ms + 1)
         if timestamps:
             self._expected_ts = timestamps[-1] + tf_ms
 

@@ -15,10 +15,8 @@ from datetime import datetime
 from typing import TextIO
 
 import aiohttp
-import nats
 from cryptoflow_contracts import timeframe_ms
-from cryptoflow_runtime import ConfigError, ensure_kv, ensure_streams
-from cryptoflow_runtime.nats_auth import connect_options
+from cryptoflow_runtime import ConfigError, ensure_kv
 from cryptoflow_runtime.progress import Progress
 
 from .app import load_markets, make_session, poll_forever
@@ -27,7 +25,7 @@ from .checkpoints import CheckpointStore
 from .config import ExtractorSettings
 from .ohlcv import OhlcvJob
 from .profiles import profile
-from .publishing import jetstream_publisher
+from .publishing import command_connection
 
 SOURCES = ("rest", ARCHIVE_SOURCE)
 
@@ -75,16 +73,10 @@ async def run_backfill(
     if request.source == ARCHIVE_SOURCE and request.exchange not in ARCHIVED_EXCHANGES:
         raise ConfigError(f"--source {ARCHIVE_SOURCE}: only Binance publishes bulk archives, not {request.exchange}")
     spec = spec.model_copy(update={"symbols": request.symbols})
-    nc = await nats.connect(settings.nats_url, max_reconnect_attempts=-1, **connect_options(settings))
-    js = nc.jetstream()
-
-    async def send(subject: str, body: bytes, headers: dict[str, str], stream: str) -> None:
-        await js.publish(subject, body, headers=headers, stream=stream)
-
-    session = make_session(request.exchange, spec, settings, jetstream_publisher(send))
+    nc, js, publisher = await command_connection(settings)
+    session = make_session(request.exchange, spec, settings, publisher)
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300))
     try:
-        await ensure_streams(js)
         checkpoints = CheckpointStore(await ensure_kv(js, settings.checkpoint_bucket))
         if not await load_markets(session, request.symbols, attempts=5):
             raise ConfigError(f"cannot load markets of {request.exchange} (EXTRACTOR_EXCHANGE_URL?)")

@@ -15,14 +15,13 @@ empty — is dead-lettered with the reason and its lines, and the rest goes on.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import ccxt
-import nats
 import orjson
 import polars as pl
 import yaml
@@ -33,16 +32,16 @@ from cryptoflow_native.files import (
     FORMAT_HEADER,
     PARQUET_ROWS_BODY,
     FileMapping,
-    file_records,
     missing_columns,
     read_csv_text,
+    ts_ms,
 )
-from cryptoflow_runtime import ServiceSettings, ensure_streams
+from cryptoflow_runtime import ServiceSettings
 from cryptoflow_runtime.lake import S3Lake
-from cryptoflow_runtime.nats_auth import connect_options
+from cryptoflow_runtime.progress import Progress
 from pydantic import ValidationError
 
-from .publishing import jetstream_publisher
+from .publishing import command_connection
 from .session import Publisher
 
 FILE_SOURCE = "file"
@@ -132,20 +131,21 @@ def csv_parts(data: bytes, mapping: FileMapping) -> list[Part]:
         size = len(header)
         for index in indexes:
             if run and size + len(body_lines[index]) > PART_BYTES:
-                parts.append(_csv_part(exchange, symbol, header, body_lines, run, mapping))
+                parts.append(_csv_part(exchange, symbol, header, body_lines, run, frame))
                 run, size = [], len(header)
             run.append(index)
             size += len(body_lines[index])
         if run:
-            parts.append(_csv_part(exchange, symbol, header, body_lines, run, mapping))
+            parts.append(_csv_part(exchange, symbol, header, body_lines, run, frame))
     return parts
 
 
 def _csv_part(
-    exchange: str, symbol: str, header: bytes, lines: list[bytes], run: list[int], mapping: FileMapping
+    exchange: str, symbol: str, header: bytes, lines: list[bytes], run: list[int], frame: pl.DataFrame
 ) -> Part:
+    # A line is a row (checked above): the part's rows are the file's, as read once.
     body = header + b"".join(lines[i] if lines[i].endswith(b"\n") else lines[i] + b"\n" for i in run)
-    return Part(exchange, symbol, body, CSV_BODY, read_csv_text(body, mapping))
+    return Part(exchange, symbol, body, CSV_BODY, frame[run])
 
 
 def parquet_parts(data: bytes, mapping: FileMapping) -> list[Part]:
@@ -161,9 +161,9 @@ def parquet_parts(data: bytes, mapping: FileMapping) -> list[Part]:
     parts: list[Part] = []
     for (exchange, symbol), indexes in _markets(text, mapping).items():
         for start in range(0, len(indexes), PARQUET_PAGE_ROWS):
-            rows = frame[indexes[start : start + PARQUET_PAGE_ROWS]]
-            body = b"".join(orjson.dumps(row) + b"\n" for row in rows.to_dicts())
-            parts.append(Part(exchange, symbol, body, PARQUET_ROWS_BODY, rows.select(pl.all().cast(pl.String))))
+            run = indexes[start : start + PARQUET_PAGE_ROWS]
+            body = b"".join(orjson.dumps(row) + b"\n" for row in frame[run].to_dicts())
+            parts.append(Part(exchange, symbol, body, PARQUET_ROWS_BODY, text[run]))
     return parts
 
 
@@ -187,17 +187,15 @@ def market_problem(exchange: str, symbol: str) -> str | None:
     return None
 
 
-def time_range(records: list[Any], dataset: str) -> tuple[int | None, int | None]:
+def time_range(rows: pl.DataFrame, mapping: FileMapping) -> tuple[int | None, int | None]:
     """Earliest and latest parsable record times (the page's partition; bad ones are the transformer's)."""
-    stamps = [record[0] if dataset == "ohlcv" else record["timestamp"] for record in records]
-    times = [int(value) for value in stamps if isinstance(value, str) and value.lstrip("-").isdigit()]
-    return (min(times), max(times)) if times else (None, None)
+    times = ts_ms(rows[mapping.columns["ts"]], mapping)
+    first, last = times.min(), times.max()
+    return (first, last) if isinstance(first, int) and isinstance(last, int) else (None, None)
 
 
-def page_snapshot(
-    part: Part, index: int, url: str, digest: str, dataset: str, mapping: FileMapping, records: list[Any]
-) -> RawSnapshot:
-    first, last = time_range(records, dataset)
+def page_snapshot(part: Part, index: int, url: str, digest: str, dataset: str, mapping: FileMapping) -> RawSnapshot:
+    first, last = time_range(part.rows, mapping)
     name = url.rsplit("/", 1)[-1]
     return RawSnapshot(
         schema_version=2,
@@ -236,9 +234,10 @@ async def ingest(
     mapping: FileMapping,
     publisher: Publisher,
     s3_endpoint_url: str | None = None,
-    progress: Callable[[IngestReport], Awaitable[None]] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> IngestReport:
-    """Publish the file's pages to RAW (and what cannot be a page to the DLQ); what was done."""
+    """Publish the file's pages to RAW (and what cannot be a page to the DLQ); what was done.
+    `progress(parts done, parts)` after each page."""
     if dataset not in DATASETS:
         raise IngestError(f"--dataset: {dataset!r} is not one of {', '.join(DATASETS)}")
     data = await read_source(url, s3_endpoint_url)
@@ -259,32 +258,28 @@ async def ingest(
                 )
             )
             continue
-        records = file_records(part.rows, mapping, dataset)
-        await publisher.snapshot(page_snapshot(part, index, url, report.sha256, dataset, mapping, records))
+        await publisher.snapshot(page_snapshot(part, index, url, report.sha256, dataset, mapping))
         report.pages += 1
-        report.rows += len(records)
+        report.rows += part.rows.height
         report.markets.add((part.exchange, part.symbol))
         if progress is not None:
-            await progress(report)
+            progress(index + 1, len(parts))
     return report
 
 
 async def run_ingest(
     settings: ServiceSettings, url: str, dataset: str, mapping: FileMapping, s3_endpoint_url: str | None, out: TextIO
 ) -> IngestReport:
-    """`ingest` over a NATS connection of its own (the settings' identity)."""
-    nc = await nats.connect(settings.nats_url, max_reconnect_attempts=-1, **connect_options(settings))
-    js = nc.jetstream()
+    """`ingest` over a NATS connection of its own (the settings' identity), with a progress bar."""
+    nc, _, publisher = await command_connection(settings)
+    bar: Progress | None = None
 
-    async def send(subject: str, body: bytes, headers: dict[str, str], stream: str) -> None:
-        await js.publish(subject, body, headers=headers, stream=stream)
-
-    async def progress(report: IngestReport) -> None:
-        print(f"\r{report.pages} pages, {report.rows} rows published", end="", file=out, flush=True)
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        bar = bar or Progress(total, out, "pages")
+        bar.show(done, final=done == total)
 
     try:
-        await ensure_streams(js)
-        return await ingest(url, dataset, mapping, jetstream_publisher(send), s3_endpoint_url, progress)
+        return await ingest(url, dataset, mapping, publisher, s3_endpoint_url, progress)
     finally:
-        print(file=out)
         await nc.drain()

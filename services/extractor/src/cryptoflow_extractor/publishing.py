@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import nats
 from cryptoflow_contracts import DeadLetter, Event, LiveUpdate
-from cryptoflow_runtime import msg_id_headers
+from cryptoflow_runtime import ServiceSettings, ensure_streams, msg_id_headers
 from cryptoflow_runtime.metrics import DEAD_LETTERS
+from cryptoflow_runtime.nats_auth import connect_options
+from nats.aio.client import Client
+from nats.js import JetStreamContext
 
 from .session import Publisher
 
@@ -36,3 +40,20 @@ def jetstream_publisher(send: Send, send_unacked: SendUnacked | None = None) -> 
         ).inc()
 
     return Publisher(snapshot=emit, dead_letter=dead_letter, gap=emit, drift=emit, live=live)
+
+
+async def command_connection(settings: ServiceSettings) -> tuple[Client, JetStreamContext, Publisher]:
+    """A command's own NATS connection (the settings' identity; backfill, ingest), the streams in
+    place, and a publisher over it. The caller closes the connection."""
+    nc = await nats.connect(settings.nats_url, max_reconnect_attempts=-1, **connect_options(settings))
+    js = nc.jetstream()
+
+    async def send(subject: str, body: bytes, headers: dict[str, str], stream: str) -> None:
+        await js.publish(subject, body, headers=headers, stream=stream)
+
+    try:
+        await ensure_streams(js)
+    except BaseException:
+        await nc.close()
+        raise
+    return nc, js, jetstream_publisher(send)
