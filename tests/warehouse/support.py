@@ -33,15 +33,24 @@ DATASET = {
     "order_books": Dataset.ORDERBOOK,
     "trades": Dataset.TRADES,
     "indicators": Dataset.OHLCV,
+    "market_snapshots": Dataset.MARKET_SNAPSHOT,
 }
 # Per table: a value column an update changes, and a column value no warehouse table accepts.
-UPDATE_COLUMN = {"ohlcv": "close", "tickers": "last", "order_books": "amount", "trades": "amount", "indicators": "macd"}
+UPDATE_COLUMN = {
+    "ohlcv": "close",
+    "tickers": "last",
+    "order_books": "amount",
+    "trades": "amount",
+    "indicators": "macd",
+    "market_snapshots": "price_usd",
+}
 VIOLATION = {
     "ohlcv": ("low", 1e9),  # low above high
     "tickers": ("bid", -1.0),  # negative price
     "order_books": ("side", "middle"),  # neither bid nor ask
     "trades": ("price", 0.0),  # not positive
     "indicators": ("rsi_14", 150.0),  # RSI is 0..100
+    "market_snapshots": ("price_usd", -1.0),  # not positive
 }
 CONSTRAINT = {
     "ohlcv": "ohlcv_high_not_below_low",
@@ -49,6 +58,7 @@ CONSTRAINT = {
     "order_books": "order_books_side",
     "trades": "trades_price_positive",
     "indicators": "indicators_rsi_range",
+    "market_snapshots": "market_snapshots_price_positive",
 }
 
 
@@ -110,6 +120,18 @@ def sample(table: str, n: int, *, symbol: str = "BTC/USDT", exchange: str = "bin
             "bb_upper": price + 3,
             "bb_lower": price - 3,
             "vwap": price,
+        },
+        "market_snapshots": {
+            "asset_symbol": pl.repeat("BTC", n, eager=True),
+            "name": pl.repeat("Bitcoin", n, eager=True),
+            "price_usd": price,
+            "market_cap_usd": price * 19_000_000,
+            "volume_24h_usd": price * 1000,
+            "circulating_supply": pl.repeat(19_000_000.0, n, eager=True),
+            "total_supply": pl.repeat(19_500_000.0, n, eager=True),
+            "max_supply": pl.repeat(21_000_000.0, n, eager=True),
+            "rank": pl.repeat(1, n, eager=True),
+            "pct_change_24h": i.cast(pl.Float64) / 100,
         },
     }
     values.update(by_table[table])

@@ -13,7 +13,14 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings(WarehouseLoaderSettings)
     assert settings.alert_rules == DEFAULT_ALERT_RULES
     assert settings.retention_days is None  # retention is off unless asked for
-    assert settings.retention_table_list == ["ohlcv", "tickers", "order_books", "trades", "indicators"]
+    assert settings.retention_table_list == [
+        "ohlcv",
+        "tickers",
+        "order_books",
+        "trades",
+        "indicators",
+        "market_snapshots",
+    ]
     assert settings.migrate is True
 
 

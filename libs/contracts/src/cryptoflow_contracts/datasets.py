@@ -14,12 +14,16 @@ class Dataset(RegisteredName):
     TICKER: ClassVar[Dataset]
     ORDERBOOK: ClassVar[Dataset]
     TRADES: ClassVar[Dataset]
+    MARKET_SNAPSHOT: ClassVar[Dataset]
 
 
 Dataset.OHLCV = Dataset.register("ohlcv")
 Dataset.TICKER = Dataset.register("ticker")
 Dataset.ORDERBOOK = Dataset.register("orderbook")
 Dataset.TRADES = Dataset.register("trades")
+# An aggregator's market-wide listing (CoinGecko's coins/markets, CoinPaprika's tickers): per coin,
+# price, market cap, 24 h volume, supply and rank. Its "exchange" is the provider.
+Dataset.MARKET_SNAPSHOT = Dataset.register("market_snapshot")
 
 
 # Milliseconds per candle for the timeframes ccxt exchanges share; a timeframe

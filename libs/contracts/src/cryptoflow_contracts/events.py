@@ -47,7 +47,7 @@ def _market_symbol(value: str) -> str:
 ExchangeId = Annotated[str, AfterValidator(_exchange_id)]
 MarketSymbol = Annotated[str, AfterValidator(_market_symbol)]
 
-AlertKind = Literal["price_move", "spread", "staleness"]
+AlertKind = Literal["price_move", "spread", "staleness", "price_divergence"]
 RunStatus = Literal["running", "ok", "failed"]
 AnomalyKind = Literal["return_zscore", "volume_spike"]
 # no_records: the source has no records there; archive_missing: a bulk archive lacks the file of a
@@ -406,9 +406,11 @@ class Alert(Event):
     ABOUT: ClassVar[str] = "A warehouse threshold rule fired."
 
     rule: str = Field(description="Configured rule name; the last subject token")
-    kind: AlertKind = Field(description="price_move, spread or staleness")
+    kind: AlertKind = Field(description="price_move, spread, staleness or price_divergence")
     symbol: MarketSymbol
-    exchanges: list[str] = Field(description="One exchange, or the two of a spread (sorted)")
+    exchanges: list[str] = Field(
+        description="One exchange, the two of a spread (sorted), or a price divergence's exchange and aggregator"
+    )
     table: str | None = Field(default=None, description="Warehouse table the rule looked at")
     timeframe: str | None = None
     observed_at: datetime = Field(description="Time of the data that triggered the rule")

@@ -119,9 +119,27 @@ TRADES = SilverTable(
     defaults={"maker_side": None},
     not_null=frozenset({"price", "amount"}),
 )  # fmt: skip
+MARKET_SNAPSHOTS = SilverTable(
+    "market_snapshots",
+    (
+        # An aggregator's row: its series is provider·asset (exchange: the provider, coingecko or
+        # coinpaprika; symbol: the provider's asset id, bitcoin or btc-bitcoin). The warehouse's
+        # view names them source and asset_id; asset_symbol (the coin's ticker, BTC) is its symbol.
+        ("exchange", T), ("symbol", T), ("ts", TS),
+        ("asset_symbol", T), ("name", T),
+        ("price_usd", F), ("market_cap_usd", F), ("volume_24h_usd", F),
+        ("circulating_supply", F), ("total_supply", F), ("max_supply", F),
+        ("rank", N), ("pct_change_24h", F),
+        ("source_event_id", T),
+    ),
+    key=("exchange", "symbol", "ts"),
+    not_null=frozenset({"asset_symbol", "price_usd"}),
+)  # fmt: skip
 
 # The registry of silver tables: a new dataset's table is added with `register_table`.
-TABLES: dict[str, SilverTable] = {table.name: table for table in (OHLCV, TICKERS, ORDER_BOOKS, TRADES, INDICATORS)}
+TABLES: dict[str, SilverTable] = {
+    table.name: table for table in (OHLCV, TICKERS, ORDER_BOOKS, TRADES, INDICATORS, MARKET_SNAPSHOTS)
+}
 
 
 def register_table(table: SilverTable) -> SilverTable:

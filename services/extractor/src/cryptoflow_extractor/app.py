@@ -11,13 +11,15 @@ import contextlib
 import logging
 
 import ccxt.async_support as ccxt
+from cryptoflow_contracts import Dataset
 from cryptoflow_runtime import ConfigError, Service, ensure_kv
 
+from .aggregators import MarketListingJob, ProviderClient
 from .checkpoints import CheckpointStore
 from .config import ExtractorSettings
 from .datasets import JobContext, PolledJob, Scheduled, scheduled_jobs
 from .exchanges import create_exchange
-from .jobs import ExchangeSpec
+from .jobs import AggregatorSpec, ExchangeSpec, Provider
 from .leases import LeaseLostError, LeaseTable
 from .limiter import RateLimiter
 from .metrics import POLL_ERRORS
@@ -115,9 +117,10 @@ class Extractor:
         self.tasks: list[asyncio.Task[None]] = []
         self.ready: dict[str, asyncio.Event] = {}
         self.shared: SharedJobs | None = None
-        publish = self._publisher()
+        self.providers: list[ProviderClient] = []
+        self.publish = self._publisher()
         for exchange_id, spec in self.config.exchanges.items():
-            self.sessions[exchange_id] = make_session(exchange_id, spec, settings, publish)
+            self.sessions[exchange_id] = make_session(exchange_id, spec, settings, self.publish)
 
     def _publisher(self) -> Publisher:
         broker = self.service.broker
@@ -138,6 +141,8 @@ class Extractor:
         for exchange_id, spec in self.config.exchanges.items():
             self.ready[exchange_id] = asyncio.Event()
             jobs.update(self._jobs(exchange_id, spec, checkpoints))
+        for provider, aggregator in self.config.aggregators.items():
+            jobs.update(self._aggregator_job(provider, aggregator, checkpoints))
         loaded = await asyncio.gather(*(self.load_markets(ex, attempts=2) for ex in self.sessions))
         for exchange_id, ready in zip(self.config.exchanges, loaded, strict=True):
             if ready:
@@ -185,6 +190,30 @@ class Extractor:
                     runners[item.key] = run
         return runners
 
+    def _aggregator_job(
+        self, provider: Provider, spec: AggregatorSpec, checkpoints: CheckpointStore
+    ) -> dict[str, JobRunner]:
+        settings = self.settings
+        client = ProviderClient(
+            provider,
+            spec,
+            settings.aggregator_key(provider),
+            checkpoints,
+            timeout_s=settings.timeout_ms / 1000,
+            policy=RetryPolicy(settings.max_attempts),
+            breaker=CircuitBreaker(provider, settings.breaker_threshold, settings.breaker_cooldown_s),
+        )
+        self.providers.append(client)
+        job = MarketListingJob(provider, spec, client, self.publish)
+        backoff = settings.max_poll_backoff_s
+
+        async def run() -> None:
+            await poll_forever(
+                job, spec.poll_interval_s, Dataset.MARKET_SNAPSHOT.value, provider, max_backoff_s=backoff
+            )
+
+        return {f"aggregator.{provider}.{Dataset.MARKET_SNAPSHOT.value}": run}
+
     async def stop(self) -> None:
         for task in self.tasks:  # the lease rounds first: none may run while the jobs stop
             task.cancel()
@@ -195,6 +224,8 @@ class Extractor:
             await self.shared.stop()  # jobs stopped, leases given up: the other replicas take over now
         for session in self.sessions.values():
             await session.exchange.close()
+        for client in self.providers:
+            await client.close()
 
 
 async def build(settings: ExtractorSettings) -> Service:

@@ -14,7 +14,7 @@ from typing import Annotated
 
 from cryptoflow_contracts import Dataset
 from cryptoflow_runtime import ConfigError, ServiceSettings
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from .jobs import (
@@ -23,6 +23,7 @@ from .jobs import (
     JobsConfig,
     JobsConfigError,
     Mode,
+    Provider,
     check_exchange,
     check_http_url,
     check_timeframes,
@@ -94,6 +95,12 @@ class ExtractorSettings(ServiceSettings):
     breaker_threshold: int = Field(default=5, ge=1, description="Consecutive failures that open the circuit")
     breaker_cooldown_s: float = Field(default=30.0, gt=0, description="Open-circuit cool-down")
     max_poll_backoff_s: float = Field(default=60.0, gt=0, description="Longest wait before re-polling a failing job")
+    coingecko_api_key: SecretStr | None = Field(
+        default=None, description="CoinGecko API key (Demo; Pro with `pro: true` in the jobs file); never logged"
+    )
+    coinpaprika_api_key: SecretStr | None = Field(
+        default=None, description="CoinPaprika API key (paid plans; the free plan needs none); never logged"
+    )
 
     _split_lists = field_validator("symbols", "timeframes", "datasets", mode="before")(_split)
 
@@ -149,6 +156,9 @@ class ExtractorSettings(ServiceSettings):
                 raise ConfigError(f"EXTRACTOR_EXCHANGE_URLS: {exchange_id!r} has no jobs configured")
             config.exchanges[exchange_id] = config.exchanges[exchange_id].model_copy(update={"url": url})
         return config
+
+    def aggregator_key(self, provider: Provider) -> SecretStr | None:
+        return self.coingecko_api_key if provider == "coingecko" else self.coinpaprika_api_key
 
     def _env_exchange(self) -> ExchangeSpec:
         datasets = DatasetsSpec.from_env(dict.fromkeys(self.datasets), self)

@@ -21,6 +21,16 @@ timeframes: [1m], publish_forming: false}`, `ticker: {mode: stream}`.
 Binance's candles may come from its bulk archives first (archive.py): `ohlcv: {source:
 binance-archive, since: 2020-01-01T00:00:00Z}` reads the listed monthly and daily zips from `since`
 on, then polls REST from where they stop.
+
+Market-wide data comes from aggregators (aggregators.py), each polled for its top coins:
+
+```yaml
+aggregators:
+  coingecko: {url: http://127.0.0.1:9001, top: 250, poll_interval_s: 60}
+  coinpaprika: {poll_interval_s: 300, monthly_quota: 20000}
+```
+
+Their API keys are never in this file: EXTRACTOR_COINGECKO_API_KEY and EXTRACTOR_COINPAPRIKA_API_KEY.
 """
 
 from __future__ import annotations
@@ -277,17 +287,46 @@ class ExchangeSpec(_Spec):
     _symbols = field_validator("symbols")(check_unified_symbols)
 
 
+Provider = Literal["coingecko", "coinpaprika"]
+
+
+class AggregatorSpec(_Spec):
+    """One aggregator's block: its market listing (top coins by market cap, in USD), polled."""
+
+    url: str | None = Field(default=None, description="API root replacing the provider's (the simulator)")
+    top: int = Field(default=100, ge=1, le=5000, description="coins to list, by market cap")
+    poll_interval_s: float = Field(default=300.0, gt=0, description="pause between listings")
+    min_request_interval_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="seconds between two requests (the plan's rate limit); the provider's free plan when unset",
+    )
+    monthly_quota: int | None = Field(
+        default=None,
+        ge=1,
+        description="requests per calendar month (UTC) the plan allows; none are sent once it is spent",
+    )
+    pro: bool = Field(default=False, description="coingecko: a Pro plan key (pro-api host and header)")
+
+    _url = field_validator("url")(check_http_url)
+
+
 class JobsConfig(_Spec):
-    exchanges: dict[str, ExchangeSpec]
+    exchanges: dict[str, ExchangeSpec] = Field(default_factory=dict)
+    aggregators: dict[Provider, AggregatorSpec] = Field(default_factory=dict)
 
     @field_validator("exchanges")
     @classmethod
     def _known_exchanges(cls, value: dict[str, ExchangeSpec]) -> dict[str, ExchangeSpec]:
-        if not value:
-            raise ValueError("at least one exchange is required")
         for exchange_id in value:
             check_exchange(exchange_id)
         return value
+
+    @model_validator(mode="after")
+    def _some_source(self) -> Self:
+        if not self.exchanges and not self.aggregators:
+            raise ValueError("at least one exchange or aggregator is required")
+        return self
 
     @model_validator(mode="after")
     def _offered_by_the_exchange(self) -> Self:

@@ -111,3 +111,13 @@ ARCHIVE_FILES = Counter(
     "Bulk archive files by outcome: loaded, skipped (loaded before), replaced (new checksum), missing, corrupt",
     ["exchange", "timeframe", "outcome"],
 )
+AGGREGATOR_COINS = Counter(
+    "cryptoflow_extractor_aggregator_coins_total",
+    "Coins published from an aggregator's market listing",
+    ["provider"],
+)
+AGGREGATOR_QUOTA_REMAINING = Gauge(
+    "cryptoflow_extractor_aggregator_quota_remaining",
+    "Requests left of the provider plan's monthly quota (counted ones only)",
+    ["provider"],
+)

@@ -6,8 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptoflow_contracts import Dataset
-from cryptoflow_contracts.silver import OHLCV, ORDER_BOOKS, TICKERS, TRADES, SilverTable
+from cryptoflow_contracts.silver import MARKET_SNAPSHOTS, OHLCV, ORDER_BOOKS, TICKERS, TRADES, SilverTable
 
+from .market_snapshots import check_market_snapshots
 from .ohlcv import check_ohlcv
 from .order_books import check_order_books
 from .quality import CheckedRows
@@ -26,4 +27,5 @@ TRANSFORMS: dict[Dataset, DatasetTransform] = {
     Dataset.TICKER: DatasetTransform(TICKERS, check_tickers),
     Dataset.ORDERBOOK: DatasetTransform(ORDER_BOOKS, check_order_books),
     Dataset.TRADES: DatasetTransform(TRADES, check_trades),
+    Dataset.MARKET_SNAPSHOT: DatasetTransform(MARKET_SNAPSHOTS, check_market_snapshots),
 }

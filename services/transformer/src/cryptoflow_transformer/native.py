@@ -35,6 +35,10 @@ archive's CSV as stored in the zip: its candles are parsed again from those line
 (`cryptoflow_native.archives.kline_rows`: header row or not, ms or µs, Binance's extras), between
 `first_ts` and `last_ts`.
 
+An aggregator page (`coingeckoMarkets`, `coinpaprikaTickers`: the extractor's aggregators.py)
+keeps the provider's listing bodies: its coins are read again from them
+(`cryptoflow_native.aggregators.market_records`).
+
 A file page (`fileRows`, `cryptoflow ingest`) keeps its part of the user's file (CSV lines with
 the header, or a Parquet file's rows as read): its records are read again by the mapping in the
 page's request (`cryptoflow_native.files`).
@@ -69,6 +73,7 @@ from cryptoflow_native import (
     stream_trade_maker_sides,
     trade_maker_sides,
 )
+from cryptoflow_native.aggregators import AGGREGATOR_METHODS, market_records
 from cryptoflow_native.archives import ARCHIVE_KLINES_METHOD, kline_rows
 from cryptoflow_native.files import CSV_BODY, FILE_ROWS_METHOD, FORMAT_HEADER, page_records
 
@@ -121,6 +126,8 @@ def payload_from_native(snapshot: dict[str, Any]) -> Any:
         return _payload_from_archive(snapshot)
     if any(call.get("method") == FILE_ROWS_METHOD for call in snapshot["native"]):
         return _payload_from_file(snapshot)
+    if any(call.get("method") in AGGREGATOR_METHODS for call in snapshot["native"]):
+        return _payload_from_aggregator(snapshot)
     exchange = snapshot["exchange"]
     calls = [_recorded(exchange, snapshot["symbol"], call) for call in snapshot["native"]]
     dataset = Dataset(snapshot["dataset"])
@@ -173,6 +180,16 @@ def _payload_from_file(snapshot: dict[str, Any]) -> Any:
         for record in page_records(
             response["body"].encode(), response.get("headers", {}).get(FORMAT_HEADER, CSV_BODY), mapping, dataset
         )
+    ]
+
+
+def _payload_from_aggregator(snapshot: dict[str, Any]) -> Any:
+    """An aggregator page: the coins of its listing responses, each as a market record."""
+    return [
+        record
+        for call in snapshot["native"]
+        for response in call["responses"]
+        for record in market_records(call["method"], response["body"])
     ]
 
 

@@ -73,6 +73,25 @@ _STALENESS_SQL = (
 )
 
 
+# An aggregator's price against an exchange's close of the same minute (price_divergence, revision
+# 0012), over the snapshots of the rule's window; one alert per snapshot, market and rule.
+_DIVERGENCE_SQL = (
+    _INSERT
+    + """
+    SELECT $1::text, 'price_divergence', d.symbol, d.exchange || ',' || d.source, 'market_snapshots', '1m', d.ts,
+           d.divergence_pct, $2::float8,
+           format('%s (%s) on %s: %s says %s, %s closed %s at %s: %s%% apart (threshold %s%%)',
+                  d.base, d.asset_id, d.source, d.source, d.aggregator_price, d.exchange, d.symbol,
+                  to_char(d.candle_ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'),
+                  round(d.divergence_pct::numeric, 3), $2::float8)
+    FROM price_divergence d
+    WHERE d.ts >= now() - $3::interval AND abs(d.divergence_pct) >= $2::float8
+    """
+    + _ON_CONFLICT
+)
+WINDOWS = {"1h": "1 hour", "24h": "24 hours", "7d": "7 days", "30d": "30 days"}
+
+
 async def evaluate(conn: asyncpg.Connection, rules: list[AlertRule], *, kinds: set[str] | None = None) -> int:
     """Insert what the rules find now; returns the number of new alerts."""
     new = 0
@@ -83,6 +102,8 @@ async def evaluate(conn: asyncpg.Connection, rules: list[AlertRule], *, kinds: s
             status = await conn.execute(_price_move_sql(rule.window), rule.name, rule.threshold, rule.window)
         elif rule.kind == "spread":
             status = await conn.execute(_SPREAD_SQL, rule.name, rule.threshold)
+        elif rule.kind == "price_divergence":
+            status = await conn.execute(_DIVERGENCE_SQL, rule.name, rule.threshold, WINDOWS[rule.window])
         else:
             status = await conn.execute(_STALENESS_SQL, rule.name, rule.threshold, rule.tables)
         new += int(status.rsplit(" ", 1)[-1])

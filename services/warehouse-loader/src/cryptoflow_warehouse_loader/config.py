@@ -18,9 +18,12 @@ class AlertRule(BaseModel):
     """One threshold rule; its name is the last token of `cryptoflow.alerts.<name>`."""
 
     name: str
-    kind: Literal["price_move", "spread", "staleness"]
-    threshold: float = Field(gt=0, description="price_move/spread: percent; staleness: seconds")
-    window: Literal["1h", "24h", "7d", "30d"] = Field(default="24h", description="price_move: the return's horizon")
+    kind: Literal["price_move", "spread", "staleness", "price_divergence"]
+    threshold: float = Field(gt=0, description="price_move/spread/price_divergence: percent; staleness: seconds")
+    window: Literal["1h", "24h", "7d", "30d"] = Field(
+        default="24h",
+        description="price_move: the return's horizon; price_divergence: how far back snapshots are checked",
+    )
     tables: list[str] = Field(default_factory=lambda: ["ohlcv"], description="staleness: tables whose series to watch")
 
     @field_validator("name")
@@ -43,6 +46,7 @@ DEFAULT_ALERT_RULES = [
     AlertRule(name="price-move-24h", kind="price_move", threshold=10.0, window="24h"),
     AlertRule(name="spread", kind="spread", threshold=2.0),
     AlertRule(name="stale", kind="staleness", threshold=3600.0),
+    AlertRule(name="price-divergence", kind="price_divergence", threshold=2.0, window="1h"),
 ]
 
 

@@ -197,3 +197,14 @@ alerts = Table(
     Index("alerts_triggered_at_idx", "triggered_at"),
     Index("alerts_unpublished_idx", "id", postgresql_where=text("published_at IS NULL")),
 )
+
+# Provider coin id → the exchanges' base symbol (revision 0012): the operator's to edit.
+asset_registry = Table(
+    "asset_registry",
+    metadata,
+    Column("source", Text, nullable=False),
+    Column("asset_id", Text, nullable=False),
+    Column("base", Text, nullable=False),
+    Column("note", Text),
+    PrimaryKeyConstraint("source", "asset_id", name="asset_registry_pkey"),
+)

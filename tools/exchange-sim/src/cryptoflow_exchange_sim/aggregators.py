@@ -267,6 +267,8 @@ class Aggregators:
         if request.query.get("quotes", "USD").upper() != "USD":
             return self._answer("coinpaprika", 400, {"error": "invalid quotes"})
         listed = coins(self.market, self.clock())
+        if "limit" in request.query:
+            listed = listed[: max(int(request.query["limit"]), 1)]
         return self._answer("coinpaprika", 200, [coinpaprika_row(coin, i + 1) for i, coin in enumerate(listed)])
 
     async def stats(self, request: web.Request) -> web.Response:

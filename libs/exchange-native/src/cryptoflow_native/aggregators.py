@@ -1,0 +1,125 @@
+"""Aggregators' market listings, as they send them: CoinGecko's `/api/v3/coins/markets` and
+CoinPaprika's `/v1/tickers`, parsed into one record shape (the `market_snapshots` silver row's).
+
+The wire formats are the providers' documented ones (CoinGecko v3: `id`, `symbol` in lower case,
+`current_price`, `market_cap`, `market_cap_rank`, `total_volume`, supplies,
+`price_change_percentage_24h`, `last_updated` in ISO 8601; CoinPaprika v1: `id` like
+`btc-bitcoin`, `symbol` in upper case, `rank`, supplies, `quotes.USD` with `price`, `volume_24h`,
+`market_cap`, `percent_change_24h`, `last_updated`). The extractor keeps each response body as
+received (its bronze) and the transformer parses it again here, so a parser fix replays over
+history as for the exchanges.
+
+Values are passed through as sent (a number stays a number, a string a string): the
+transformer's checks turn what does not parse into a quarantined row with its reason. One
+normalisation: CoinPaprika says `max_supply: 0` for a coin without a maximum supply, which is
+null here (no coin has a maximum of zero).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+COINGECKO_MARKETS_METHOD = "coingeckoMarkets"
+"""`NativeCall.method` of a page of CoinGecko's `/api/v3/coins/markets` (its body: a JSON list)."""
+COINPAPRIKA_TICKERS_METHOD = "coinpaprikaTickers"
+"""`NativeCall.method` of CoinPaprika's `/v1/tickers` (its body: a JSON list of every coin)."""
+AGGREGATOR_METHODS = frozenset({COINGECKO_MARKETS_METHOD, COINPAPRIKA_TICKERS_METHOD})
+
+# What a market record holds, in the silver table's order (asset_id: the provider's coin id).
+RECORD_FIELDS = (
+    "asset_id",
+    "asset_symbol",
+    "name",
+    "ts",
+    "price_usd",
+    "market_cap_usd",
+    "volume_24h_usd",
+    "circulating_supply",
+    "total_supply",
+    "max_supply",
+    "rank",
+    "pct_change_24h",
+)
+
+
+class AggregatorResponseError(ValueError):
+    """A body that is not the listing its method names (an error object, not a list)."""
+
+
+def iso_ms(value: Any) -> int | None:
+    """An ISO 8601 time (`2024-06-01T12:00:00.000Z`) as ms since the epoch; None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None  # a time without its zone is not a time we can place
+    return int(moment.timestamp() * 1000)
+
+
+def _listing(body: str | bytes, method: str) -> list[Mapping[str, Any]]:
+    document = orjson.loads(body)
+    if not isinstance(document, list):
+        raise AggregatorResponseError(f"{method}: the body is a {type(document).__name__}, not a list of coins")
+    return [item for item in document if isinstance(item, Mapping)]
+
+
+def coingecko_records(body: str | bytes) -> list[dict[str, Any]]:
+    return [
+        {
+            "asset_id": coin.get("id"),
+            "asset_symbol": coin["symbol"].upper() if isinstance(coin.get("symbol"), str) else coin.get("symbol"),
+            "name": coin.get("name"),
+            "ts": iso_ms(coin.get("last_updated")),
+            "price_usd": coin.get("current_price"),
+            "market_cap_usd": coin.get("market_cap"),
+            "volume_24h_usd": coin.get("total_volume"),
+            "circulating_supply": coin.get("circulating_supply"),
+            "total_supply": coin.get("total_supply"),
+            "max_supply": coin.get("max_supply"),
+            "rank": coin.get("market_cap_rank"),
+            "pct_change_24h": coin.get("price_change_percentage_24h"),
+        }
+        for coin in _listing(body, COINGECKO_MARKETS_METHOD)
+    ]
+
+
+def coinpaprika_records(body: str | bytes) -> list[dict[str, Any]]:
+    records = []
+    for coin in _listing(body, COINPAPRIKA_TICKERS_METHOD):
+        quotes = coin.get("quotes")
+        usd = quotes.get("USD") if isinstance(quotes, Mapping) else None
+        usd = usd if isinstance(usd, Mapping) else {}
+        max_supply = coin.get("max_supply")
+        records.append(
+            {
+                "asset_id": coin.get("id"),
+                "asset_symbol": coin.get("symbol"),
+                "name": coin.get("name"),
+                "ts": iso_ms(coin.get("last_updated")),
+                "price_usd": usd.get("price"),
+                "market_cap_usd": usd.get("market_cap"),
+                "volume_24h_usd": usd.get("volume_24h"),
+                "circulating_supply": coin.get("circulating_supply"),
+                "total_supply": coin.get("total_supply"),
+                "max_supply": None if max_supply == 0 else max_supply,
+                "rank": coin.get("rank"),
+                "pct_change_24h": usd.get("percent_change_24h"),
+            }
+        )
+    return records
+
+
+def market_records(method: str, body: str | bytes) -> list[dict[str, Any]]:
+    """The coins of one response of `method`, as market records (RECORD_FIELDS)."""
+    if method == COINGECKO_MARKETS_METHOD:
+        return coingecko_records(body)
+    if method == COINPAPRIKA_TICKERS_METHOD:
+        return coinpaprika_records(body)
+    raise AggregatorResponseError(f"{method!r} is not an aggregator listing ({', '.join(sorted(AGGREGATOR_METHODS))})")

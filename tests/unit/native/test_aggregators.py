@@ -1,0 +1,64 @@
+"""Aggregator listings parsed from their wire format (tests/fixtures/aggregators, see its README)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cryptoflow_native.aggregators import (
+    COINGECKO_MARKETS_METHOD,
+    COINPAPRIKA_TICKERS_METHOD,
+    RECORD_FIELDS,
+    AggregatorResponseError,
+    iso_ms,
+    market_records,
+)
+
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "aggregators"
+
+
+def test_coingecko_markets_become_market_records() -> None:
+    records = market_records(COINGECKO_MARKETS_METHOD, (FIXTURES / "coingecko_markets.json").read_bytes())
+    assert [r["asset_id"] for r in records] == ["bitcoin", "ethereum", "batcat"]
+    bitcoin = records[0]
+    assert list(bitcoin) == list(RECORD_FIELDS)
+    assert bitcoin["asset_symbol"] == "BTC"  # CoinGecko sends tickers in lower case
+    assert bitcoin["ts"] == 1735646698113  # 2024-12-31T12:04:58.113Z
+    assert (bitcoin["price_usd"], bitcoin["market_cap_usd"], bitcoin["rank"]) == (97012.5, 1921771032710, 1)
+    assert (bitcoin["volume_24h_usd"], bitcoin["pct_change_24h"]) == (41234567890.12, 1.26341)
+    assert (bitcoin["circulating_supply"], bitcoin["total_supply"], bitcoin["max_supply"]) == (
+        19809812.0,
+        21000000.0,
+        21000000.0,
+    )
+    assert records[1]["max_supply"] is None
+    # Another coin with the ticker BTC, unranked: parsed as sent, the registry tells them apart.
+    assert (records[2]["asset_symbol"], records[2]["rank"]) == ("BTC", None)
+
+
+def test_coinpaprika_tickers_become_market_records() -> None:
+    records = market_records(COINPAPRIKA_TICKERS_METHOD, (FIXTURES / "coinpaprika_tickers.json").read_bytes())
+    bitcoin, tether = records
+    assert bitcoin["asset_id"] == "btc-bitcoin" and bitcoin["asset_symbol"] == "BTC"
+    assert bitcoin["ts"] == 1735646700000
+    assert (bitcoin["price_usd"], bitcoin["market_cap_usd"], bitcoin["volume_24h_usd"]) == (
+        97020.1234,
+        1921921234567,
+        40123456789.12,
+    )
+    assert (bitcoin["pct_change_24h"], bitcoin["rank"], bitcoin["max_supply"]) == (1.27, 1, 21000000)
+    assert tether["max_supply"] is None  # CoinPaprika's 0: no maximum supply
+
+
+def test_an_error_body_or_an_unknown_method_is_refused() -> None:
+    with pytest.raises(AggregatorResponseError, match="not a list"):
+        market_records(COINGECKO_MARKETS_METHOD, b'{"status": {"error_code": 429}}')
+    with pytest.raises(AggregatorResponseError, match="not an aggregator listing"):
+        market_records("fetchTicker", b"[]")
+
+
+def test_iso_times_without_a_zone_or_garbled_are_none() -> None:
+    assert iso_ms("2024-12-31T12:05:00Z") == 1735646700000
+    assert iso_ms("2024-12-31T12:05:00") is None
+    assert iso_ms("yesterday") is None
+    assert iso_ms(1735646700000) is None

@@ -1,0 +1,70 @@
+"""Aggregator pages → checked market_snapshots rows: parsed from the bodies, bad coins quarantined."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+from cryptoflow_contracts import Dataset, NativeCall, NativeResponse, RawSnapshot
+from cryptoflow_native.aggregators import COINGECKO_MARKETS_METHOD, COINPAPRIKA_TICKERS_METHOD
+from cryptoflow_transformer.datasets import TRANSFORMS
+from cryptoflow_transformer.native import unified_bronze
+
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "aggregators"
+
+
+def page(provider: str, method: str, body: str) -> bytes:
+    snapshot = RawSnapshot(
+        schema_version=2,
+        dataset=Dataset.MARKET_SNAPSHOT,
+        exchange=provider,
+        symbol="MARKETS/USD",
+        fetched_at=datetime(2024, 12, 31, 12, 5, 3, tzinfo=UTC),
+        payload=None,
+        native=[
+            NativeCall(
+                ccxt_version="4",
+                method=method,
+                args=[{}],
+                responses=[NativeResponse(method="GET", path="/x", status=200, body=body)],
+            )
+        ],
+    )
+    return snapshot.to_json() + b"\n"
+
+
+def check(ndjson: bytes):  # type: ignore[no-untyped-def]
+    return TRANSFORMS[Dataset.MARKET_SNAPSHOT].check(unified_bronze(ndjson))
+
+
+def test_a_coingecko_page_becomes_rows_keyed_by_provider_and_coin_id() -> None:
+    body = (FIXTURES / "coingecko_markets.json").read_text()
+    rows = check(page("coingecko", COINGECKO_MARKETS_METHOD, body))
+    good = rows.good.sort("symbol")
+    assert good["exchange"].to_list() == ["coingecko"] * 3
+    assert good["symbol"].to_list() == ["batcat", "bitcoin", "ethereum"]
+    assert good["asset_symbol"].to_list() == ["BTC", "BTC", "ETH"]
+    bitcoin = good.row(1, named=True)
+    assert bitcoin["ts"] == datetime(2024, 12, 31, 12, 4, 58, 113000, tzinfo=UTC)
+    assert (bitcoin["price_usd"], bitcoin["market_cap_usd"], bitcoin["rank"]) == (97012.5, 1921771032710.0, 1)
+    assert good.row(0, named=True)["rank"] is None
+    assert rows.rejected.height == 0
+
+
+def test_coins_with_bad_values_are_quarantined_with_their_reason_and_the_rest_pass() -> None:
+    coins = orjson.loads((FIXTURES / "coinpaprika_tickers.json").read_bytes())
+    broken_price = {**coins[0], "id": "bad-price", "quotes": {"USD": {**coins[0]["quotes"]["USD"], "price": "n/a"}}}
+    no_time = {**coins[0], "id": "no-time", "last_updated": None}
+    negative = {**coins[1], "id": "negative", "quotes": {"USD": {**coins[1]["quotes"]["USD"], "price": -1}}}
+    body = orjson.dumps([*coins, broken_price, no_time, negative]).decode()
+    rows = check(page("coinpaprika", COINPAPRIKA_TICKERS_METHOD, body))
+    assert sorted(rows.good["symbol"].to_list()) == ["btc-bitcoin", "usdt-tether"]
+    reasons = dict(zip(rows.rejected["symbol"].to_list(), rows.rejected["reason"].to_list(), strict=True))
+    assert reasons == {"bad-price": "unparsable_number", "no-time": "null_ts", "negative": "non_positive_price"}
+
+
+def test_a_body_that_is_not_a_listing_quarantines_the_page() -> None:
+    rows = check(page("coingecko", COINGECKO_MARKETS_METHOD, '{"status": {"error_code": 10002}}'))
+    assert rows.good.height == 0
+    assert rows.rejected["reason"].to_list() == ["malformed_listing"]
