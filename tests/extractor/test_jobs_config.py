@@ -161,3 +161,19 @@ def test_env_only_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EXTRACTOR_SYMBOLS", "BTC/USDT")
     config = ExtractorSettings().jobs()
     assert config.exchanges["binance"].datasets.enabled() == [Dataset.OHLCV, Dataset.TRADES]
+
+
+def test_aggregators_alone_are_a_valid_jobs_file_and_no_source_at_all_is_not(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.yaml"
+    path.write_text("aggregators:\n  coingecko: {top: 300, poll_interval_s: 60}\n")
+    jobs = load_jobs(path)
+    assert jobs.exchanges == {} and jobs.aggregators["coingecko"].top == 300
+    path.write_text("aggregators:\n  coinmarketcap: {}\n")
+    with pytest.raises(JobsConfigError, match="coinmarketcap"):
+        load_jobs(path)
+    path.write_text("exchanges: {}\n")
+    with pytest.raises(JobsConfigError, match="at least one exchange or aggregator"):
+        load_jobs(path)
+    path.write_text("aggregators:\n  coingecko: {api_key: secret}\n")
+    with pytest.raises(JobsConfigError, match="api_key"):
+        load_jobs(path)  # keys come from the environment, never from this file

@@ -25,3 +25,26 @@ async def test_up_reads_the_exchanges_of_a_jobs_file(tmp_path: Path, capsys: pyt
     config.write_text("exchanges:\n  kraken:\n    symbols: [BTC/USD]\n    datasets: {ticker: {}}\n")
     assert await run_up(UpOptions(home=tmp_path / "home", config=config)) == 2
     assert "not kraken" in capsys.readouterr().out
+
+
+def test_up_lists_the_aggregators_asked_for_on_the_simulator_in_a_valid_jobs_file(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from cryptoflow_cli.up import jobs_yaml
+    from cryptoflow_extractor.jobs import load_jobs
+
+    options = UpOptions(home=tmp_path, exchanges="binance", datasets="ohlcv", aggregators="coingecko,coinpaprika")
+    path = tmp_path / "jobs.yaml"
+    path.write_text(jobs_yaml(options, datetime(2024, 1, 1, tzinfo=UTC), "http://127.0.0.1:9001"))
+    jobs = load_jobs(path)
+    assert set(jobs.aggregators) == {"coingecko", "coinpaprika"}
+    assert {spec.url for spec in jobs.aggregators.values()} == {"http://127.0.0.1:9001"}
+    live = UpOptions(home=tmp_path, exchanges="binance", datasets="ohlcv", aggregators="coinpaprika", live=True)
+    path.write_text(jobs_yaml(live, datetime(2024, 1, 1, tzinfo=UTC), None))
+    assert load_jobs(path).aggregators["coinpaprika"].url is None  # the provider's own API
+
+
+async def test_up_refuses_an_unknown_aggregator(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert await run_up(UpOptions(home=tmp_path / "home", aggregators="coinmarketcap")) == 2
+    assert "--aggregators: unknown coinmarketcap (known: coingecko, coinpaprika)" in capsys.readouterr().out
+    assert not (tmp_path / "home").exists()

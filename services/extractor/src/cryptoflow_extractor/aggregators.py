@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 
 LISTING_SYMBOL = "MARKETS/USD"  # a listing page's "symbol": every coin the provider lists, in USD
 COINGECKO_PAGE = 250  # coins per /coins/markets page: the most CoinGecko serves
-COINPAPRIKA_MAX_TOP = 500  # /tickers comes in one body; 500 coins stay well under NATS's 1 MiB
 # Response headers kept in bronze: what says when and under which limits the body was served.
 KEPT_HEADERS = ("content-type", "date", "last-modified", "age", "cache-control", "x-ratelimit-remaining")
 

@@ -288,6 +288,7 @@ class ExchangeSpec(_Spec):
 
 
 Provider = Literal["coingecko", "coinpaprika"]
+COINPAPRIKA_MAX_TOP = 500  # /tickers comes in one body; 500 coins stay well under NATS's 1 MiB
 
 
 class AggregatorSpec(_Spec):
@@ -326,6 +327,10 @@ class JobsConfig(_Spec):
     def _some_source(self) -> Self:
         if not self.exchanges and not self.aggregators:
             raise ValueError("at least one exchange or aggregator is required")
+        paprika = self.aggregators.get("coinpaprika")
+        if paprika is not None and paprika.top > COINPAPRIKA_MAX_TOP:
+            # Its listing comes in one body, which must fit one NATS message (1 MiB).
+            raise ValueError(f"aggregators.coinpaprika.top: at most {COINPAPRIKA_MAX_TOP}, not {paprika.top}")
         return self
 
     @model_validator(mode="after")

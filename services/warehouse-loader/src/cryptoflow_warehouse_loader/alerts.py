@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 import asyncpg
 from cryptoflow_contracts import Alert
@@ -89,7 +90,7 @@ _DIVERGENCE_SQL = (
     """
     + _ON_CONFLICT
 )
-WINDOWS = {"1h": "1 hour", "24h": "24 hours", "7d": "7 days", "30d": "30 days"}
+WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 
 
 async def evaluate(conn: asyncpg.Connection, rules: list[AlertRule], *, kinds: set[str] | None = None) -> int:

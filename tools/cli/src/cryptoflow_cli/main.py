@@ -42,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="candles of binance from its bulk archives (data.binance.vision) up to yesterday, then REST",
     )
     up.add_argument(
+        "--aggregators",
+        default="",
+        metavar="PROVIDER[,...]",
+        help="also list coins from coingecko and/or coinpaprika into market_snapshots (the simulator's unless --live; "
+        "keys from EXTRACTOR_COINGECKO_API_KEY / EXTRACTOR_COINPAPRIKA_API_KEY)",
+    )
+    up.add_argument(
         "--mode",
         choices=("poll", "stream"),
         default="poll",
@@ -149,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
             replicas=replicas,
             mode=args.mode,
             source=args.source,
+            aggregators=args.aggregators,
         )
         sys.exit(asyncio.run(run_up(options)))
     if args.command == "status":

@@ -61,6 +61,10 @@ class UpOptions:
     replicas: dict[str, int] = field(default_factory=dict)  # processes per stage (default 1)
     mode: str = "poll"  # poll: REST polling; stream: websocket streams (ccxt pro), REST fills their holes
     source: str = "rest"  # binance-archive: binance's candles from its bulk archives first
+    aggregators: str = ""  # comma-separated: coingecko, coinpaprika (market listings into market_snapshots)
+
+    def aggregator_ids(self) -> list[str]:
+        return [a.strip() for a in self.aggregators.split(",") if a.strip()]
 
     def exchange_ids(self) -> list[str]:
         return [e.strip() for e in self.exchanges.split(",") if e.strip()]
@@ -119,6 +123,7 @@ def check_simulated(exchanges: Iterable[str]) -> None:
 
 
 ARCHIVED_EXCHANGES = ("binance", "binanceusdm", "binancecoinm")
+AGGREGATORS = ("coingecko", "coinpaprika")
 
 
 def jobs_yaml(options: UpOptions, since: datetime, url: str | None) -> str:
@@ -137,7 +142,17 @@ def jobs_yaml(options: UpOptions, since: datetime, url: str | None) -> str:
         if url is not None:
             block["url"] = url
         exchanges[exchange] = block
-    return json.dumps({"exchanges": exchanges}, indent=2)  # JSON is YAML
+    aggregators: dict[str, object] = {}
+    for provider in options.aggregator_ids():
+        # The simulator lists its markets as coins each minute: poll a little more often than that.
+        listing: dict[str, object] = {"poll_interval_s": max(options.poll_interval_s, 30.0)}
+        if url is not None:
+            listing |= {"url": url, "min_request_interval_s": 0.5}
+        aggregators[provider] = listing
+    document: dict[str, object] = {"exchanges": exchanges}
+    if aggregators:
+        document["aggregators"] = aggregators
+    return json.dumps(document, indent=2)  # JSON is YAML
 
 
 def configured_exchanges(config: Path) -> list[str]:
@@ -224,12 +239,15 @@ def parse_replicas(text: str) -> dict[str, int]:
 
 
 async def run_up(options: UpOptions) -> int:
-    if not options.live:
-        try:
+    try:
+        if not options.live:
             check_simulated(configured_exchanges(options.config) if options.config else options.exchange_ids())
-        except RuntimeError as exc:
-            print(f"cryptoflow up    | error: {exc}", flush=True)
-            return 2
+        unknown = sorted(set(options.aggregator_ids()) - set(AGGREGATORS))
+        if unknown:
+            raise RuntimeError(f"--aggregators: unknown {', '.join(unknown)} (known: {', '.join(AGGREGATORS)})")
+    except RuntimeError as exc:
+        print(f"cryptoflow up    | error: {exc}", flush=True)
+        return 2
     home = options.home
     home.mkdir(parents=True, exist_ok=True)
     (home / "run").mkdir(exist_ok=True)

@@ -1,0 +1,134 @@
+"""Aggregator listing jobs against the in-process simulator's providers and a real JetStream KV:
+pages, keys, 429 + Retry-After, refusals, and the monthly quota kept across restarts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+from cryptoflow_contracts import Dataset
+from cryptoflow_exchange_sim import RandomWalkMarket, Simulator
+from cryptoflow_extractor.aggregators import (
+    AggregatorError,
+    MarketListingJob,
+    MonthlyQuota,
+    ProviderClient,
+    QuotaSpentError,
+    listing_requests,
+)
+from cryptoflow_extractor.checkpoints import CheckpointStore
+from cryptoflow_extractor.jobs import AggregatorSpec, Provider
+from cryptoflow_extractor.resilience import CircuitBreaker, RetryPolicy
+from cryptoflow_native.aggregators import market_records
+from pydantic import SecretStr
+
+from .conftest import Recorder
+
+START_MS = 1_704_067_200_000
+NOW_MS = START_MS + 86_400_000 + 30_000
+SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "DOGE/USDT"]
+KEY = "k-0123456789abcdef"
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[Simulator]:
+    sim = Simulator(RandomWalkMarket(SYMBOLS, seed=5, start_ms=START_MS), clock=lambda: NOW_MS, aggregator_key=KEY)
+    await sim.start()
+    try:
+        yield sim
+    finally:
+        await sim.stop()
+
+
+def client(
+    provider: Provider, sim: Simulator, checkpoints: CheckpointStore, key: str | None = KEY, **spec: object
+) -> ProviderClient:
+    return ProviderClient(
+        provider,
+        AggregatorSpec(url=sim.base_url, min_request_interval_s=0.01, **spec),  # type: ignore[arg-type]
+        SecretStr(key) if key is not None else None,
+        checkpoints,
+        timeout_s=5,
+        policy=RetryPolicy(max_attempts=4, base_delay_s=0.01),
+        breaker=CircuitBreaker(provider, threshold=5, cooldown_s=1),
+    )
+
+
+def test_coingecko_is_listed_in_pages_of_250_and_coinpaprika_in_one() -> None:
+    pages = listing_requests("coingecko", 600)
+    assert [(p["per_page"], p["page"]) for p in pages] == [("250", "1"), ("250", "2"), ("100", "3")]
+    assert listing_requests("coinpaprika", 120) == [{"quotes": "USD", "limit": "120"}]
+
+
+@pytest.mark.parametrize("provider", ["coingecko", "coinpaprika"])
+async def test_a_listing_is_published_as_pages_of_the_bodies_received(
+    provider: Provider, simulator: Simulator, checkpoints: CheckpointStore
+) -> None:
+    recorder = Recorder()
+    api = client(provider, simulator, checkpoints, top=3)
+    job = MarketListingJob(provider, AggregatorSpec(url=simulator.base_url, top=3), api, recorder.publisher())
+    try:
+        assert await job.catch_up() == 3
+    finally:
+        await api.close()
+    (page,) = recorder.snapshots
+    assert (page.dataset, page.exchange, page.symbol, page.payload) == (
+        Dataset.MARKET_SNAPSHOT,
+        provider,
+        "MARKETS/USD",
+        None,
+    )
+    (call,) = page.native or []
+    (response,) = call.responses
+    records = market_records(call.method, response.body)
+    assert len(records) == 3 and [r["rank"] for r in records] == [1, 2, 3]
+    minute = NOW_MS - NOW_MS % 60_000
+    assert page.first_ts == page.last_ts == minute
+    # The key went as a header: nowhere in what is stored.
+    assert KEY not in page.to_json().decode()
+    assert simulator.aggregators.keys_seen[provider] == 1
+
+
+async def test_429_waits_out_retry_after_and_a_refused_key_is_an_error_not_a_retry(
+    simulator: Simulator, checkpoints: CheckpointStore
+) -> None:
+    simulator.aggregators.rate_limited["coingecko"] = 2
+    simulator.aggregators.retry_after_s = 0
+    api = client("coingecko", simulator, checkpoints)
+    try:
+        response = await api.get(listing_requests("coingecko", 5)[0])
+        assert response.status == 200
+        assert simulator.aggregators.statuses["coingecko.429"] == 2
+        wrong = client("coingecko", simulator, checkpoints, key="not-the-key")
+        with pytest.raises(AggregatorError, match="HTTP 401") as refused:
+            await wrong.get(listing_requests("coingecko", 5)[0])
+        assert "not-the-key" not in str(refused.value)
+        assert simulator.aggregators.statuses["coingecko.401"] == 1  # not retried
+        await wrong.close()
+    finally:
+        await api.close()
+
+
+async def test_the_monthly_quota_stops_requests_until_the_next_month_and_survives_a_restart(
+    simulator: Simulator, checkpoints: CheckpointStore
+) -> None:
+    api = client("coinpaprika", simulator, checkpoints, monthly_quota=3)
+    try:
+        for _ in range(2):
+            await api.get({"quotes": "USD", "limit": "2"})
+    finally:
+        await api.close()
+    restarted = client("coinpaprika", simulator, checkpoints, monthly_quota=3)  # a new process, the same bucket
+    try:
+        await restarted.get({"quotes": "USD", "limit": "2"})
+        with pytest.raises(QuotaSpentError, match="3 of 3 requests"):
+            await restarted.get({"quotes": "USD", "limit": "2"})
+    finally:
+        await restarted.close()
+    assert simulator.aggregators.requests["coinpaprika"] == 3  # the refused one was never sent
+    quota = MonthlyQuota("coinpaprika", 3, checkpoints)
+    now = datetime.now(UTC)
+    next_month = datetime(now.year + now.month // 12, now.month % 12 + 1, 1, tzinfo=UTC)
+    await quota.spend(next_month)  # a new month, a new count
+    assert (await checkpoints.state(quota.key(next_month.strftime("%Y-%m")))) == {"requests": 1}
