@@ -254,6 +254,21 @@ async def seed(conn: asyncpg.Connection) -> None:
         "triggered_at": now,
     }
     await insert_rows(conn, "alerts", [alert])
+    # An aggregator's bitcoin each minute, 0.2 % above binance's close of the minute before.
+    await insert_rows(
+        conn,
+        "series",
+        [{"table_name": "market_snapshots", "exchange": "coingecko", "symbol": "bitcoin", "timeframe": "",
+          "dataset": "market_snapshot", "last_ts": newest}],
+    )  # fmt: skip
+    bitcoin = await conn.fetchval("SELECT series_id FROM series WHERE table_name = 'market_snapshots'")
+    snapshots = [
+        {"series_id": bitcoin, "ts": c["ts"] + timedelta(minutes=1), "asset_symbol": "BTC", "name": "Bitcoin",
+         "price_usd": c["close"] * 1.002, "rank": 1, "source_event_id": "e2", "batch_no": batch_no}
+        for c in candles
+        if c["exchange"] == "binance" and c["symbol"] == "BTC/USDT"
+    ]  # fmt: skip
+    await insert_rows(conn, "market_snapshots_data", snapshots)
 
 
 async def test_every_sql_panel_and_variable_runs_as_the_read_only_role(fresh_database_url: str) -> None:
