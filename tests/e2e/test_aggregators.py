@@ -18,7 +18,7 @@ from pathlib import Path
 
 import aiohttp
 from cryptoflow_exchange_sim import RandomWalkMarket
-from cryptoflow_exchange_sim.aggregators import coins
+from cryptoflow_exchange_sim.aggregators import HOUR_MS, coin_history, coins, grid
 
 from .harness import Pipeline
 
@@ -39,10 +39,16 @@ def jobs_file(pipe: Pipeline, start_ms: int) -> Path:
             }
         },
         "aggregators": {
-            "coingecko": {"url": pipe.sim_url, "top": 10, "poll_interval_s": 1, "min_request_interval_s": 0.1},
-            "coinpaprika": {"url": pipe.sim_url, "top": 10, "poll_interval_s": 1, "min_request_interval_s": 0.1},
+            "coingecko": {
+                "url": pipe.sim_url, "top": 10, "poll_interval_s": 1, "min_request_interval_s": 0.1,
+                "history": ["bitcoin"], "history_since": since,
+            },
+            "coinpaprika": {
+                "url": pipe.sim_url, "top": 10, "poll_interval_s": 1, "min_request_interval_s": 0.1,
+                "history": ["btc-bitcoin"], "history_since": since,
+            },
         },
-    }
+    }  # fmt: skip
     path = pipe.workdir / "jobs.yaml"
     path.write_text(json.dumps(document))
     return path
@@ -52,7 +58,8 @@ async def test_both_aggregators_land_in_market_snapshots_with_429s_mapped_and_di
     file_pipeline: Pipeline,
 ) -> None:
     pipe = file_pipeline
-    start = (int(time.time() * 1000) // 60_000 - 30) * 60_000
+    # Three hours of market: 1m candles, and two or three hourly points of price history.
+    start = (int(time.time() * 1000) // 60_000 - 180) * 60_000
     faults = ["--aggregator-rate-limited", "coingecko:2", "--aggregator-rate-limited", "coinpaprika:1"]
     pipe.start_simulator(
         ["--symbols", ",".join(SYMBOLS), "--seed", str(SEED), "--start", str(start), "--aggregator-key", KEY, *faults]
@@ -68,16 +75,19 @@ async def test_both_aggregators_land_in_market_snapshots_with_429s_mapped_and_di
         },
     )
 
+    market = RandomWalkMarket(SYMBOLS, SEED, start)
+    hours = grid(start, int(time.time() * 1000), HOUR_MS)
+
     async def both_listed_and_diverging() -> bool:
         sources = await pipe.fetchval("SELECT count(DISTINCT exchange) FROM market_snapshots", default=0)
         divergences = await pipe.fetchval("SELECT count(DISTINCT source) FROM price_divergence", default=0)
-        return bool(sources == 2 and divergences == 2)
+        history = await pipe.fetchval("SELECT count(*) FROM aggregator_prices", default=0)
+        return bool(sources == 2 and divergences == 2 and history >= 2 * len(hours))
 
     await pipe.wait_for("both listings and their divergences", both_listed_and_diverging, timeout=120)
 
     # Every stored coin equals what the simulator listed at that minute (its market is a pure
     # function of seed, start and time).
-    market = RandomWalkMarket(SYMBOLS, SEED, start)
     rows = await pipe.fetch(
         "SELECT exchange, symbol, (extract(epoch FROM ts) * 1000)::bigint AS ts, asset_symbol, name, price_usd, "
         "market_cap_usd, volume_24h_usd, circulating_supply, total_supply, max_supply, rank, pct_change_24h "
@@ -98,6 +108,20 @@ async def test_both_aggregators_land_in_market_snapshots_with_429s_mapped_and_di
         assert row["max_supply"] == (float(coin.max_supply) if coin.max_supply is not None else None)
         assert row["volume_24h_usd"] == float(Decimal(coin.volume_24h_usd))
         assert row["pct_change_24h"] == round(coin.change_24h_pct, 5 if row["exchange"] == "coingecko" else 2)
+    # The price histories: bitcoin's hourly points from both providers, value for value.
+    (bitcoin,) = [c for c in coins(market, int(time.time() * 1000)) if c.coingecko_id == "bitcoin"]
+    expected = coin_history(market, bitcoin, hours, int(time.time() * 1000))
+    assert len(expected) == len(hours) >= 2
+    for source, coin_id in (("coingecko", "bitcoin"), ("coinpaprika", "btc-bitcoin")):
+        history = await pipe.fetch(
+            "SELECT (extract(epoch FROM ts) * 1000)::bigint AS ts, price_usd, market_cap_usd, volume_24h_usd "
+            "FROM aggregator_prices WHERE exchange = $1 AND symbol = $2 ORDER BY ts",
+            source,
+            coin_id,
+        )
+        assert [tuple(r.values()) for r in history][: len(expected)] == [
+            (p.ts, float(p.price), float(p.market_cap), float(p.volume_24h_usd)) for p in expected
+        ]
     latest = {(r["exchange"], r["symbol"]) for r in rows}
     assert {("coingecko", "bitcoin"), ("coingecko", "ethereum"), ("coinpaprika", "btc-bitcoin")} <= latest
 

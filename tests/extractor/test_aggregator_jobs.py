@@ -9,10 +9,12 @@ from datetime import UTC, datetime
 import pytest
 from cryptoflow_contracts import Dataset
 from cryptoflow_exchange_sim import RandomWalkMarket, Simulator
+from cryptoflow_exchange_sim.aggregators import HOUR_MS, coin_history, coins, grid
 from cryptoflow_extractor.aggregators import (
     AggregatorError,
     MarketListingJob,
     MonthlyQuota,
+    PriceHistoryJob,
     ProviderClient,
     QuotaSpentError,
     listing_requests,
@@ -20,7 +22,7 @@ from cryptoflow_extractor.aggregators import (
 from cryptoflow_extractor.checkpoints import CheckpointStore
 from cryptoflow_extractor.jobs import AggregatorSpec, Provider
 from cryptoflow_extractor.resilience import CircuitBreaker, RetryPolicy
-from cryptoflow_native.aggregators import market_records
+from cryptoflow_native.aggregators import history_points, market_records
 from pydantic import SecretStr
 
 from .conftest import Recorder
@@ -132,3 +134,36 @@ async def test_the_monthly_quota_stops_requests_until_the_next_month_and_survive
     next_month = datetime(now.year + now.month // 12, now.month % 12 + 1, 1, tzinfo=UTC)
     await quota.spend(next_month)  # a new month, a new count
     assert (await checkpoints.state(quota.key(next_month.strftime("%Y-%m")))) == {"requests": 1}
+
+
+@pytest.mark.parametrize(("provider", "coin_id"), [("coingecko", "bitcoin"), ("coinpaprika", "btc-bitcoin")])
+async def test_a_price_history_is_kept_hourly_from_since_across_requests_and_resumes_from_its_checkpoint(
+    provider: Provider, coin_id: str, simulator: Simulator, checkpoints: CheckpointStore
+) -> None:
+    recorder = Recorder()
+    api = client(provider, simulator, checkpoints)
+    since = NOW_MS - 100 * 86_400_000  # before the market starts: its first hours have no candle
+    job = PriceHistoryJob(provider, coin_id, since, api, recorder.publisher(), checkpoints)
+    try:
+        published = await job.catch_up()
+        assert await job.catch_up() == 0  # caught up: the next poll publishes nothing again
+    finally:
+        await api.close()
+    market = RandomWalkMarket(SYMBOLS, seed=5, start_ms=START_MS)
+    (coin,) = [c for c in coins(market, NOW_MS) if c.coingecko_id == "bitcoin"]
+    expected = coin_history(market, coin, grid(since, NOW_MS, HOUR_MS), NOW_MS)
+    assert expected and published == len(expected) == 24  # the market's one day, hour by hour
+    points = [
+        point
+        for page in recorder.snapshots
+        for call in page.native or []
+        for response in call.responses
+        for point in history_points(call.method, response.body)
+    ]
+    assert [(p["ts"], p["price_usd"]) for p in points] == [(e.ts, float(e.price)) for e in expected]
+    assert [p["market_cap_usd"] for p in points] == [float(e.market_cap) for e in expected]
+    assert {(page.dataset, page.exchange, page.symbol) for page in recorder.snapshots} == {
+        (Dataset.AGGREGATOR_PRICE, provider, f"{coin_id}/USD")
+    }
+    assert all(page.request["asset_id"] == coin_id for page in recorder.snapshots)
+    assert await checkpoints.next_since(job.checkpoint) == expected[-1].ts + 1

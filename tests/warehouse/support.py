@@ -34,6 +34,7 @@ DATASET = {
     "trades": Dataset.TRADES,
     "indicators": Dataset.OHLCV,
     "market_snapshots": Dataset.MARKET_SNAPSHOT,
+    "aggregator_prices": Dataset.AGGREGATOR_PRICE,
 }
 # Per table: a value column an update changes, and a column value no warehouse table accepts.
 UPDATE_COLUMN = {
@@ -43,6 +44,7 @@ UPDATE_COLUMN = {
     "trades": "amount",
     "indicators": "macd",
     "market_snapshots": "price_usd",
+    "aggregator_prices": "price_usd",
 }
 VIOLATION = {
     "ohlcv": ("low", 1e9),  # low above high
@@ -51,6 +53,7 @@ VIOLATION = {
     "trades": ("price", 0.0),  # not positive
     "indicators": ("rsi_14", 150.0),  # RSI is 0..100
     "market_snapshots": ("price_usd", -1.0),  # not positive
+    "aggregator_prices": ("price_usd", 0.0),  # not positive
 }
 CONSTRAINT = {
     "ohlcv": "ohlcv_high_not_below_low",
@@ -59,6 +62,7 @@ CONSTRAINT = {
     "trades": "trades_price_positive",
     "indicators": "indicators_rsi_range",
     "market_snapshots": "market_snapshots_price_positive",
+    "aggregator_prices": "aggregator_prices_price_positive",
 }
 
 
@@ -132,6 +136,11 @@ def sample(table: str, n: int, *, symbol: str = "BTC/USDT", exchange: str = "bin
             "max_supply": pl.repeat(21_000_000.0, n, eager=True),
             "rank": pl.repeat(1, n, eager=True),
             "pct_change_24h": i.cast(pl.Float64) / 100,
+        },
+        "aggregator_prices": {
+            "price_usd": price,
+            "market_cap_usd": price * 19_000_000,
+            "volume_24h_usd": price * 1000,
         },
     }
     values.update(by_table[table])

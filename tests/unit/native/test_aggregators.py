@@ -6,10 +6,14 @@ from pathlib import Path
 
 import pytest
 from cryptoflow_native.aggregators import (
+    COINGECKO_CHART_METHOD,
     COINGECKO_MARKETS_METHOD,
+    COINPAPRIKA_HISTORY_METHOD,
     COINPAPRIKA_TICKERS_METHOD,
+    POINT_FIELDS,
     RECORD_FIELDS,
     AggregatorResponseError,
+    history_points,
     iso_ms,
     market_records,
 )
@@ -62,3 +66,33 @@ def test_iso_times_without_a_zone_or_garbled_are_none() -> None:
     assert iso_ms("2024-12-31T12:05:00") is None
     assert iso_ms("yesterday") is None
     assert iso_ms(1735646700000) is None
+
+
+def test_coingecko_chart_points_join_prices_caps_and_volumes_by_time() -> None:
+    body = (
+        b'{"prices": [[1704067200000, 42261.0446], [1704070800000, 42412.5], [1704074400000]],'
+        b' "market_caps": [[1704067200000, 827882932440.2], [1704070800000, 830000000000]],'
+        b' "total_volumes": [[1704067200000, 11754523812.9]]}'
+    )
+    points = history_points(COINGECKO_CHART_METHOD, body)
+    assert points == [
+        {
+            "ts": 1704067200000,
+            "price_usd": 42261.0446,
+            "market_cap_usd": 827882932440.2,
+            "volume_24h_usd": 11754523812.9,
+        },
+        {"ts": 1704070800000, "price_usd": 42412.5, "market_cap_usd": 830000000000, "volume_24h_usd": None},
+        dict.fromkeys(POINT_FIELDS),  # a point that is not [time, price]: kept, to be quarantined
+    ]
+    with pytest.raises(AggregatorResponseError, match="no list of prices"):
+        history_points(COINGECKO_CHART_METHOD, b'{"error": "coin not found"}')
+
+
+def test_coinpaprika_history_points() -> None:
+    body = (
+        b'[{"timestamp": "2024-01-01T00:00:00Z", "price": 42280.5, "volume_24h": 9999.5, "market_cap": 828000000000}]'
+    )
+    assert history_points(COINPAPRIKA_HISTORY_METHOD, body) == [
+        {"ts": 1704067200000, "price_usd": 42280.5, "market_cap_usd": 828000000000, "volume_24h_usd": 9999.5}
+    ]

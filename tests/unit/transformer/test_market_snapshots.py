@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 from cryptoflow_contracts import Dataset, NativeCall, NativeResponse, RawSnapshot
-from cryptoflow_native.aggregators import COINGECKO_MARKETS_METHOD, COINPAPRIKA_TICKERS_METHOD
+from cryptoflow_native.aggregators import COINGECKO_CHART_METHOD, COINGECKO_MARKETS_METHOD, COINPAPRIKA_TICKERS_METHOD
 from cryptoflow_transformer.datasets import TRANSFORMS
 from cryptoflow_transformer.native import unified_bronze
 
@@ -68,3 +68,25 @@ def test_a_body_that_is_not_a_listing_quarantines_the_page() -> None:
     rows = check(page("coingecko", COINGECKO_MARKETS_METHOD, '{"status": {"error_code": 10002}}'))
     assert rows.good.height == 0
     assert rows.rejected["reason"].to_list() == ["malformed_listing"]
+
+
+def test_a_price_history_page_becomes_rows_of_its_coin_within_its_range() -> None:
+    body = (
+        '{"prices": [[1704067200000, 42261.0], [1704070800000, 0], [1704074400000, 42300.0], [1704078000000, 1.0]],'
+        ' "market_caps": [[1704067200000, 8.2e11]], "total_volumes": [[1704067200000, 1.1e10]]}'
+    )
+    snapshot = orjson.loads(page("coingecko", COINGECKO_CHART_METHOD, body))
+    # The page covers the first three points; the fourth belongs to the next page.
+    snapshot |= {
+        "dataset": "aggregator_price",
+        "symbol": "bitcoin/USD",
+        "request": {"asset_id": "bitcoin"},
+        "first_ts": 1704067200000,
+        "last_ts": 1704074400000,
+    }
+    rows = TRANSFORMS[Dataset.AGGREGATOR_PRICE].check(unified_bronze(orjson.dumps(snapshot) + b"\n"))
+    assert rows.good.select("exchange", "symbol", "price_usd", "market_cap_usd").rows() == [
+        ("coingecko", "bitcoin", 42261.0, 8.2e11),
+        ("coingecko", "bitcoin", 42300.0, None),
+    ]
+    assert rows.rejected["reason"].to_list() == ["non_positive_price"]

@@ -20,6 +20,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         "trades",
         "indicators",
         "market_snapshots",
+        "aggregator_prices",
     ]
     assert settings.migrate is True
 

@@ -15,6 +15,7 @@ class Dataset(RegisteredName):
     ORDERBOOK: ClassVar[Dataset]
     TRADES: ClassVar[Dataset]
     MARKET_SNAPSHOT: ClassVar[Dataset]
+    AGGREGATOR_PRICE: ClassVar[Dataset]
 
 
 Dataset.OHLCV = Dataset.register("ohlcv")
@@ -24,6 +25,9 @@ Dataset.TRADES = Dataset.register("trades")
 # An aggregator's market-wide listing (CoinGecko's coins/markets, CoinPaprika's tickers): per coin,
 # price, market cap, 24 h volume, supply and rank. Its "exchange" is the provider.
 Dataset.MARKET_SNAPSHOT = Dataset.register("market_snapshot")
+# An aggregator's price history of one coin (CoinGecko's market_chart/range, CoinPaprika's
+# historical tickers): price, market cap and 24 h volume per point in time.
+Dataset.AGGREGATOR_PRICE = Dataset.register("aggregator_price")
 
 
 # Milliseconds per candle for the timeframes ccxt exchanges share; a timeframe

@@ -135,10 +135,22 @@ MARKET_SNAPSHOTS = SilverTable(
     key=("exchange", "symbol", "ts"),
     not_null=frozenset({"asset_symbol", "price_usd"}),
 )  # fmt: skip
+AGGREGATOR_PRICES = SilverTable(
+    "aggregator_prices",
+    (
+        # An aggregator's price history of a coin: series provider·coin id, as market_snapshots'.
+        ("exchange", T), ("symbol", T), ("ts", TS),
+        ("price_usd", F), ("market_cap_usd", F), ("volume_24h_usd", F),
+        ("source_event_id", T),
+    ),
+    key=("exchange", "symbol", "ts"),
+    not_null=frozenset({"price_usd"}),
+)  # fmt: skip
 
 # The registry of silver tables: a new dataset's table is added with `register_table`.
 TABLES: dict[str, SilverTable] = {
-    table.name: table for table in (OHLCV, TICKERS, ORDER_BOOKS, TRADES, INDICATORS, MARKET_SNAPSHOTS)
+    table.name: table
+    for table in (OHLCV, TICKERS, ORDER_BOOKS, TRADES, INDICATORS, MARKET_SNAPSHOTS, AGGREGATOR_PRICES)
 }
 
 

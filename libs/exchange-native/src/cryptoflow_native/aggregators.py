@@ -1,5 +1,7 @@
-"""Aggregators' market listings, as they send them: CoinGecko's `/api/v3/coins/markets` and
-CoinPaprika's `/v1/tickers`, parsed into one record shape (the `market_snapshots` silver row's).
+"""Aggregators' market listings and price histories, as they send them: CoinGecko's
+`/api/v3/coins/markets` and CoinPaprika's `/v1/tickers`, parsed into one record shape (the
+`market_snapshots` silver row's); CoinGecko's `/coins/{id}/market_chart/range` and CoinPaprika's
+`/tickers/{id}/historical`, into price points (the `aggregator_prices` row's).
 
 The wire formats are the providers' documented ones (CoinGecko v3: `id`, `symbol` in lower case,
 `current_price`, `market_cap`, `market_cap_rank`, `total_volume`, supplies,
@@ -27,7 +29,15 @@ COINGECKO_MARKETS_METHOD = "coingeckoMarkets"
 """`NativeCall.method` of a page of CoinGecko's `/api/v3/coins/markets` (its body: a JSON list)."""
 COINPAPRIKA_TICKERS_METHOD = "coinpaprikaTickers"
 """`NativeCall.method` of CoinPaprika's `/v1/tickers` (its body: a JSON list of every coin)."""
+COINGECKO_CHART_METHOD = "coingeckoMarketChartRange"
+"""`NativeCall.method` of CoinGecko's `/coins/{id}/market_chart/range` (its body: prices, market caps and
+total volumes, each a list of [ms, value])."""
+COINPAPRIKA_HISTORY_METHOD = "coinpaprikaTickerHistory"
+"""`NativeCall.method` of CoinPaprika's `/tickers/{id}/historical` (its body: a list of points)."""
 AGGREGATOR_METHODS = frozenset({COINGECKO_MARKETS_METHOD, COINPAPRIKA_TICKERS_METHOD})
+HISTORY_METHODS = frozenset({COINGECKO_CHART_METHOD, COINPAPRIKA_HISTORY_METHOD})
+# What a price-history point holds (the `aggregator_prices` silver row's values).
+POINT_FIELDS = ("ts", "price_usd", "market_cap_usd", "volume_24h_usd")
 
 # What a market record holds, in the silver table's order (asset_id: the provider's coin id).
 RECORD_FIELDS = (
@@ -123,3 +133,45 @@ def market_records(method: str, body: str | bytes) -> list[dict[str, Any]]:
     if method == COINPAPRIKA_TICKERS_METHOD:
         return coinpaprika_records(body)
     raise AggregatorResponseError(f"{method!r} is not an aggregator listing ({', '.join(sorted(AGGREGATOR_METHODS))})")
+
+
+def coingecko_chart_points(body: str | bytes) -> list[dict[str, Any]]:
+    """One point per time of `prices`, with the market cap and volume CoinGecko gives for that time."""
+    document = orjson.loads(body)
+    if not isinstance(document, Mapping) or not isinstance(document.get("prices"), list):
+        raise AggregatorResponseError(f"{COINGECKO_CHART_METHOD}: the body has no list of prices")
+
+    def by_time(name: str) -> dict[Any, Any]:
+        series = document.get(name)
+        return {p[0]: p[1] for p in series if isinstance(p, list) and len(p) == 2} if isinstance(series, list) else {}
+
+    caps, volumes = by_time("market_caps"), by_time("total_volumes")
+    points = []
+    for point in document["prices"]:
+        if not isinstance(point, list) or len(point) != 2:
+            points.append(dict.fromkeys(POINT_FIELDS))  # kept: the transformer quarantines it with its reason
+            continue
+        ts, price = point
+        points.append({"ts": ts, "price_usd": price, "market_cap_usd": caps.get(ts), "volume_24h_usd": volumes.get(ts)})
+    return points
+
+
+def coinpaprika_history_points(body: str | bytes) -> list[dict[str, Any]]:
+    return [
+        {
+            "ts": iso_ms(point.get("timestamp")),
+            "price_usd": point.get("price"),
+            "market_cap_usd": point.get("market_cap"),
+            "volume_24h_usd": point.get("volume_24h"),
+        }
+        for point in _listing(body, COINPAPRIKA_HISTORY_METHOD)
+    ]
+
+
+def history_points(method: str, body: str | bytes) -> list[dict[str, Any]]:
+    """The price points of one response of `method` (POINT_FIELDS)."""
+    if method == COINGECKO_CHART_METHOD:
+        return coingecko_chart_points(body)
+    if method == COINPAPRIKA_HISTORY_METHOD:
+        return coinpaprika_history_points(body)
+    raise AggregatorResponseError(f"{method!r} is not an aggregator history ({', '.join(sorted(HISTORY_METHODS))})")

@@ -31,14 +31,17 @@ import aiohttp
 import ccxt
 from cryptoflow_contracts import Dataset, NativeCall, NativeResponse, RawSnapshot
 from cryptoflow_native.aggregators import (
+    COINGECKO_CHART_METHOD,
     COINGECKO_MARKETS_METHOD,
+    COINPAPRIKA_HISTORY_METHOD,
     COINPAPRIKA_TICKERS_METHOD,
     AggregatorResponseError,
+    history_points,
     market_records,
 )
 from pydantic import SecretStr
 
-from .checkpoints import CheckpointStore
+from .checkpoints import CheckpointStore, checkpoint_key
 from .jobs import AggregatorSpec, Provider
 from .limiter import RateLimiter
 from .metrics import AGGREGATOR_COINS, AGGREGATOR_QUOTA_REMAINING, REQUEST_SECONDS, REQUESTS
@@ -60,6 +63,8 @@ class ProviderApi:
     host: str
     path: str
     method: str  # the NativeCall method of its listing
+    history_path: str  # one coin's price history ({id}: the coin)
+    history_method: str
     key_header: str | None
     # Spacing of the free plan's requests, and its monthly quota (None: not counted).
     free_interval_s: float
@@ -75,6 +80,8 @@ def provider_api(provider: Provider, spec: AggregatorSpec, keyed: bool) -> Provi
             host=spec.url or ("https://pro-api.coingecko.com" if spec.pro else "https://api.coingecko.com"),
             path="/api/v3/coins/markets",
             method=COINGECKO_MARKETS_METHOD,
+            history_path="/api/v3/coins/{id}/market_chart/range",
+            history_method=COINGECKO_CHART_METHOD,
             key_header=("x-cg-pro-api-key" if spec.pro else "x-cg-demo-api-key") if keyed else None,
             free_interval_s=6.0,
             keyed_interval_s=0.12 if spec.pro else 2.0,
@@ -86,6 +93,8 @@ def provider_api(provider: Provider, spec: AggregatorSpec, keyed: bool) -> Provi
         host=spec.url or ("https://api-pro.coinpaprika.com" if keyed else "https://api.coinpaprika.com"),
         path="/v1/tickers",
         method=COINPAPRIKA_TICKERS_METHOD,
+        history_path="/v1/tickers/{id}/historical",
+        history_method=COINPAPRIKA_HISTORY_METHOD,
         key_header="Authorization" if keyed else None,
         free_interval_s=1.0,
         keyed_interval_s=0.2,
@@ -175,12 +184,15 @@ class ProviderClient:
         if self._http is not None:
             await self._http.close()
 
-    async def get(self, params: dict[str, str]) -> NativeResponse:
-        """The listing's response for `params`, as received; raises AggregatorError when refused."""
+    async def get(
+        self, params: dict[str, str], path: str | None = None, dataset: Dataset = Dataset.MARKET_SNAPSHOT
+    ) -> NativeResponse:
+        """The response to GET `path` (the listing's by default) with `params`, as received;
+        raises AggregatorError when refused."""
         if self._http is None:
             self._http = aiohttp.ClientSession(timeout=self.timeout)
-        url = self.api.host.rstrip("/") + self.api.path
-        dataset = Dataset.MARKET_SNAPSHOT.value
+        path = path or self.api.path
+        url = self.api.host.rstrip("/") + path
         attempt = 0
         while True:
             attempt += 1
@@ -319,3 +331,102 @@ class MarketListingJob:
             final=True,
         )
         return snapshot, len(records)
+
+
+COINGECKO_HISTORY_SPAN_MS = 90 * 86_400_000  # a 90-day range: CoinGecko answers it hourly
+COINPAPRIKA_HISTORY_LIMIT = 1000  # hourly points per request
+HOUR_MS = 3_600_000
+
+
+class PriceHistoryJob:
+    """Keeps one coin's price history (hourly points) from `since` on: each response a RAW page,
+    the checkpoint after the first point not yet published."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        asset_id: str,
+        since_ms: int,
+        client: ProviderClient,
+        publisher: Publisher,
+        checkpoints: CheckpointStore,
+    ) -> None:
+        self.provider = provider
+        self.asset_id = asset_id
+        self.since_ms = since_ms
+        self.client = client
+        self.publisher = publisher
+        self.checkpoints = checkpoints
+        self.symbol = f"{asset_id}/USD"
+
+    @property
+    def name(self) -> str:
+        return f"{self.provider}/{self.asset_id}/{Dataset.AGGREGATOR_PRICE.value}"
+
+    @property
+    def checkpoint(self) -> str:
+        return checkpoint_key(self.provider, self.symbol, Dataset.AGGREGATOR_PRICE, None)
+
+    def request(self, start_ms: int) -> dict[str, str]:
+        if self.provider == "coingecko":
+            end_ms = start_ms + COINGECKO_HISTORY_SPAN_MS
+            return {"vs_currency": "usd", "from": str(start_ms // 1000), "to": str(end_ms // 1000)}
+        start = datetime.fromtimestamp(start_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return {"start": start, "interval": "1h", "limit": str(COINPAPRIKA_HISTORY_LIMIT)}
+
+    async def catch_up(self) -> int:
+        """Every point from the checkpoint to now; the points published."""
+        published = 0
+        start = await self.checkpoints.next_since(self.checkpoint) or self.since_ms
+        while True:
+            params = self.request(start)
+            path = self.client.api.history_path.format(id=self.asset_id)
+            response = await self.client.get(params, path=path, dataset=Dataset.AGGREGATOR_PRICE)
+            try:
+                points = history_points(self.client.api.history_method, response.body)
+            except (AggregatorResponseError, ValueError) as exc:
+                raise AggregatorError(f"{self.provider}: {exc}") from None
+            times = [p["ts"] for p in points if isinstance(p.get("ts"), int) and p["ts"] >= start]
+            if not times:
+                # A range before the coin's first point (or its listing): the next range, if any.
+                if start + self.span_ms < time.time() * 1000:
+                    start += self.span_ms
+                    continue
+                return published
+            snapshot = RawSnapshot(
+                schema_version=2,
+                native=[
+                    NativeCall(
+                        ccxt_version=ccxt.__version__,
+                        method=self.client.api.history_method,
+                        args=[self.asset_id, params],
+                        responses=[response],
+                    )
+                ],
+                dataset=Dataset.AGGREGATOR_PRICE,
+                exchange=self.provider,
+                symbol=self.symbol,
+                fetched_at=datetime.now(UTC),
+                request={"provider": self.provider, "asset_id": self.asset_id, **params},
+                payload=None,
+                first_ts=min(times),
+                last_ts=max(times),
+                final=True,
+            )
+            await self.publisher.snapshot(snapshot)
+            await self.checkpoints.advance(self.checkpoint, max(times) + 1, max(times))
+            published += len(times)
+            start = max(times) + 1
+            if not self._more_after(start, len(points)):
+                return published
+
+    @property
+    def span_ms(self) -> int:
+        """The time one request covers."""
+        return COINGECKO_HISTORY_SPAN_MS if self.provider == "coingecko" else COINPAPRIKA_HISTORY_LIMIT * HOUR_MS
+
+    def _more_after(self, start_ms: int, points: int) -> bool:
+        """Whether the range asked for was not the last one (the provider has points after it)."""
+        if self.provider == "coingecko":
+            return start_ms + COINGECKO_HISTORY_SPAN_MS < time.time() * 1000
+        return points >= COINPAPRIKA_HISTORY_LIMIT

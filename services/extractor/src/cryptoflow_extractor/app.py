@@ -14,7 +14,7 @@ import ccxt.async_support as ccxt
 from cryptoflow_contracts import Dataset
 from cryptoflow_runtime import ConfigError, Service, ensure_kv
 
-from .aggregators import MarketListingJob, ProviderClient
+from .aggregators import MarketListingJob, PriceHistoryJob, ProviderClient
 from .checkpoints import CheckpointStore
 from .config import ExtractorSettings
 from .datasets import JobContext, PolledJob, Scheduled, scheduled_jobs
@@ -142,7 +142,7 @@ class Extractor:
             self.ready[exchange_id] = asyncio.Event()
             jobs.update(self._jobs(exchange_id, spec, checkpoints))
         for provider, aggregator in self.config.aggregators.items():
-            jobs.update(self._aggregator_job(provider, aggregator, checkpoints))
+            jobs.update(self._aggregator_jobs(provider, aggregator, checkpoints))
         loaded = await asyncio.gather(*(self.load_markets(ex, attempts=2) for ex in self.sessions))
         for exchange_id, ready in zip(self.config.exchanges, loaded, strict=True):
             if ready:
@@ -190,7 +190,7 @@ class Extractor:
                     runners[item.key] = run
         return runners
 
-    def _aggregator_job(
+    def _aggregator_jobs(
         self, provider: Provider, spec: AggregatorSpec, checkpoints: CheckpointStore
     ) -> dict[str, JobRunner]:
         settings = self.settings
@@ -204,15 +204,24 @@ class Extractor:
             breaker=CircuitBreaker(provider, settings.breaker_threshold, settings.breaker_cooldown_s),
         )
         self.providers.append(client)
-        job = MarketListingJob(provider, spec, client, self.publish)
         backoff = settings.max_poll_backoff_s
+        listing = MarketListingJob(provider, spec, client, self.publish)
+        since_ms = int(spec.history_since.timestamp() * 1000)
+        histories = [
+            PriceHistoryJob(provider, coin, since_ms, client, self.publish, checkpoints) for coin in spec.history
+        ]
 
-        async def run() -> None:
-            await poll_forever(
-                job, spec.poll_interval_s, Dataset.MARKET_SNAPSHOT.value, provider, max_backoff_s=backoff
-            )
+        def runner(job: PolledJob, dataset: Dataset) -> JobRunner:
+            async def run() -> None:
+                await poll_forever(job, spec.poll_interval_s, dataset.value, provider, max_backoff_s=backoff)
 
-        return {f"aggregator.{provider}.{Dataset.MARKET_SNAPSHOT.value}": run}
+            return run
+
+        # One client per provider: the listing and the histories share its limiter and quota.
+        runners = {f"aggregator.{provider}.{Dataset.MARKET_SNAPSHOT.value}": runner(listing, Dataset.MARKET_SNAPSHOT)}
+        for history in histories:
+            runners[f"aggregator.{history.checkpoint}"] = runner(history, Dataset.AGGREGATOR_PRICE)
+        return runners
 
     async def stop(self) -> None:
         for task in self.tasks:  # the lease rounds first: none may run while the jobs stop

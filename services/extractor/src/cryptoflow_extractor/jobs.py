@@ -35,6 +35,7 @@ Their API keys are never in this file: EXTRACTOR_COINGECKO_API_KEY and EXTRACTOR
 
 from __future__ import annotations
 
+import re
 import types
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -308,8 +309,24 @@ class AggregatorSpec(_Spec):
         description="requests per calendar month (UTC) the plan allows; none are sent once it is spent",
     )
     pro: bool = Field(default=False, description="coingecko: a Pro plan key (pro-api host and header)")
+    history: list[str] = Field(
+        default_factory=list,
+        description="provider coin ids (bitcoin; btc-bitcoin) whose hourly price history to keep in aggregator_prices",
+    )
+    history_since: datetime = Field(
+        default_factory=lambda: datetime.now(UTC) - timedelta(days=30), description="first point of the histories"
+    )
 
     _url = field_validator("url")(check_http_url)
+    _history_since_utc = field_validator("history_since")(_utc)
+
+    @field_validator("history")
+    @classmethod
+    def _coin_ids(cls, value: list[str]) -> list[str]:
+        for coin_id in value:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", coin_id):
+                raise ValueError(f"{coin_id!r} is not a provider coin id like bitcoin or btc-bitcoin")
+        return value
 
 
 class JobsConfig(_Spec):

@@ -6,8 +6,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptoflow_contracts import Dataset
-from cryptoflow_contracts.silver import MARKET_SNAPSHOTS, OHLCV, ORDER_BOOKS, TICKERS, TRADES, SilverTable
+from cryptoflow_contracts.silver import (
+    AGGREGATOR_PRICES,
+    MARKET_SNAPSHOTS,
+    OHLCV,
+    ORDER_BOOKS,
+    TICKERS,
+    TRADES,
+    SilverTable,
+)
 
+from .aggregator_prices import check_aggregator_prices
 from .market_snapshots import check_market_snapshots
 from .ohlcv import check_ohlcv
 from .order_books import check_order_books
@@ -28,4 +37,5 @@ TRANSFORMS: dict[Dataset, DatasetTransform] = {
     Dataset.ORDERBOOK: DatasetTransform(ORDER_BOOKS, check_order_books),
     Dataset.TRADES: DatasetTransform(TRADES, check_trades),
     Dataset.MARKET_SNAPSHOT: DatasetTransform(MARKET_SNAPSHOTS, check_market_snapshots),
+    Dataset.AGGREGATOR_PRICE: DatasetTransform(AGGREGATOR_PRICES, check_aggregator_prices),
 }

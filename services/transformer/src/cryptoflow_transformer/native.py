@@ -37,7 +37,9 @@ archive's CSV as stored in the zip: its candles are parsed again from those line
 
 An aggregator page (`coingeckoMarkets`, `coinpaprikaTickers`: the extractor's aggregators.py)
 keeps the provider's listing bodies: its coins are read again from them
-(`cryptoflow_native.aggregators.market_records`).
+(`cryptoflow_native.aggregators.market_records`). A price-history page (`coingeckoMarketChartRange`,
+`coinpaprikaTickerHistory`) keeps one coin's history body: its points are read again from it, between
+`first_ts` and `last_ts`, for the coin its request names.
 
 A file page (`fileRows`, `cryptoflow ingest`) keeps its part of the user's file (CSV lines with
 the header, or a Parquet file's rows as read): its records are read again by the mapping in the
@@ -73,7 +75,7 @@ from cryptoflow_native import (
     stream_trade_maker_sides,
     trade_maker_sides,
 )
-from cryptoflow_native.aggregators import AGGREGATOR_METHODS, market_records
+from cryptoflow_native.aggregators import AGGREGATOR_METHODS, HISTORY_METHODS, history_points, market_records
 from cryptoflow_native.archives import ARCHIVE_KLINES_METHOD, kline_rows
 from cryptoflow_native.files import CSV_BODY, FILE_ROWS_METHOD, FORMAT_HEADER, page_records
 
@@ -128,6 +130,8 @@ def payload_from_native(snapshot: dict[str, Any]) -> Any:
         return _payload_from_file(snapshot)
     if any(call.get("method") in AGGREGATOR_METHODS for call in snapshot["native"]):
         return _payload_from_aggregator(snapshot)
+    if any(call.get("method") in HISTORY_METHODS for call in snapshot["native"]):
+        return _payload_from_history(snapshot)
     exchange = snapshot["exchange"]
     calls = [_recorded(exchange, snapshot["symbol"], call) for call in snapshot["native"]]
     dataset = Dataset(snapshot["dataset"])
@@ -190,6 +194,22 @@ def _payload_from_aggregator(snapshot: dict[str, Any]) -> Any:
         for call in snapshot["native"]
         for response in call["responses"]
         for record in market_records(call["method"], response["body"])
+    ]
+
+
+def _payload_from_history(snapshot: dict[str, Any]) -> Any:
+    """An aggregator's price-history page: the points of its responses, each with the coin the
+    page's request named, between `first_ts` and `last_ts`."""
+    asset_id = snapshot.get("request", {}).get("asset_id")
+    if not isinstance(asset_id, str):
+        raise ValueError("a price-history page's request names its coin (asset_id)")
+    first, last = snapshot.get("first_ts"), snapshot.get("last_ts")
+    return [
+        {"asset_id": asset_id, **point}
+        for call in snapshot["native"]
+        for response in call["responses"]
+        for point in history_points(call["method"], response["body"])
+        if not isinstance(point.get("ts"), int) or _within(point["ts"], first, last)
     ]
 
 

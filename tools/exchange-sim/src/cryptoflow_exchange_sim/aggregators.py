@@ -1,4 +1,6 @@
-"""CoinGecko's `/api/v3/coins/markets` and CoinPaprika's `/v1/tickers`, from the simulator's market.
+"""CoinGecko's `/api/v3/coins/markets` and CoinPaprika's `/v1/tickers` (and each one's price
+history of a coin: `/coins/{id}/market_chart/range`, `/tickers/{id}/historical`), from the
+simulator's market.
 
 Each listed BASE/USDT (or BASE/USD) market is a coin: its price is the close of the market's 1m
 candle that ended at the last whole minute (`last_updated`: the number an exchange says for it), its 24 h volume
@@ -38,6 +40,13 @@ Clock = Callable[[], int]
 PROVIDERS = ("coingecko", "coinpaprika")
 COINGECKO_MARKETS = "/api/v3/coins/markets"
 COINPAPRIKA_TICKERS = "/v1/tickers"
+COINGECKO_CHART = "/api/v3/coins/{id}/market_chart/range"
+COINPAPRIKA_HISTORY = "/v1/tickers/{id}/historical"
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+# CoinPaprika's history intervals (of its documented ones, those the simulator serves).
+PAPRIKA_INTERVALS = {"5m": 300_000, "15m": 900_000, "30m": 1_800_000, "1h": HOUR_MS, "6h": 6 * HOUR_MS,
+                     "12h": 12 * HOUR_MS, "24h": DAY_MS, "1d": DAY_MS}  # fmt: skip
 USD_QUOTES = ("USDT", "USD")
 MINUTE = INTERVALS["1m"]
 MINUTE_MS = 60_000
@@ -125,6 +134,60 @@ def coins(market: Market, now_ms: int) -> list[Coin]:
             )
         )  # fmt: skip
     return found
+
+
+@dataclass(frozen=True)
+class HistoryPoint:
+    ts: int
+    price: Decimal
+    market_cap: Decimal
+    volume_24h_usd: Decimal
+
+
+def coin_history(market: Market, coin: Coin, points: list[int], now_ms: int) -> list[HistoryPoint]:
+    """The coin at each time of `points` (whole minutes): as the listing gives it at that minute,
+    its price the close of the 1m candle that ended there; its 24 h volume the quote volume of the
+    24 hourly candles before it. A time whose candle has not closed (or has no candle) is left out."""
+    usd = (item for item in market.listings() if item.base_asset == coin.symbol and item.quote_asset in USD_QUOTES)
+    listing = next(usd, None)
+    if listing is None:
+        return []
+    # The colliding coin is worth a thousandth of the one whose ticker it shares (coins()).
+    scale = Decimal(1) / 1000 if coin.name.endswith(" Classic") else Decimal(1)
+    found = []
+    for ts in points:
+        if ts > now_ms:
+            break
+        closed = market.klines(listing.symbol_id, MINUTE, KlineWindow(ts - MINUTE_MS, ts - MINUTE_MS, 1), now_ms)
+        if not closed or closed[0].close_time >= now_ms:
+            continue
+        hours = market.klines(listing.symbol_id, INTERVALS["1h"], KlineWindow(ts - DAY_MS, ts - HOUR_MS, 24), now_ms)
+        price = Decimal(closed[0].close) * scale
+        volume = sum((Decimal(h.quote_volume) for h in hours), Decimal(0)) * scale
+        found.append(HistoryPoint(ts, price, (price * coin.circulating).quantize(Decimal(1)), volume))
+    return found
+
+
+def grid(start_ms: int, end_ms: int, step_ms: int) -> list[int]:
+    """The multiples of `step_ms` in [start_ms, end_ms]."""
+    first = -(-start_ms // step_ms) * step_ms
+    return list(range(first, end_ms + 1, step_ms))
+
+
+def coingecko_granularity(span_ms: int) -> int:
+    """CoinGecko's automatic granularity: 5-minutely within a day, hourly to 90 days, daily beyond."""
+    if span_ms <= DAY_MS:
+        return 300_000
+    return HOUR_MS if span_ms <= 90 * DAY_MS else DAY_MS
+
+
+def _instant_ms(value: str) -> int:
+    """A unix time in seconds, or an ISO 8601 date or time (CoinPaprika takes either)."""
+    try:
+        return int(float(value) * 1000)
+    except ValueError:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 def _iso(ms: int) -> str:
@@ -220,6 +283,8 @@ class Aggregators:
     def routes(self, app: web.Application) -> None:
         app.router.add_get(COINGECKO_MARKETS, self.coingecko_markets)
         app.router.add_get(COINPAPRIKA_TICKERS, self.coinpaprika_tickers)
+        app.router.add_get(COINGECKO_CHART, self.coingecko_chart)
+        app.router.add_get(COINPAPRIKA_HISTORY, self.coinpaprika_history)
         app.router.add_get("/_sim/aggregators", self.stats)
         app.router.add_post("/_sim/aggregators", self.add_faults)
 
@@ -270,6 +335,67 @@ class Aggregators:
         if "limit" in request.query:
             listed = listed[: max(int(request.query["limit"]), 1)]
         return self._answer("coinpaprika", 200, [coinpaprika_row(coin, i + 1) for i, coin in enumerate(listed)])
+
+    def _coin(self, provider: str, coin_id: str) -> Coin | None:
+        for coin in coins(self.market, self.clock()):
+            if (coin.coingecko_id if provider == "coingecko" else coin.coinpaprika_id) == coin_id:
+                return coin
+        return None
+
+    async def coingecko_chart(self, request: web.Request) -> web.Response:
+        """`/coins/{id}/market_chart/range?vs_currency=usd&from=<unix s>&to=<unix s>`."""
+        refused = self._refused("coingecko", request)
+        if refused is not None:
+            return refused
+        coin = self._coin("coingecko", request.match_info["id"])
+        if coin is None:
+            return self._answer("coingecko", 404, {"error": "coin not found"})
+        try:
+            start, end = _instant_ms(request.query["from"]), _instant_ms(request.query["to"])
+        except (KeyError, ValueError):
+            return self._answer("coingecko", 400, {"error": "invalid from/to"})
+        points = coin_history(self.market, coin, grid(start, end, coingecko_granularity(end - start)), self.clock())
+        return self._answer(
+            "coingecko",
+            200,
+            {
+                "prices": [[p.ts, float(p.price)] for p in points],
+                "market_caps": [[p.ts, float(p.market_cap)] for p in points],
+                "total_volumes": [[p.ts, float(p.volume_24h_usd)] for p in points],
+            },
+        )
+
+    async def coinpaprika_history(self, request: web.Request) -> web.Response:
+        """`/tickers/{id}/historical?start=…&end=…&interval=1h&limit=…`."""
+        refused = self._refused("coinpaprika", request)
+        if refused is not None:
+            return refused
+        coin = self._coin("coinpaprika", request.match_info["id"])
+        if coin is None:
+            return self._answer("coinpaprika", 404, {"error": "id not found"})
+        step = PAPRIKA_INTERVALS.get(request.query.get("interval", "5m"))
+        try:
+            start = _instant_ms(request.query["start"])
+            end = _instant_ms(request.query["end"]) if "end" in request.query else self.clock()
+            limit = min(max(int(request.query.get("limit", "1000")), 1), 5000)
+        except (KeyError, ValueError):
+            return self._answer("coinpaprika", 400, {"error": "invalid start, end or limit"})
+        if step is None:
+            return self._answer("coinpaprika", 400, {"error": "invalid interval"})
+        points = coin_history(self.market, coin, grid(start, end, step)[:limit], self.clock())
+        return self._answer(
+            "coinpaprika",
+            200,
+            [
+                {
+                    "timestamp": datetime.fromtimestamp(p.ts / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "price": float(p.price),
+                    "volume_24h": float(p.volume_24h_usd),
+                    "market_cap": int(p.market_cap),
+                }
+                for p in points
+            ],
+        )
 
     async def stats(self, request: web.Request) -> web.Response:
         return web.json_response(

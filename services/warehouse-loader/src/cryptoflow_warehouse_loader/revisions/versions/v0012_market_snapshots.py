@@ -1,4 +1,4 @@
-"""Aggregators' market snapshots, the asset registry and the `price_divergence` mart (issue 13).
+"""Aggregators' market snapshots and price histories, the asset registry and the `price_divergence` mart (issue 13).
 
 * market_snapshots_data (monthly partitions on ts, like every silver table) and its view
   `market_snapshots` with silver's columns: the series is provider·asset, so `exchange` holds the
@@ -6,6 +6,9 @@
   `asset_symbol` is the coin's ticker. `asset_market_snapshots` names them as a reader expects:
   source, asset_id, symbol (the ticker), base (the exchanges' base symbol the registry maps the
   coin to, null when it cannot tell), name, ts and the values.
+* aggregator_prices_data and its view `aggregator_prices`: a provider's price history of a coin
+  (CoinGecko's market_chart/range, CoinPaprika's historical tickers), series provider·coin id as
+  above: price, market cap and 24 h volume per point.
 * asset_registry: provider coin id → the exchanges' base symbol, seeded with well-known coins and
   edited by the operator (the schema owner). `asset_map` resolves every coin the warehouse holds:
   a registry row wins (`mapping` = registry); else the coin's ticker, when no other coin of the
@@ -90,6 +93,30 @@ def upgrade() -> None:
     LEFT JOIN batches b ON b.batch_no = d.batch_no;
     GRANT SELECT ON market_snapshots TO cryptoflow_loader, cryptoflow_reader;
 
+    CREATE TABLE aggregator_prices_data (
+        series_id       bigint           NOT NULL,
+        ts              timestamptz      NOT NULL,
+        price_usd       double precision NOT NULL,
+        market_cap_usd  double precision,
+        volume_24h_usd  double precision,
+        source_event_id text             NOT NULL,
+        batch_no        bigint           NOT NULL,
+        loaded_at       timestamptz      NOT NULL DEFAULT now(),
+        version         integer          NOT NULL DEFAULT 1,
+        CONSTRAINT aggregator_prices_data_pkey PRIMARY KEY (series_id, ts),
+        CONSTRAINT aggregator_prices_price_positive CHECK (price_usd > 0)
+    ) PARTITION BY RANGE (ts);
+    CREATE INDEX aggregator_prices_data_ts_brin ON aggregator_prices_data USING brin (ts);
+    GRANT SELECT, INSERT, UPDATE ON aggregator_prices_data TO cryptoflow_loader;
+
+    CREATE VIEW aggregator_prices AS
+    SELECT s.exchange, s.symbol, d.ts, d.price_usd, d.market_cap_usd, d.volume_24h_usd, d.source_event_id,
+           d.series_id, b.batch_id, d.loaded_at, d.version
+    FROM aggregator_prices_data d
+    LEFT JOIN series s ON s.series_id = d.series_id
+    LEFT JOIN batches b ON b.batch_no = d.batch_no;
+    GRANT SELECT ON aggregator_prices TO cryptoflow_loader, cryptoflow_reader;
+
     CREATE TABLE asset_registry (
         source   text NOT NULL,
         asset_id text NOT NULL,
@@ -162,7 +189,9 @@ def downgrade() -> None:
     DROP VIEW asset_market_snapshots;
     DROP VIEW asset_map;
     DROP TABLE asset_registry;
+    DROP VIEW aggregator_prices;
+    DROP TABLE aggregator_prices_data;
     DROP VIEW market_snapshots;
     DROP TABLE market_snapshots_data;
-    DELETE FROM series WHERE table_name = 'market_snapshots';
+    DELETE FROM series WHERE table_name IN ('market_snapshots', 'aggregator_prices');
     """)
