@@ -82,7 +82,7 @@ async def fresh_checkpoints(fresh_nats_url: str) -> AsyncIterator[NewStore]:
 
 
 async def archive_run(
-    url: str, checkpoints: CheckpointStore, start_ms: int = START, end_ms: int = NOW
+    url: str, checkpoints: CheckpointStore, start_ms: int = START, end_ms: int = NOW, market: str = "spot"
 ) -> tuple[Recorder, ArchiveJob, int]:
     recorder = Recorder()
     session = make_session(url, recorder, "binance")
@@ -99,6 +99,7 @@ async def archive_run(
                 end_ms=end_ms,
                 report=ArchiveReport(),
                 now_ms=lambda: NOW,
+                market=market,
             )
             reached = await job.run()
         finally:
@@ -163,6 +164,17 @@ async def test_archives_give_the_exchanges_candles_once_each(tree: Tree, fresh_c
     # The same files read again from scratch are the same pages (JetStream drops them as duplicates).
     again, _, _ = await archive_run(tree.url, await fresh_checkpoints())
     assert [s.event_id for s in again.snapshots] == [s.event_id for s in recorder.snapshots]
+
+
+@pytest.mark.parametrize("market", ["futures/um", "futures/cm"])
+async def test_the_futures_trees_are_read_by_configuration(tree: Tree, fresh_checkpoints: NewStore, market: str) -> None:
+    """`archive_market: futures/um` (or cm) reads data/futures/<um|cm>/…, checkpointed apart from spot."""
+    tree.simulator.archives.requests.clear()
+    recorder, job, reached = await archive_run(tree.url, await fresh_checkpoints(), market=market)
+    assert [row[:6] for row in candles(recorder)] == truth(tree.walk, START, reached)
+    paths = {s.native[0].responses[0].path for s in recorder.snapshots}  # type: ignore[index]
+    assert paths and all(path.startswith(f"/data/{market}/") for path in paths)
+    assert all(market.replace("/", "_") in job.checkpoint_key(file) for file in job.files_done)
 
 
 async def test_a_corrupted_checksum_is_dead_lettered_with_both_sums_and_never_loaded(

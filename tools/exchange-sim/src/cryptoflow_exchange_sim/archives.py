@@ -1,6 +1,6 @@
 """Binance's public bulk archives (data.binance.vision), built from the simulated market's candles.
 
-The tree under `/data/spot/`: `monthly/klines/<SYMBOL>/<interval>/<SYMBOL>-<interval>-YYYY-MM.zip`
+The tree under `/data/spot/` (and the same under `/data/futures/um/` and `/data/futures/cm/`): `monthly/klines/<SYMBOL>/<interval>/<SYMBOL>-<interval>-YYYY-MM.zip`
 for months that have ended, `daily/klines/<SYMBOL>/<interval>/<SYMBOL>-<interval>-YYYY-MM-DD.zip`
 for days that have ended, each with a `.zip.CHECKSUM` beside it (`sha256sum`'s line: the hex
 digest, two spaces, the zip's name). A zip holds one CSV of the period's klines, Binance's twelve
@@ -37,7 +37,12 @@ from aiohttp import web
 from cryptoflow_exchange_sim.intervals import INTERVALS
 from cryptoflow_exchange_sim.market import Kline, KlineWindow, Market
 
-ARCHIVE_ROUTE = "/data/spot/{period:daily|monthly}/klines/{symbol}/{interval}/{name}"
+ARCHIVE_MARKETS = ("spot", "futures/um", "futures/cm")
+# One route per tree: spot, and the USDⓈ-M and COIN-M futures trees, laid out alike and serving the
+# same market's files (a header row, as most real futures files have, is a `header` fault).
+ARCHIVE_ROUTES = tuple(
+    f"/data/{market}/{{period:daily|monthly}}/klines/{{symbol}}/{{interval}}/{{name}}" for market in ARCHIVE_MARKETS
+)
 _NAME = re.compile(r"^([A-Z0-9]+)-(\w+)-(\d{4})-(\d{2})(?:-(\d{2}))?\.zip(\.CHECKSUM)?$")
 HEADER = (
     "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,taker_buy_quote_volume,ignore"
@@ -178,7 +183,11 @@ class ArchiveTree:
     def keys(self, prefix: str) -> list[str]:
         """Every key under a `data/<market>/<period>/klines/<SYMBOL>/<interval>/` prefix, sorted."""
         parts = prefix.strip("/").split("/")
-        if len(parts) != 6 or parts[:2] != ["data", "spot"] or parts[2] not in ("monthly", "daily"):
+        if parts[:3] in (["data", "futures", "um"], ["data", "futures", "cm"]):
+            parts = ["data", "futures", *parts[3:]]  # the futures trees: one level deeper than spot
+        if len(parts) != 6 or parts[:2] not in (["data", "spot"], ["data", "futures"]):
+            return []
+        if parts[2] not in ("monthly", "daily"):
             return []
         period, symbol_id, interval_name = parts[2], parts[4], parts[5]
         interval = INTERVALS.get(interval_name)

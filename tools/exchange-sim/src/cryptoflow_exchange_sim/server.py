@@ -29,7 +29,7 @@ from aiohttp import web
 
 from cryptoflow_exchange_sim import binance, binance_ws, bybit, bybit_ws, gate, gate_ws
 from cryptoflow_exchange_sim.aggregators import Aggregators
-from cryptoflow_exchange_sim.archives import ARCHIVE_ROUTE, ArchiveFaults, ArchiveTree, parse_archive_fault_spec
+from cryptoflow_exchange_sim.archives import ARCHIVE_ROUTES, ArchiveFaults, ArchiveTree, parse_archive_fault_spec
 from cryptoflow_exchange_sim.fault_plan import Decision, Fault, FaultPlan, faults_from_json, mutate_records
 from cryptoflow_exchange_sim.live import LiveMarket
 from cryptoflow_exchange_sim.market import Market
@@ -165,7 +165,8 @@ def create_app(
     if "binance" in names:
         # data.binance.vision's tree, on the same host (the extractor's archive URL points here).
         archives = app[_ARCHIVES] = ArchiveTree(market, clock, archive_faults)
-        app.router.add_get(ARCHIVE_ROUTE, archives.handle)
+        for route in ARCHIVE_ROUTES:
+            app.router.add_get(route, archives.handle)
         app.router.add_get("/", archives.list_bucket)
         app.router.add_get("/_sim/archive_faults", _get_archive_faults)
         app.router.add_post("/_sim/archive_faults", _add_archive_faults)
