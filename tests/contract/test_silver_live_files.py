@@ -14,9 +14,10 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
-from cryptoflow_contracts import SILVER_SCHEMA_VERSION
+from cryptoflow_contracts import SILVER_SCHEMA_VERSION, BatchReady, Dataset
 from cryptoflow_contracts.silver import OHLCV, SCHEMA_VERSION_METADATA_KEY, TABLE_METADATA_KEY
-from cryptoflow_runtime.lake import Lake, MaintainedLake
+from cryptoflow_runtime import PoisonMessageError
+from cryptoflow_runtime.lake import Lake, MaintainedLake, sha256_hex
 from cryptoflow_runtime.silver_lake import (
     Compactor,
     Manifest,
@@ -25,6 +26,7 @@ from cryptoflow_runtime.silver_lake import (
     read_with_retry,
 )
 from cryptoflow_runtime.silver_lake.frames import table_schema
+from cryptoflow_warehouse_loader.app import read_batch
 
 DAY = "2024-01-01"
 PARTITION = f"silver/ohlcv/exchange=binance/symbol=BTC-USDT/date={DAY}"
@@ -218,3 +220,41 @@ async def test_a_reader_during_compaction_never_sees_a_row_twice_or_misses_one(l
     await task
     assert (await rows_seen(lake)).equals(expected)
     assert len(await live_silver_files(lake)) == 2
+
+
+async def test_a_compacted_and_deleted_batch_is_read_back_from_its_compacted_file(lake: Lake) -> None:
+    """A replay of SILVER after the grace period: the loader gets the batch's own rows, in order,
+    and refuses other announced bytes."""
+    keys = await write_batches(lake)
+    originals = {key: await lake.get(key) for key in keys}
+    compactor = Compactor(maintained(lake), grace=timedelta(0))
+    await compactor.run(now=NOW)
+    await compactor.run(now=NOW)  # deletes the batch files
+    assert not set(keys) & set(await lake.list("silver/"))
+
+    for key in keys:
+        batch = batch_ready(key, sha256_hex(originals[key]))
+        rows = await read_batch(lake, batch)
+        assert rows.equals(pl.read_parquet(io.BytesIO(originals[key]))), key
+    with pytest.raises(PoisonMessageError, match="sha256 differs"):
+        await read_batch(lake, batch_ready(keys[0], "0" * 64))
+    with pytest.raises(FileNotFoundError):  # never written, never compacted: missing as before
+        await read_batch(lake, batch_ready(f"{PARTITION}/{T0}-{'7' * 24}.parquet", "0" * 64))
+
+
+def batch_ready(key: str, sha256: str) -> BatchReady:
+    return BatchReady(
+        dataset=Dataset.OHLCV,
+        table="ohlcv",
+        exchange="binance",
+        lake_url="file:///unused",
+        key=key,
+        sha256=sha256,
+        rows=10,
+        quarantined_rows=0,
+        min_ts=T0,
+        max_ts=T0,
+        source_key=BRONZE,
+        source_event_id="e",
+        quality_score=1.0,
+    )

@@ -11,6 +11,7 @@ from .compaction import DEFAULT_GRACE, DEFAULT_OLDER_THAN, CompactionReport, Com
 from .frames import LINEAGE_COLUMNS, ROW, SILVER_KEY, WRITTEN_NS, SilverFileError, read_file_rows, read_live_rows
 from .live_files import SILVER_PREFIX, LiveSilverFile, live_silver_files, partition_of, read_with_retry
 from .manifest import CompactedFile, Manifest, ManifestError, read_manifest
+from .replaced_batches import ReplacedBatch, read_replaced_batch
 
 __all__ = [
     "DEFAULT_GRACE",
@@ -26,6 +27,7 @@ __all__ = [
     "LiveSilverFile",
     "Manifest",
     "ManifestError",
+    "ReplacedBatch",
     "SilverFileError",
     "is_closed",
     "live_silver_files",
@@ -33,5 +35,6 @@ __all__ = [
     "read_file_rows",
     "read_live_rows",
     "read_manifest",
+    "read_replaced_batch",
     "read_with_retry",
 ]

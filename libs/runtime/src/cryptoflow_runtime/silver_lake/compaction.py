@@ -17,6 +17,7 @@ Only `silver/` is touched: bronze is never compacted, rewritten or deleted.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from cryptoflow_contracts.silver import SCHEMA_VERSION_METADATA_KEY, TABLE_METAD
 
 from ..lake import MaintainedLake, ObjectConflictError, sha256_hex
 from .frames import ROW, SILVER_KEY, WRITTEN_NS, file_metadata, read_file_rows
-from .live_files import SILVER_PREFIX, PartitionListing, group_partitions, live_in_partition
+from .live_files import SILVER_PREFIX, LiveSilverFile, PartitionListing, group_partitions, live_in_partition
 from .manifest import CompactedFile, Manifest, compacted_generation, compacted_key, read_manifest
 
 log = logging.getLogger(__name__)
@@ -159,13 +160,10 @@ class Compactor:
             return  # already one file
         stored = {f.key: await self.lake.get(f.key) for f in live}
         table = table_of([stored[f.key] for f in uncovered], manifest)
-        frames = [read_file_rows(stored[f.key], table, f) for f in live]
         shas = {f.key: sha256_hex(stored[f.key]) for f in uncovered}
-        rows = pl.concat(frames)
-        # Sorted by key, each key's versions in the order they were written (what readers rank by).
-        rows = rows.sort([*table.key, WRITTEN_NS, SILVER_KEY, ROW])
         generation = (manifest.generation if manifest is not None else 0) + 1
-        data = self._parquet(rows, table.name, generation)
+        # Polars in a thread: the loader runs compaction beside its loads, on one event loop.
+        rows, data = await asyncio.to_thread(self._rewrite, live, stored, table, generation)
         key = compacted_key(listing.partition, generation, sha256_hex(data))
         await self.lake.put(key, data)
         committed = Manifest(
@@ -190,6 +188,14 @@ class Compactor:
             "silver partition compacted",
             extra={"partition": listing.partition, "generation": generation, "files": len(live), "rows": rows.height},
         )
+
+    def _rewrite(
+        self, live: list[LiveSilverFile], stored: dict[str, bytes], table: SilverTable, generation: int
+    ) -> tuple[pl.DataFrame, bytes]:
+        rows = pl.concat([read_file_rows(stored[f.key], table, f) for f in live])
+        # Sorted by key, each key's versions in the order they were written (what readers rank by).
+        rows = rows.sort([*table.key, WRITTEN_NS, SILVER_KEY, ROW])
+        return rows, self._parquet(rows, table.name, generation)
 
     def _parquet(self, rows: pl.DataFrame, table: str, generation: int) -> bytes:
         buffer = io.BytesIO()
