@@ -340,3 +340,28 @@ def test_compact_command(lake_dir: Path, tmp_path: Path) -> None:
     assert sorted(p.name for p in (lake_dir / "bronze").rglob("*") if p.is_file())  # bronze still there
     bad = cli("--older-than", "yesterday")
     assert bad.returncode == 2 and "not a duration" in bad.stderr
+
+
+async def test_a_query_resolves_again_when_compaction_deleted_a_file_under_it(tmp_path: Path) -> None:
+    """The files were resolved, then a compaction committed and its sweep deleted them before
+    DuckDB read them (a reader slower than the grace): the query runs again on the new files."""
+    lake = FileLake(f"file://{tmp_path / 'lake'}")
+    await write_batches(lake)
+    expected = await lake_rows(lake.url, "SELECT * FROM ohlcv ORDER BY ts")
+    compactor = Compactor(lake, grace=timedelta(0))
+    attempts = 0
+    rows: list[tuple[Any, ...]] = []
+
+    def run(con: duckdb.DuckDBPyConnection) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            now = datetime(2024, 1, 3, tzinfo=UTC)
+            for _ in range(2):  # compact, then sweep: the resolved batch files are gone
+                asyncio.run(compactor.run(now=now))
+        rows.extend(con.sql("SELECT * FROM ohlcv ORDER BY ts").fetchall())
+
+    with tempfile.TemporaryDirectory() as workdir:
+        await query_lake(lake, "SELECT * FROM ohlcv ORDER BY ts", run, Path(workdir))
+    assert attempts == 2
+    assert rows == expected

@@ -25,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from cryptoflow_contracts import Dataset
 from cryptoflow_contracts.silver import TABLES, ColumnType, SilverTable
 from cryptoflow_runtime import ConfigError, LakeSettings, load_settings
-from cryptoflow_runtime.lake import FileLake, Lake, open_lake
+from cryptoflow_runtime.lake import FileLake, Lake, ObjectMissingError, open_lake
 from cryptoflow_runtime.silver_lake import ROW, SILVER_KEY, WRITTEN_NS, LiveSilverFile, live_silver_files
 from cryptoflow_runtime.silver_lake.live_files import RESOLVE_ATTEMPTS
 from cryptoflow_transformer.datasets import TRANSFORMS
@@ -237,18 +237,25 @@ def is_vanished_file(exc: duckdb.Error) -> bool:
 
 async def query_lake(lake: Lake, sql: str, run: Callable[[duckdb.DuckDBPyConnection], None], workdir: Path) -> None:
     """Resolve the tables `sql` names, then `run(connection)`; again from a fresh resolution when a
-    file vanished under DuckDB (compaction deleted it after its grace period)."""
+    file vanished meanwhile (compaction deleted it after its grace period), while fetching it or
+    under DuckDB."""
     for attempt in range(RESOLVE_ATTEMPTS):
-        files = {table: await local_files(lake, table, workdir / str(attempt)) for table in referenced_tables(sql)}
-        con = connect(files)
+        last = attempt + 1 == RESOLVE_ATTEMPTS
         try:
-            await asyncio.to_thread(run, con)
-            return
-        except duckdb.Error as exc:
-            if not is_vanished_file(exc) or attempt + 1 == RESOLVE_ATTEMPTS:
+            tables = referenced_tables(sql)
+            files = {table: await local_files(lake, table, workdir / str(attempt)) for table in tables}
+            con = connect(files)  # reads the files' schemas: may meet a vanished file too
+            try:
+                await asyncio.to_thread(run, con)
+                return
+            finally:
+                con.close()
+        except ObjectMissingError:
+            if last:
                 raise
-        finally:
-            con.close()
+        except duckdb.Error as exc:
+            if not is_vanished_file(exc) or last:
+                raise
 
 
 class QueryRunner:
