@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import io
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import polars as pl
 import pytest
 from cryptoflow_contracts import SILVER_SCHEMA_VERSION, BatchReady, Dataset
 from cryptoflow_contracts.silver import OHLCV, SCHEMA_VERSION_METADATA_KEY, TABLE_METADATA_KEY
 from cryptoflow_runtime import PoisonMessageError
-from cryptoflow_runtime.lake import Lake, MaintainedLake, sha256_hex
+from cryptoflow_runtime.lake import FileLake, Lake, MaintainedLake, sha256_hex
 from cryptoflow_runtime.silver_lake import (
     Compactor,
     Manifest,
@@ -258,3 +259,24 @@ def batch_ready(key: str, sha256: str) -> BatchReady:
         source_event_id="e",
         quality_score=1.0,
     )
+
+
+class VanishingLake(FileLake):
+    """A file lake on which one key disappears when it is read (another compactor swept it)."""
+
+    vanishing: str = ""
+
+    async def get(self, key: str) -> bytes:
+        if key == self.vanishing:
+            await self.delete(key)
+        return await super().get(key)
+
+
+async def test_a_file_swept_under_a_compaction_is_a_lost_race_not_a_failure(tmp_path: Path) -> None:
+    lake = VanishingLake(f"file://{tmp_path / 'lake'}")
+    keys = await write_batches(lake)
+    await write_batches(lake, "silver/ohlcv/exchange=binance/symbol=BTC-USDT/date=2023-12-31", T0 - 24 * 60 * MINUTE)
+    lake.vanishing = keys[2]
+    report = await Compactor(lake).run(now=NOW)
+    assert (report.partitions_compacted, report.lost_races) == (1, 1)  # the other partition goes on
+    assert not [k for k in await lake.list(f"{PARTITION}/") if "/_manifest/" in k]

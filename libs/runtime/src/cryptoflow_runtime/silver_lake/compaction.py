@@ -27,7 +27,7 @@ import polars as pl
 from cryptoflow_contracts import SILVER_SCHEMA_VERSION
 from cryptoflow_contracts.silver import SCHEMA_VERSION_METADATA_KEY, TABLE_METADATA_KEY, TABLES, SilverTable
 
-from ..lake import MaintainedLake, ObjectConflictError, sha256_hex
+from ..lake import MaintainedLake, ObjectConflictError, ObjectMissingError, sha256_hex
 from .frames import ROW, SILVER_KEY, WRITTEN_NS, file_metadata, read_file_rows
 from .live_files import SILVER_PREFIX, LiveSilverFile, PartitionListing, group_partitions, live_in_partition
 from .manifest import CompactedFile, Manifest, compacted_generation, compacted_key, read_manifest
@@ -124,6 +124,10 @@ class Compactor:
             except CompactionRefusedError as exc:
                 report.refused[listing.partition] = str(exc)
                 log.warning("silver partition not compacted", extra={"partition": listing.partition, "why": str(exc)})
+            except ObjectMissingError:
+                # Another compactor committed a newer generation and swept what this one was
+                # reading (a grace shorter than a compaction): that partition is done already.
+                report.lost_races += 1
         return report
 
     async def sweep(self, listing: PartitionListing, manifest: Manifest | None, now: datetime) -> int:
