@@ -365,3 +365,30 @@ async def test_a_query_resolves_again_when_compaction_deleted_a_file_under_it(tm
         await query_lake(lake, "SELECT * FROM ohlcv ORDER BY ts", run, Path(workdir))
     assert attempts == 2
     assert rows == expected
+
+
+async def test_files_of_older_schema_versions_read_with_the_declared_defaults(tmp_path: Path) -> None:
+    """A file written before `final`, `resampled` and the kline extras existed: its rows are closed,
+    native candles with null extras, as the loader fills them."""
+    lake = FileLake(f"file://{tmp_path / 'lake'}")
+    partition = "silver/ohlcv/exchange=binance/symbol=BTC-USDT/date=2024-01-01"
+    old = pl.DataFrame(
+        {
+            "exchange": ["binance"],
+            "symbol": ["BTC/USDT"],
+            "timeframe": ["1m"],
+            "ts": [datetime(2024, 1, 1, tzinfo=UTC)],
+            **{v: [1.0] for v in ("open", "high", "low", "close", "volume")},
+            "source_event_id": ["old"],
+        }
+    )
+    buffer = io.BytesIO()
+    old.write_parquet(buffer, metadata={"cryptoflow.schema_version": "1", "cryptoflow.table": "ohlcv"})
+    await lake.put(f"{partition}/0-{'0' * 24}.parquet", buffer.getvalue())
+    await write_batches(lake)  # current files, from 00:00 on: the old candle's key has newer versions
+    rows = await lake_rows(
+        lake.url,
+        "SELECT final, resampled, quote_volume, source_event_id FROM ohlcv_versions WHERE source_event_id = 'old'",
+    )
+    assert rows == [(True, False, None, "old")]
+    assert len(await lake_rows(lake.url, "SELECT * FROM ohlcv")) == 30

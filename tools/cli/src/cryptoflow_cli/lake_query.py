@@ -5,7 +5,8 @@ loader's upserts keep (decision 0051). The files are the live ones (libs/runtime
 manifest of a compacted partition); DuckDB reads them as local Parquet: in place on a `file://`
 lake, downloaded to a temporary directory from S3 (DuckDB's httpfs extension is downloaded at
 run time, which offline machines cannot). Only the tables the query names are resolved and
-fetched, and DuckDB streams the files, so memory stays bounded by DuckDB's, not the lake's size.
+fetched; the rows never pass through Python (DuckDB reads the Parquet itself, within its own
+memory limit), and downloads go to disk.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from typing import BinaryIO
 
 import duckdb
 from botocore.exceptions import BotoCoreError, ClientError
-from cryptoflow_contracts import Dataset
 from cryptoflow_contracts.silver import TABLES, ColumnType, SilverTable
 from cryptoflow_runtime import ConfigError, LakeSettings, load_settings
 from cryptoflow_runtime.lake import FileLake, Lake, ObjectMissingError, open_lake
@@ -38,7 +38,6 @@ DUCKDB_TYPES = {
     ColumnType.TIMESTAMP: "TIMESTAMPTZ",
 }
 INDICATORS_FOLDER = "indicators"  # derived.py writes indicators under silver/indicators/
-FORMATS = ("table", "csv", "parquet")
 _FETCHES = 8  # S3 downloads at once
 
 
@@ -46,7 +45,7 @@ def table_folders() -> dict[str, tuple[str, ...]]:
     """Each silver table's folders under silver/ (a dataset's folder is named for the dataset)."""
     folders: dict[str, list[str]] = {}
     for dataset, transform in TRANSFORMS.items():
-        folders.setdefault(transform.table.name, []).append(Dataset(dataset).value)
+        folders.setdefault(transform.table.name, []).append(dataset.value)
     folders.setdefault("indicators", []).append(INDICATORS_FOLDER)
     return {table: tuple(names) for table, names in folders.items()}
 
