@@ -28,7 +28,7 @@ import duckdb
 import polars as pl
 import pytest
 from contract.test_silver_live_files import write_batches
-from cryptoflow_cli.lake_query import query_lake
+from cryptoflow_cli.lake_query import Markets, query_lake
 from cryptoflow_cli.rebuild import rebuild as rebuild_from_lake
 from cryptoflow_cli.replay import ReplayFilter
 from cryptoflow_cli.up import DERIVED_DEFAULTS
@@ -392,3 +392,27 @@ async def test_files_of_older_schema_versions_read_with_the_declared_defaults(tm
     )
     assert rows == [(True, False, None, "old")]
     assert len(await lake_rows(lake.url, "SELECT * FROM ohlcv")) == 30
+
+
+async def test_views_of_some_markets_read_only_their_files(tmp_path: Path) -> None:
+    lake = FileLake(f"file://{tmp_path / 'lake'}")
+    await write_batches(lake)
+    await write_batches(lake, "silver/ohlcv/exchange=binance/symbol=ETH-USDT/date=2024-01-01")
+    await write_batches(lake, "silver/ohlcv/exchange=bybit/symbol=BTC-USDT/date=2024-01-01")
+
+    async def scalar(sql: str, markets: Markets) -> int:
+        rows: list[tuple[Any, ...]] = []
+        with tempfile.TemporaryDirectory() as workdir:
+            await query_lake(lake, sql, lambda con: rows.extend(con.sql(sql).fetchall()), Path(workdir), markets)
+        return int(rows[0][0])
+
+    # Every file's rows say binance BTC/USDT (write_batches): the versions tell which files were read.
+    for markets, files in (
+        (Markets(), 3),
+        (Markets(exchange="binance"), 2),
+        (Markets(exchange="bybit"), 1),
+        (Markets(exchange="binance", symbol="ETH/USDT"), 1),
+        (Markets(symbol="BTC/USDT"), 2),
+    ):
+        assert await scalar("SELECT count(*) FROM ohlcv_versions", markets) == 50 * files, markets
+        assert await scalar("SELECT count(*) FROM ohlcv", markets) == 30, markets

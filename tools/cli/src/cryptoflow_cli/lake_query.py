@@ -23,6 +23,7 @@ from typing import BinaryIO
 
 import duckdb
 from botocore.exceptions import BotoCoreError, ClientError
+from cryptoflow_contracts import symbol_token
 from cryptoflow_contracts.silver import TABLES, ColumnType, SilverTable
 from cryptoflow_runtime import ConfigError, LakeSettings, load_settings
 from cryptoflow_runtime.lake import FileLake, Lake, ObjectMissingError, open_lake
@@ -58,16 +59,39 @@ def referenced_tables(sql: str) -> list[str]:
 
 
 @dataclass(frozen=True)
+class Markets:
+    """Which markets' partitions the views are built from (fewer files to list and fetch); None:
+    every one. The views then hold those markets' rows only."""
+
+    exchange: str | None = None
+    symbol: str | None = None  # unified, BTC/USDT
+
+    def prefix(self, folder: str) -> str:
+        prefix = f"silver/{folder}/"
+        if self.exchange is not None:
+            prefix += f"exchange={self.exchange}/"
+            if self.symbol is not None:
+                prefix += f"symbol={symbol_token(self.symbol)}/"
+        return prefix
+
+    def holds(self, key: str) -> bool:
+        return self.symbol is None or f"/symbol={symbol_token(self.symbol)}/" in key
+
+
+EVERY_MARKET = Markets()
+
+
+@dataclass(frozen=True)
 class LocalSilverFile:
     path: Path
     live: LiveSilverFile
 
 
-async def local_files(lake: Lake, table: str, workdir: Path) -> list[LocalSilverFile]:
+async def local_files(lake: Lake, table: str, workdir: Path, markets: Markets = EVERY_MARKET) -> list[LocalSilverFile]:
     """The table's live files as local paths: the lake's own on file://, fetched copies otherwise."""
     live: list[LiveSilverFile] = []
     for folder in table_folders()[table]:
-        live.extend(await live_silver_files(lake, f"silver/{folder}/"))
+        live.extend(f for f in await live_silver_files(lake, markets.prefix(folder)) if markets.holds(f.key))
     if isinstance(lake, FileLake):
         return [LocalSilverFile(lake.root / f.key, f) for f in live]
     gate = asyncio.Semaphore(_FETCHES)
@@ -234,7 +258,13 @@ def is_vanished_file(exc: duckdb.Error) -> bool:
     return isinstance(exc, duckdb.IOException) and ("No such file" in text or "No files found" in text)
 
 
-async def query_lake(lake: Lake, sql: str, run: Callable[[duckdb.DuckDBPyConnection], None], workdir: Path) -> None:
+async def query_lake(
+    lake: Lake,
+    sql: str,
+    run: Callable[[duckdb.DuckDBPyConnection], None],
+    workdir: Path,
+    markets: Markets = EVERY_MARKET,
+) -> None:
     """Resolve the tables `sql` names, then `run(connection)`; again from a fresh resolution when a
     file vanished meanwhile (compaction deleted it after its grace period), while fetching it or
     under DuckDB."""
@@ -242,7 +272,7 @@ async def query_lake(lake: Lake, sql: str, run: Callable[[duckdb.DuckDBPyConnect
         last = attempt + 1 == RESOLVE_ATTEMPTS
         try:
             tables = referenced_tables(sql)
-            files = {table: await local_files(lake, table, workdir / str(attempt)) for table in tables}
+            files = {table: await local_files(lake, table, workdir / str(attempt), markets) for table in tables}
             con = connect(files)  # reads the files' schemas: may meet a vanished file too
             try:
                 await asyncio.to_thread(run, con)
@@ -296,21 +326,23 @@ def render_table(columns: Sequence[str], rows: Sequence[tuple[object, ...]]) -> 
     return "\n".join(lines) + "\n"
 
 
-async def run_query_async(sql: str, fmt: str, output: Path | None, out: BinaryIO) -> None:
+async def run_query_async(
+    sql: str, fmt: str, output: Path | None, out: BinaryIO, markets: Markets = EVERY_MARKET
+) -> None:
     settings = load_settings(LakeSettings)
     lake = await open_lake(settings.lake_url, settings.s3_endpoint_url, settings.s3_max_attempts)
     try:
         with tempfile.TemporaryDirectory(prefix="cryptoflow-query-") as workdir:
-            await query_lake(lake, sql, QueryRunner(sql, fmt, output, out), Path(workdir))
+            await query_lake(lake, sql, QueryRunner(sql, fmt, output, out), Path(workdir), markets)
     finally:
         await lake.close()
 
 
-def run_query(sql: str, fmt: str, output: Path | None) -> int:
+def run_query(sql: str, fmt: str, output: Path | None, markets: Markets = EVERY_MARKET) -> int:
     """Exit status: 0 done, 2 the query was refused (syntax, unknown table or column), 1 the lake
     could not be read."""
     try:
-        asyncio.run(run_query_async(sql, fmt, output, sys.stdout.buffer))
+        asyncio.run(run_query_async(sql, fmt, output, sys.stdout.buffer, markets))
     except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

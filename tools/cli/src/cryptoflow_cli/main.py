@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("sql", help="e.g. \"SELECT * FROM ohlcv WHERE symbol = 'BTC/USDT' ORDER BY ts\"")
     query.add_argument("--format", choices=("table", "csv", "parquet"), default="table")
     query.add_argument("--output", type=Path, help="write the result to this file (default: standard output)")
+    query.add_argument("--exchange", help="read only this exchange's files (the views hold its rows only)")
+    query.add_argument("--symbol", help="read only this market's files, e.g. BTC/USDT (the views hold its rows only)")
 
     compact = sub.add_parser(
         "compact", help="rewrite each closed silver partition into one file (bronze is never touched)"
@@ -194,11 +196,11 @@ def main(argv: list[str] | None = None) -> None:
         local_stack = stack_path(home).exists()
         sys.exit(run_rebuild(args.filter, args.concurrency, args.processes, local_stack=local_stack))
     if args.command == "query":
-        from .lake_query import run_query
+        from .lake_query import Markets, run_query
         from .stackfile import stack_env
 
         stack_env(home)  # the running local stack's lake unless the environment says otherwise
-        sys.exit(run_query(args.sql, args.format, args.output))
+        sys.exit(run_query(args.sql, args.format, args.output, Markets(args.exchange, args.symbol)))
     if args.command == "compact":
         from .compact import parse_duration, run_compact
         from .stackfile import stack_env
