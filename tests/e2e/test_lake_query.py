@@ -419,9 +419,10 @@ async def test_views_of_some_markets_read_only_their_files(tmp_path: Path) -> No
         assert await scalar("SELECT count(*) FROM ohlcv", markets) == 30, markets
 
 
-async def test_queries_during_compaction_never_see_a_row_twice_or_miss_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("grace", [timedelta(0), timedelta(hours=1)])
+async def test_queries_during_compaction_never_see_a_row_twice_or_miss_one(tmp_path: Path, grace: timedelta) -> None:
     """A loop of DuckDB queries (in a thread, as the command runs them) while partitions are
-    compacted and the replaced files deleted under it (no grace): every version, with its
+    compacted and (with no grace) the replaced files deleted under it: every version, with its
     lineage, and every view row, exactly as before, at every read."""
     lake = FileLake(f"file://{tmp_path / 'lake'}")
     for day, start in (("2023-12-31", -24 * 60), ("2024-01-01", 0)):
@@ -430,7 +431,7 @@ async def test_queries_during_compaction_never_see_a_row_twice_or_miss_one(tmp_p
     winners = "SELECT * FROM ohlcv ORDER BY ALL"
     expected = (await lake_rows(lake.url, every_version), await lake_rows(lake.url, winners))
     assert len(expected[0]) == 100 and len(expected[1]) == 60
-    compactor = Compactor(lake, grace=timedelta(0))
+    compactor = Compactor(lake, grace=grace)
     now = datetime(2024, 1, 3, tzinfo=UTC)
 
     async def compact_and_sweep() -> None:
