@@ -167,7 +167,9 @@ async def test_archives_give_the_exchanges_candles_once_each(tree: Tree, fresh_c
 
 
 @pytest.mark.parametrize("market", ["futures/um", "futures/cm"])
-async def test_the_futures_trees_are_read_by_configuration(tree: Tree, fresh_checkpoints: NewStore, market: str) -> None:
+async def test_the_futures_trees_are_read_by_configuration(
+    tree: Tree, fresh_checkpoints: NewStore, market: str
+) -> None:
     """`archive_market: futures/um` (or cm) reads data/futures/<um|cm>/…, checkpointed apart from spot."""
     tree.simulator.archives.requests.clear()
     recorder, job, reached = await archive_run(tree.url, await fresh_checkpoints(), market=market)

@@ -11,9 +11,9 @@ import polars as pl
 from cryptoflow_contracts import Dataset, symbol_token, timeframe_ms
 from cryptoflow_contracts.silver import OHLCV
 from cryptoflow_runtime import Lake
+from cryptoflow_runtime.silver_lake import SILVER_KEY, LiveSilverFile, read_live_rows, read_with_retry
 
 from .series import CANDLE_SCHEMA
-from .silver_files import read_silver
 
 RESAMPLED_PREFIX = "resampled-"
 # The extractor asks for at most this many candles per snapshot (EXTRACTOR_PAGE_LIMIT ≤ 1000), and a
@@ -34,25 +34,30 @@ def partition_date(key: str) -> str:
 
 
 async def candles_after(lake: Lake, exchange: str, symbol: str, timeframe: str, after_ts: int | None) -> pl.DataFrame:
-    """Native, closed candles (CANDLE_SCHEMA + `key`) of the series with ts > after_ts (None: all of them)."""
-    keys = [
-        k
-        for k in await lake.list(symbol_prefix(exchange, symbol))
-        if k.endswith(".parquet") and not k.rsplit("/", 1)[-1].startswith(RESAMPLED_PREFIX)
-    ]
+    """Native, closed candles (CANDLE_SCHEMA + `key`) of the series with ts > after_ts (None: all of them).
+
+    Read from the live silver files (a compacted partition's one file instead of its batch files);
+    `key` is the batch file a candle was written in, also when compaction has moved it since.
+    """
+    oldest = ""
     if after_ts is not None:
         reach = timedelta(milliseconds=MAX_CANDLES_PER_SNAPSHOT * timeframe_ms(timeframe))
         oldest = (datetime.fromtimestamp(after_ts / 1000, UTC) - reach).strftime("%Y-%m-%d")
-        keys = [k for k in keys if partition_date(k) >= oldest]
-    frames = []
-    for key in keys:
-        rows = read_silver(await lake.get(key), OHLCV).filter(
-            (pl.col("timeframe") == timeframe) & ~pl.col("resampled") & pl.col("final")
-        )
-        frames.append(rows.select(*candle_columns(), pl.lit(key).alias("key")))
-    if not frames:
-        return pl.DataFrame(schema={**CANDLE_SCHEMA, "key": pl.String()})
-    candles = pl.concat(frames)
+
+    async def read(live: list[LiveSilverFile]) -> pl.DataFrame:
+        # Resampled candles are never history: skip their batch files unread.
+        files = [
+            f
+            for f in live
+            if partition_date(f.key) >= oldest
+            and (f.compacted or not f.key.rsplit("/", 1)[-1].startswith(RESAMPLED_PREFIX))
+        ]
+        return await read_live_rows(lake, files, OHLCV)
+
+    rows = await read_with_retry(lake, symbol_prefix(exchange, symbol), read)
+    candles = rows.filter((pl.col("timeframe") == timeframe) & ~pl.col("resampled") & pl.col("final")).select(
+        *candle_columns(), pl.col(SILVER_KEY).alias("key")
+    )
     return candles.filter(pl.col("ts_ms") > after_ts) if after_ts is not None else candles
 
 

@@ -38,8 +38,9 @@ from cryptoflow_contracts import (
 from cryptoflow_contracts.silver import TABLE_METADATA_KEY
 from cryptoflow_runtime import Consumer, Lake, PoisonMessageError, Service, in_progress, publish
 from cryptoflow_runtime.consume import Outcome
-from cryptoflow_runtime.lake import sha256_hex
+from cryptoflow_runtime.lake import ObjectMissingError, sha256_hex
 from cryptoflow_runtime.service import LakeHandle
+from cryptoflow_runtime.silver_lake import read_replaced_batch
 from faststream.nats import NatsBroker
 from prometheus_client import Counter
 
@@ -131,7 +132,7 @@ async def build(settings: WarehouseLoaderSettings) -> Service:
     lake = service.use_lake(settings)
     warehouse = Warehouse(settings)
     tracker = RunTracker(NAME)
-    maintenance = Maintenance(settings, warehouse, service.broker, tracker)
+    maintenance = Maintenance(settings, warehouse, service.broker, tracker, lake)
 
     async def start() -> None:
         tracker.count("migrations_applied", len(warehouse.applied_migrations))
@@ -186,7 +187,22 @@ async def read_batch(lake: Lake, batch: BatchReady) -> pl.DataFrame:
     for ts in (batch.min_ts, batch.max_ts):
         if ts is not None and not plausible_ts(ts):
             raise PoisonMessageError(f"{batch.key}: record time {ts} ms is outside any plausible range")
-    data = await lake.get(batch.key)
+    try:
+        data = await lake.get(batch.key)
+    except ObjectMissingError:
+        # Compacted and deleted since (a replay of SILVER): its rows from the compacted file.
+        replaced = await read_replaced_batch(lake, batch.key)
+        if replaced is None:
+            raise
+        if replaced.sha256 != batch.sha256:
+            raise PoisonMessageError(
+                f"{batch.key}: sha256 differs from BatchReady; object corrupt or replaced"
+            ) from None
+        if replaced.table != batch.table:
+            raise PoisonMessageError(
+                f"{batch.key}: a file of table {replaced.table!r}, announced as {batch.table!r}"
+            ) from None
+        return replaced.rows
     if sha256_hex(data) != batch.sha256:
         raise PoisonMessageError(f"{batch.key}: sha256 differs from BatchReady; object corrupt or replaced")
     try:

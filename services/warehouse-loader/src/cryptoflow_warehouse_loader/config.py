@@ -80,6 +80,20 @@ class WarehouseLoaderSettings(ServiceSettings, LakeSettings, DatabaseSettings):
         default=5.0, gt=0, description="How often marts are refreshed (when rows changed) and alerts evaluated"
     )
     run_report_interval_s: float = Field(default=30.0, gt=0, description="Longest pause between RunReports")
+    compaction: bool = Field(
+        default=True, description="Compact closed silver partitions into one file each (decision 0050)"
+    )
+    compaction_interval_s: float = Field(
+        default=3600.0, gt=0, description="Pause between silver compactions (the first one interval after start)"
+    )
+    compaction_older_than_s: float = Field(
+        default=86400.0, ge=0, description="Compact a silver partition once its day ended this many seconds ago"
+    )
+    compaction_grace_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="Delete silver files a compaction replaced once it is this many seconds old (longest reader)",
+    )
     alert_rules: list[AlertRule] = Field(
         default_factory=lambda: list(DEFAULT_ALERT_RULES), description="JSON list of threshold rules; [] = none"
     )

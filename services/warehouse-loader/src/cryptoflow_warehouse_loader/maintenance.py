@@ -1,5 +1,5 @@
 """What the loader does between batches: refresh marts, evaluate alert rules, publish alerts,
-apply retention, report its run. One background task per replica, every
+apply retention, compact closed silver partitions (decision 0050), report its run. One background task per replica, every
 WAREHOUSE_LOADER_MAINTENANCE_INTERVAL_S.
 
 A failed step is logged and counted in the run's errors, and the next tick tries again: the
@@ -15,6 +15,9 @@ from datetime import UTC, datetime, timedelta
 
 from cryptoflow_contracts import RunReport, RunStatus
 from cryptoflow_runtime import publish
+from cryptoflow_runtime.lake import MaintainedLake
+from cryptoflow_runtime.service import LakeHandle
+from cryptoflow_runtime.silver_lake import Compactor
 from faststream.nats import NatsBroker
 
 from . import alerts, marts, partitions
@@ -30,15 +33,24 @@ RETENTION_EVERY_S = 3600.0
 
 class Maintenance:
     def __init__(
-        self, settings: WarehouseLoaderSettings, warehouse: Warehouse, broker: NatsBroker, tracker: RunTracker
+        self,
+        settings: WarehouseLoaderSettings,
+        warehouse: Warehouse,
+        broker: NatsBroker,
+        tracker: RunTracker,
+        lake: LakeHandle | None = None,
     ) -> None:
         self.settings = settings
         self.warehouse = warehouse
         self.broker = broker
         self.tracker = tracker
+        self.lake = lake
         self.rows_changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_retention = float("-inf")
+        # One interval after start, not at once: a loader restarting in a loop does not compact
+        # each time, and a short-lived one (tests, a one-off) never does.
+        self._last_compaction = time.monotonic()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="warehouse-maintenance")
@@ -63,7 +75,7 @@ class Maintenance:
             await self.tick()
 
     async def tick(self) -> None:
-        for step in (self.refresh_and_alert, self.publish_alerts, self.retention):
+        for step in (self.refresh_and_alert, self.publish_alerts, self.retention, self.compaction):
             try:
                 await step()
             except Exception as exc:
@@ -111,6 +123,31 @@ class Maintenance:
                 if dropped:
                     self.tracker.count("partitions_dropped", len(dropped))
         self._last_retention = time.monotonic()
+
+    async def compaction(self, now: float | None = None) -> None:
+        """Compact closed silver partitions and sweep what earlier runs superseded. Every replica
+        may: a partition's generation is committed once, deletes are idempotent."""
+        settings = self.settings
+        moment = time.monotonic() if now is None else now
+        if not settings.compaction or self.lake is None or not self.lake.is_open:
+            return
+        if moment - self._last_compaction < settings.compaction_interval_s:
+            return
+        self._last_compaction = moment
+        lake = self.lake.lake
+        if not isinstance(lake, MaintainedLake):
+            return
+        compactor = Compactor(
+            lake,
+            older_than=timedelta(seconds=settings.compaction_older_than_s),
+            grace=timedelta(seconds=settings.compaction_grace_s),
+        )
+        report = await compactor.run()
+        if report.partitions_compacted:
+            self.tracker.count("silver_partitions_compacted", report.partitions_compacted)
+        if report.files_deleted:
+            self.tracker.count("silver_files_deleted", report.files_deleted)
+        log.info("silver compaction", extra={"summary": report.summary()})
 
     async def report(self, status: RunStatus) -> RunReport:
         report = self.tracker.report(status)

@@ -98,6 +98,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--processes", type=int, default=None, help="processes sharing the markets (default: CPUs, ≤ 4)"
     )
 
+    query = sub.add_parser(
+        "query", help="SQL (DuckDB) over the lake's silver files: views ohlcv, tickers, order_books, trades, indicators"
+    )
+    query.add_argument("sql", help="e.g. \"SELECT * FROM ohlcv WHERE symbol = 'BTC/USDT' ORDER BY ts\"")
+    query.add_argument("--format", choices=("table", "csv", "parquet"), default="table")
+    query.add_argument("--output", type=Path, help="write the result to this file (default: standard output)")
+    query.add_argument("--exchange", help="read only this exchange's files (the views hold its rows only)")
+    query.add_argument("--symbol", help="read only this market's files, e.g. BTC/USDT (the views hold its rows only)")
+
+    compact = sub.add_parser(
+        "compact", help="rewrite each closed silver partition into one file (bronze is never touched)"
+    )
+    compact.add_argument(
+        "--older-than", default="1d", help="compact partitions whose day ended this long ago (e.g. 1d, 12h)"
+    )
+    compact.add_argument(
+        "--grace", default="1h", help="delete replaced files only when their replacement is this old (e.g. 1h)"
+    )
+
     ingest = sub.add_parser(
         "ingest", help="load a CSV or Parquet file (local or s3://) as ohlcv or trades, by a column mapping"
     )
@@ -184,6 +203,22 @@ def main(argv: list[str] | None = None) -> None:
 
         local_stack = stack_path(home).exists()
         sys.exit(run_rebuild(args.filter, args.concurrency, args.processes, local_stack=local_stack))
+    if args.command == "query":
+        from .lake_query import Markets, run_query
+        from .stackfile import stack_env
+
+        stack_env(home)  # the running local stack's lake unless the environment says otherwise
+        sys.exit(run_query(args.sql, args.format, args.output, Markets(args.exchange, args.symbol)))
+    if args.command == "compact":
+        from .compact import parse_duration, run_compact
+        from .stackfile import stack_env
+
+        try:
+            older_than, grace = parse_duration(args.older_than), parse_duration(args.grace)
+        except ValueError as exc:
+            parser.error(str(exc))
+        stack_env(home)
+        sys.exit(run_compact(older_than, grace))
     if args.command == "ingest":
         from cryptoflow_extractor.main import ingest as run_ingest
 

@@ -165,8 +165,8 @@ def create_app(
     if "binance" in names:
         # data.binance.vision's tree, on the same host (the extractor's archive URL points here).
         archives = app[_ARCHIVES] = ArchiveTree(market, clock, archive_faults)
-        for route in ARCHIVE_ROUTES:
-            app.router.add_get(route, archives.handle)
+        for archive_route in ARCHIVE_ROUTES:
+            app.router.add_get(archive_route, archives.handle)
         app.router.add_get("/", archives.list_bucket)
         app.router.add_get("/_sim/archive_faults", _get_archive_faults)
         app.router.add_post("/_sim/archive_faults", _add_archive_faults)

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from .base import KeyOutsideLakeError, Lake, ObjectConflictError, ObjectMissingError, checked_key, sha256_hex
+from .base import (
+    KeyOutsideLakeError,
+    Lake,
+    ListedObject,
+    MaintainedLake,
+    ObjectConflictError,
+    ObjectMissingError,
+    checked_key,
+    sha256_hex,
+)
 from .conflicts import LAKE_CONFLICTS
 from .file import FileLake
 from .s3 import DEFAULT_MAX_ATTEMPTS, S3Lake
@@ -23,6 +32,8 @@ __all__ = [
     "FileLake",
     "KeyOutsideLakeError",
     "Lake",
+    "ListedObject",
+    "MaintainedLake",
     "ObjectConflictError",
     "ObjectMissingError",
     "S3Lake",

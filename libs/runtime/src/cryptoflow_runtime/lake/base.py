@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import builtins
 import hashlib
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 
 class KeyOutsideLakeError(ValueError):
@@ -51,6 +52,28 @@ class Lake(Protocol):
     async def list(self, prefix: str) -> builtins.list[str]: ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    """A key with the time the store last wrote it (ns since the epoch; S3 gives whole seconds or ms)."""
+
+    key: str
+    written_ns: int
+
+
+@runtime_checkable
+class MaintainedLake(Lake, Protocol):
+    """A lake that can also say when each object was written and delete an object: what silver
+    compaction and its readers need (decision 0050). Only compaction ever deletes, and only silver."""
+
+    async def list_written(self, prefix: str) -> builtins.list[ListedObject]:
+        """The objects under `prefix`, sorted by key, with their write times."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove the object; a missing key is not an error (a retried delete)."""
+        ...
 
 
 def sha256_hex(data: bytes) -> str:

@@ -8,7 +8,7 @@ import os
 import uuid
 from pathlib import Path
 
-from .base import KeyOutsideLakeError, ObjectMissingError, checked_key
+from .base import KeyOutsideLakeError, ListedObject, ObjectMissingError, checked_key
 from .conflicts import refuse_overwrite
 
 
@@ -84,6 +84,21 @@ class FileLake:
                 if key.startswith(prefix):
                     keys.append(key)
         return sorted(keys)
+
+    async def list_written(self, prefix: str) -> builtins.list[ListedObject]:
+        return await asyncio.to_thread(self._list_written, prefix)
+
+    def _list_written(self, prefix: str) -> builtins.list[ListedObject]:
+        listed = []
+        for key in self._list(prefix):
+            try:
+                listed.append(ListedObject(key, (self.root / key).stat().st_mtime_ns))
+            except FileNotFoundError:
+                continue  # deleted between the walk and the stat
+        return listed
+
+    async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self._path(key).unlink, missing_ok=True)
 
     async def close(self) -> None:
         return None

@@ -25,7 +25,7 @@ from aiobotocore.session import get_session
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from .base import ObjectMissingError, checked_key
+from .base import ListedObject, ObjectMissingError, checked_key
 from .conflicts import refuse_overwrite
 
 log = logging.getLogger(__name__)
@@ -199,6 +199,22 @@ class S3Lake:
         async for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix, prefix=True)):
             keys.extend(item["Key"][strip:] for item in page.get("Contents", []))
         return sorted(keys)
+
+    async def list_written(self, prefix: str) -> builtins.list[ListedObject]:
+        s3 = await self._s3()
+        listed: list[ListedObject] = []
+        paginator = s3.get_paginator("list_objects_v2")
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        async for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix, prefix=True)):
+            for item in page.get("Contents", []):
+                written_ns = int(item["LastModified"].timestamp() * 1_000_000) * 1000
+                listed.append(ListedObject(item["Key"][strip:], written_ns))
+        return sorted(listed, key=lambda obj: obj.key)
+
+    async def delete(self, key: str) -> None:
+        s3 = await self._s3()
+        # S3 answers 204 for a key that is not there: a retried delete is a no-op.
+        await s3.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     async def close(self) -> None:
         await self._stack.aclose()
