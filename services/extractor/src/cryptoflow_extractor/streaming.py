@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from cryptoflow_contracts import Dataset, DeadLetter, LiveUpdate, Stage
+from cryptoflow_runtime.tasks import cancel_and_wait
 
 from .leases import LeaseLostError
 from .metrics import LIVE_PUBLISHED, PAGES_DEAD_LETTERED, STREAM_LAST_MESSAGE, STREAM_MESSAGES, STREAM_RECONNECTS
@@ -226,9 +227,7 @@ class PageWriter:
             try:
                 await self._queue.join()
             finally:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+                await cancel_and_wait(self._task)
         if self._failed is not None:
             raise self._failed
 
@@ -261,7 +260,10 @@ class Updates:
         if self._failed is not None:
             raise self._failed
         try:
-            item = await asyncio.wait_for(self._queue.get(), timeout=max(timeout_s, 0.0))
+            # Not wait_for: on Python 3.11 it returns the update when a cancel lands as the update
+            # arrives (gh-86296), and a stopped job would go on streaming.
+            async with asyncio.timeout(max(timeout_s, 0.0)):
+                item = await self._queue.get()
         except TimeoutError:
             return None
         if isinstance(item, BaseException):
@@ -290,6 +292,4 @@ class Updates:
         return items
 
     async def close(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._task
+        await cancel_and_wait(self._task)
