@@ -44,7 +44,7 @@ async def test_sequence_and_resynced_are_added_kept_and_defaulted(warehouse_url:
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'order_books'"
         )
         assert not {"sequence", "resynced"} & {c["column_name"] for c in columns}
-        assert await asyncio.to_thread(migrate, warehouse_url) == ["0010", "0011"]
+        assert await asyncio.to_thread(migrate, warehouse_url) == ["0010", "0011", "0012"]
         ts = books["ts"].to_list()
         assert await stored(conn) == [(t, None, False) for t in ts]
 
@@ -73,5 +73,5 @@ async def test_sequence_and_resynced_are_added_kept_and_defaulted(warehouse_url:
         assert nullable == "NO"
     finally:
         await conn.close()
-    assert await asyncio.to_thread(current_revision, warehouse_url) == "0011"
+    assert await asyncio.to_thread(current_revision, warehouse_url) == "0012"
     assert await asyncio.to_thread(schema_differences, warehouse_url) == []

@@ -1,0 +1,1 @@
+"""cryptoflow read API."""

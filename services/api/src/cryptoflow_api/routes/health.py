@@ -1,0 +1,43 @@
+"""/healthz (alive), /readyz (database and NATS reachable), /metrics (Prometheus), as every service."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from starlette.responses import JSONResponse, Response
+
+from ..state import api_state
+
+NAME = "api"
+
+
+def router() -> APIRouter:
+    routes = APIRouter(tags=["health"])
+
+    @routes.get("/healthz", summary="Alive")
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok", "service": NAME})
+
+    @routes.get("/readyz", summary="Ready: PostgreSQL answers and the live relay is connected to NATS")
+    async def readyz(request: Request) -> JSONResponse:
+        state = api_state(request)
+        database = False
+        try:
+            async with asyncio.timeout(2.0), state.pool.acquire() as conn:
+                database = await conn.fetchval("SELECT true") is True
+        except Exception:
+            database = False
+        checks = {"database": database, "nats": state.relay.connected}
+        ready = all(checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "service": NAME, "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    @routes.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics() -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    return routes
