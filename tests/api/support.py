@@ -122,9 +122,9 @@ async def generate_candles(
             """
             INSERT INTO ohlcv_data (series_id, batch_no, ts, open, high, low, close, volume, quote_volume, trade_count,
                                     resampled, final, source_event_id, loaded_at, version)
-            SELECT $1, $2, $3 + i * interval '1 minute', p, p + 1, p - 1, p + 0.5, i % 977, (i % 977) * p, i % 101,
+            SELECT $1, $2, $3::timestamptz + i * interval '1 minute', p, p + 1, p - 1, p + 0.5, i % 977, (i % 977) * p, i % 101,
                    false, true, 'generated', now(), 1
-            FROM generate_series(1, $4 - 1) AS i, LATERAL (SELECT 100 + (i % 1000) / 8.0 AS p) AS price
+            FROM generate_series(1, $4 - 1) AS i, LATERAL (SELECT 100 + (i % 1000) / 8.0::float8 AS p) AS price
             """,
             series_id,
             batch_no,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from cryptoflow_runtime.postgres import create_pool
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
-from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import problems
 from .auth import Gate
@@ -36,6 +36,48 @@ The cryptoflow warehouse over HTTP, and its public subjects live.
 * **Live**: `GET /v1/stream?subjects=…` (Server-Sent Events) and `/v1/ws` (WebSocket).
 * **Auth**: `Authorization: Bearer <key>` (`cryptoflow api-key create NAME`); errors are RFC 9457 problem details.
 """
+
+
+class ObserveRequests:
+    """Request metrics and one log line per request, as plain ASGI middleware: streamed bodies
+    (and SSE) pass through untouched, which Starlette's BaseHTTPMiddleware does not guarantee."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                route = getattr(scope.get("route"), "path", "unmatched")
+                REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            REQUESTS.labels(route, str(status)).inc()
+            if route not in ("/healthz", "/readyz", "/metrics"):
+                caller = scope.get("state", {}).get("caller")
+                # The path without its query: a browser client's api_key would be in it.
+                log.info(
+                    "request",
+                    extra={
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "caller": caller.name if caller else None,
+                        "ms": round((time.perf_counter() - started) * 1000, 1),
+                    },
+                )
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
@@ -76,29 +118,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(data.router(settings.max_page_rows))
     app.include_router(live.router())
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        name = getattr(route, "path", "unmatched")
-        REQUESTS.labels(name, str(response.status_code)).inc()
-        REQUEST_SECONDS.labels(name).observe(time.perf_counter() - started)
-        if name not in ("/healthz", "/readyz", "/metrics"):
-            caller = getattr(request.state, "caller", None)
-            # The path without its query: a browser client's api_key would be in it.
-            log.info(
-                "request",
-                extra={
-                    "method": request.method,
-                    "path": request.url.path,
-                    "status": response.status_code,
-                    "caller": caller.name if caller else None,
-                    "ms": round((time.perf_counter() - started) * 1000, 1),
-                },
-            )
-        return response
-
+    app.add_middleware(ObserveRequests)
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,

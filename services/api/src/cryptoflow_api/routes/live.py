@@ -49,7 +49,14 @@ class EventStream(Response):
     media_type = "text/event-stream"
 
     def __init__(self, client: LiveClient) -> None:
-        super().__init__(media_type=self.media_type, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        # Not Response.__init__: it would add `content-length: 0` for the empty body.
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+        ]
         self.client = client
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
