@@ -16,6 +16,8 @@ from datetime import datetime
 
 import asyncpg
 
+from .problems import ProblemError
+
 KEY_PREFIX = "cfk_"
 SHOWN_PREFIX_CHARS = 10  # "cfk_" and six characters of the random part: enough to tell keys apart
 
@@ -104,7 +106,11 @@ class KeyCache:
         cached = self._entries.get(hashed)
         if cached is not None and now - cached[0] < self._ttl_s:
             return cached[1]
-        found = await find_key(self._pool, key)
+        try:
+            found = await find_key(self._pool, key)
+        except asyncpg.UndefinedTableError:
+            # Started before the warehouse was migrated: nobody can be let in yet.
+            raise ProblemError(503, "the warehouse is not migrated yet (no api_keys)", kind="not-ready") from None
         if self._ttl_s > 0:
             if len(self._entries) > 10_000:  # bounded: unknown keys must not grow it without end
                 self._entries.clear()
