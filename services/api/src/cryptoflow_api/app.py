@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from cryptoflow_runtime.postgres import create_pool
 from fastapi import FastAPI
@@ -80,6 +81,27 @@ class ObserveRequests:
                 )
 
 
+def _document_bearer_auth(app: FastAPI) -> None:
+    """Say in the OpenAPI document that /v1 takes `Authorization: Bearer <key>` (the gate is a
+    plain dependency, which FastAPI does not describe by itself)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()
+            document.setdefault("components", {})["securitySchemes"] = {
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "`cryptoflow api-key create NAME`"}
+            }
+            for path, operations in document["paths"].items():
+                if path.startswith("/v1/"):
+                    for operation in operations.values():
+                        operation["security"] = [{"apiKey": []}]
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: ApiSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -119,6 +141,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(live.router())
 
     app.add_middleware(ObserveRequests)
+    _document_bearer_auth(app)
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,

@@ -10,7 +10,7 @@ import json
 import sys
 
 import asyncpg
-from cryptoflow_api.keys import ApiKey, create_key, list_keys, revoke_keys
+from cryptoflow_api import ApiKey, create_key, list_keys, revoke_keys
 
 
 async def _with_connection(url: str) -> asyncpg.Connection:
