@@ -16,6 +16,7 @@ class ApiSettings(ServiceSettings, DatabaseSettings):
     model_config = SettingsConfigDict(env_prefix="API_", extra="ignore", populate_by_name=True)
 
     # The API serves everything on one port: its resources, /healthz, /readyz, /metrics, /docs.
+    http_host: str = Field(default="127.0.0.1", description="Bind address of the API (0.0.0.0 in a container)")
     http_port: int = Field(default=8080, ge=0, le=65535, description="Port of the API (and its health and metrics)")
     pool_size: int = Field(default=8, ge=1, le=128, description="PostgreSQL connections the API keeps open")
     auth_required: bool = Field(
