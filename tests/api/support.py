@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
+import httpx
 import polars as pl
 import uvicorn
 from cryptoflow_api.app import create_app
@@ -43,12 +44,14 @@ def serve(settings: ApiSettings) -> Iterator[str]:
     thread = threading.Thread(target=server.run, name="api-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
-    while not server.started:
+    base = f"http://127.0.0.1:{port}"
+    # Ready: PostgreSQL answers and the live relay is connected (it connects in the background).
+    while not (server.started and httpx.get(f"{base}/readyz").status_code == 200):
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the API did not start")
+            raise RuntimeError("the API did not become ready")
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield base
     finally:
         server.should_exit = True
         thread.join(30)

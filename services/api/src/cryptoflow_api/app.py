@@ -115,10 +115,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             server_settings={"TimeZone": "UTC", "DateStyle": "ISO", "extra_float_digits": "1"},
         )
         relay = LiveRelay(settings)
-        try:
-            await relay.start()
-        except Exception as exc:  # live routes answer 503 and /readyz says so; the rest works
-            log.warning("NATS not reachable; live relay off", extra={"error": repr(exc)})
+        await relay.start()
         gate = Gate(settings, KeyCache(pool, settings.key_cache_s))
         app.state.api = ApiState(settings=settings, pool=pool, gate=gate, relay=relay)
         log.info("api up", extra={"port": settings.http_port, "auth_required": settings.auth_required})

@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 
 import nats
+import nats.errors
 import orjson
 from cryptoflow_runtime.nats_auth import connect_options, server_urls
 from nats.aio.client import Client as NatsClient
@@ -113,20 +114,42 @@ class LiveRelay:
     def __init__(self, settings: ApiSettings) -> None:
         self._settings = settings
         self._nc: NatsClient | None = None
+        self._connecting: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._nc = await nats.connect(
-            servers=server_urls(self._settings.nats_url),
-            name="cryptoflow-api",
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=1,
-            # Waits for NATS at start instead of failing: live routes answer 503 until it is up.
-            allow_reconnect=True,
-            connect_timeout=5,
-            **connect_options(self._settings),
-        )
+        """Connect in the background: the warehouse routes do not wait for NATS, and the live
+        routes answer 503 (and /readyz says not ready) until it is there."""
+        self._connecting = asyncio.create_task(self._connect(), name="live-relay-connect")
+
+    async def _connect(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                # One bounded attempt at a time (with unlimited reconnects nats.connect would
+                # keep trying the first connection forever); once connected, it reconnects alone.
+                self._nc = await asyncio.wait_for(
+                    nats.connect(
+                        servers=server_urls(self._settings.nats_url),
+                        name="cryptoflow-api",
+                        max_reconnect_attempts=-1,
+                        reconnect_time_wait=1,
+                        connect_timeout=5,
+                        **connect_options(self._settings),
+                    ),
+                    timeout=10,
+                )
+                log.info("live relay connected to NATS")
+                return
+            except (TimeoutError, OSError, nats.errors.Error) as exc:
+                log.warning("NATS not reachable yet; live routes wait", extra={"error": repr(exc), "retry_in_s": delay})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     async def stop(self) -> None:
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connecting
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.drain()
@@ -146,6 +169,9 @@ class LiveRelay:
                     # The callback never waits, so NATS' own per-subscription buffer stays small.
                     await self._nc.subscribe(subject, cb=client._on_message)
                 )
+            # A round trip: the server has the subscriptions before the client is told it is
+            # subscribed, so nothing published after that is missed.
+            await self._nc.flush(timeout=5)
         except Exception:
             await client.close()
             raise
