@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 import yaml
+from cryptoflow_api import ApiSettings
 from cryptoflow_cli.stages import stages
 from cryptoflow_runtime import DatabaseSettings, LakeSettings, StageSpec
 from cryptoflow_warehouse_loader.migrations import migrate
@@ -109,6 +110,8 @@ class ServiceInfo:
 # stage added there and missing from a deployment fails here, naming it.
 SERVICES = {spec.name: ServiceInfo.of(spec) for spec in stages()}
 SERVICE_BY_COMMAND = {info.command: info for info in SERVICES.values()}
+# The read API: deployed beside the stages (compose, the chart, Prometheus), not a stage itself.
+API = ServiceInfo("api", "cryptoflow-api", "API", ApiSettings, lake=False, database=True)
 # Read by botocore, not by the settings classes: allowed wherever the lake is used.
 AWS_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_SESSION_TOKEN"}
 # Read by asyncpg when DATABASE_URL carries no password.

@@ -6,7 +6,7 @@ from cryptoflow_runtime import DatabaseSettings, ServiceSettings
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-# Public subjects a client may follow live (decision 0049): what outside consumers already read
+# Public subjects a client may follow live (decision 0048): what outside consumers already read
 # (silver batches, live updates, alerts, anomalies). Raw snapshots, lake objects, dead letters and
 # run reports stay inside the platform.
 DEFAULT_LIVE_SUBJECTS = "cryptoflow.silver.>,cryptoflow.live.>,cryptoflow.alerts.>,cryptoflow.anomalies.>"

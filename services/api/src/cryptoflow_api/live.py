@@ -1,4 +1,4 @@
-"""The live relay: public NATS subjects to SSE and WebSocket clients (decision 0049).
+"""The live relay: public NATS subjects to SSE and WebSocket clients (decision 0048).
 
 One NATS connection (a subscribe-only identity) for the process; each client gets its own
 subscriptions and a bounded queue. NATS hands each message to a callback that only puts it on

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 PROBLEM_JSON = "application/problem+json"
-# Problem types are documented under this base (docs/api.md names each); "about:blank" for plain statuses.
+# Problem types live under this base (decision 0047); "about:blank" for plain HTTP statuses.
 TYPE_BASE = "https://cryptoflow.dev/problems/"
 
 
