@@ -46,32 +46,49 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# Blocks smaller than this are decoded and encoded on the event loop: a thread hop would cost more
+# than the work (a day of candles is ~0.2 MB), and many small requests would queue for the threads.
+INLINE_BLOCK_BYTES = 512 * 1024
+
+
 def _encode(block: bytes, shape: Shape, output: Encoder) -> tuple[bytes, int]:
     batch = decode_block(block, shape)
     return output.encode(batch), batch.num_rows
 
 
 async def _body(
-    state: ApiState, resource: Resource, shape: Shape, page: Plan, fmt: Format, output: Encoder
+    state: ApiState,
+    resource: Resource,
+    shape: Shape,
+    selection: Selection,
+    page: Plan | None,
+    fmt: Format,
+    output: Encoder,
 ) -> AsyncIterator[bytes]:
     """The response body, batch by batch. Its connection is taken here, inside the body, so a
-    response never started never holds one."""
+    response never started never holds one; a request without page or cursor is also planned on
+    it (nothing of the plan goes in the headers then), one connection per request."""
     rows = 0
     sent = 0
     try:
         head = output.start()
         sent += len(head)
         yield head
-        if not page.empty:
-            async with state.pool.acquire() as conn:
+        async with state.pool.acquire() as conn:
+            if page is None:
+                page = await plan(conn, resource, shape, selection)
+            if not page.empty:
                 async for block in csv_blocks(conn, page.sql, page.args, state.settings.chunk_bytes):
-                    # Decoding and encoding run beside the event loop: other requests go on meanwhile.
-                    chunk, count = await asyncio.to_thread(_encode, block, shape, output)
+                    if len(block) < INLINE_BLOCK_BYTES:
+                        chunk, count = _encode(block, shape, output)
+                    else:
+                        # Decoding and encoding run beside the event loop: other requests go on.
+                        chunk, count = await asyncio.to_thread(_encode, block, shape, output)
                     rows += count
                     if chunk:
                         sent += len(chunk)
                         yield chunk
-        tail = await asyncio.to_thread(output.finish)
+        tail = output.finish()
         sent += len(tail)
         yield tail
     finally:
@@ -104,20 +121,24 @@ async def serve(
     after = decode_cursor(resource.name, cursor, len(resource.key)) if cursor else None
     shape = await state.shape(resource)
     selection = Selection(filters=filters, start=start, end=end, after=after, limit=limit)
-    async with state.pool.acquire() as conn:
-        try:
-            page = await plan(conn, resource, shape, selection)
-        except asyncpg.DataError as exc:
-            raise ProblemError(400, f"invalid value: {exc}", kind="invalid-request") from None
+    page: Plan | None = None
+    if limit is not None or after is not None:
+        # The page's bounds (and next cursor) before the headers; a cursor's values are checked here.
+        async with state.pool.acquire() as conn:
+            try:
+                page = await plan(conn, resource, shape, selection)
+            except asyncpg.DataError as exc:
+                raise ProblemError(400, f"invalid value: {exc}", kind="invalid-request") from None
+    next_cursor = page.next_cursor if page is not None else None
     headers = {"Content-Disposition": f'inline; filename="{resource.name}.{EXTENSIONS[fmt]}"'}
-    if page.next_cursor is not None:
+    if page is not None and page.next_cursor is not None:
         query = [(k, v) for k, v in request.query_params.multi_items() if k not in ("cursor", "api_key")]
         query.append(("cursor", page.next_cursor))
         headers["X-Next-Cursor"] = page.next_cursor
         headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
-    output = encoder(fmt, shape.schema, resource.name, page.next_cursor)
+    output = encoder(fmt, shape.schema, resource.name, next_cursor)
     return StreamingResponse(
-        _body(state, resource, shape, page, fmt, output), media_type=MEDIA_TYPES[fmt], headers=headers
+        _body(state, resource, shape, selection, page, fmt, output), media_type=MEDIA_TYPES[fmt], headers=headers
     )
 
 
