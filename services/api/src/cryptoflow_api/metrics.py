@@ -20,3 +20,22 @@ LIVE_MESSAGES = Counter("cryptoflow_api_live_messages_total", "Messages relayed 
 LIVE_DROPPED = Counter(
     "cryptoflow_api_live_dropped_total", "Live clients disconnected for falling behind (queue full)", ["transport"]
 )
+
+
+def _declare_known_series() -> None:
+    """Every known label value at 0 from the start: dashboards and alerts see a series (0, not
+    "no data") before the first request, drop or row."""
+    from .formats import Format
+    from .resources import RESOURCES
+
+    for transport in ("sse", "ws"):
+        LIVE_CLIENTS.labels(transport)
+        LIVE_MESSAGES.labels(transport)
+        LIVE_DROPPED.labels(transport)
+    for resource in RESOURCES:
+        for fmt in Format:
+            ROWS_SERVED.labels(resource, fmt.value)
+            BYTES_SERVED.labels(resource, fmt.value)
+
+
+_declare_known_series()
