@@ -142,3 +142,17 @@ async def test_cli_creates_lists_and_revokes_keys(warehouse_url: str, reader_url
             assert (await client.get("/v1/series")).status_code == 401
     again = await asyncio.to_thread(cryptoflow, "api-key", "revoke", "dashboards", "--database-url", warehouse_url)
     assert again.returncode == 1
+
+
+async def test_cors_is_off_by_default_and_allows_the_configured_origins(reader_url: str, nats_url: str) -> None:
+    preflight = {"Origin": "https://dash.example", "Access-Control-Request-Method": "GET"}
+    with serve(settings(reader_url, nats_url)) as base:
+        async with httpx.AsyncClient(base_url=base) as client:
+            answer = await client.options("/v1/ohlcv", headers=preflight)
+            assert "access-control-allow-origin" not in answer.headers
+    with serve(settings(reader_url, nats_url, cors_origins="https://dash.example")) as base:
+        async with httpx.AsyncClient(base_url=base) as client:
+            answer = await client.options("/v1/ohlcv", headers=preflight)
+            assert answer.headers["access-control-allow-origin"] == "https://dash.example"
+            other = await client.options("/v1/ohlcv", headers={**preflight, "Origin": "https://evil.example"})
+            assert "access-control-allow-origin" not in other.headers

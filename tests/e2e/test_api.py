@@ -149,6 +149,9 @@ async def test_ohlcv_csv_of_an_ingested_candle_file_is_the_file_and_live_clients
         await pipe.wait_for("the silver events relayed", relayed, timeout=30)
         assert [(e["subject"], e["data"]["event_id"]) for e in sse_events] == silver
         assert [(e["subject"], e["data"]["event_id"]) for e in ws_events] == silver
+        # Its request lines name the key's name, never the key.
+        log = api.log()
+        assert '"caller":"e2e"' in log and key not in log
     finally:
         for task in clients:
             task.cancel()
