@@ -3,6 +3,7 @@ code), in each format, read back with pyarrow/polars; pages visit every row once
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from datetime import datetime, timedelta
@@ -202,3 +203,50 @@ async def test_gaps_runs_alerts_and_stats_equal_the_warehouse(
             assert [(a["symbol"], a["value"]) for a in alerts] == [("ETH/USDT", 7200.0)]
             stats = (await client.get("/v1/stats", params={"symbol": "BTC/USDT"})).json()["data"]
             assert len(stats) == 1 and stats[0]["last_price"] == candle_rows["close"][-1]
+
+
+async def test_arrow_pages_visit_every_row_once_while_a_writer_loads(
+    warehouse_url: str, reader_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    first = pl.concat([sample("ohlcv", 60, symbol=s) for s in ("BTC/USDT", "ETH/USDT")])
+    await load(warehouse_url, tmp_path, "ohlcv", first, "before")
+    key = await new_key(warehouse_url)
+    stop = asyncio.Event()
+
+    async def writer() -> int:
+        # Later candles of both series, new series, and rewrites of rows already there, while paging.
+        n = 0
+        while not stop.is_set():
+            n += 1
+            rows = pl.concat(
+                [
+                    sample("ohlcv", 3, symbol="BTC/USDT", start=60 + 3 * n),
+                    sample("ohlcv", 3, symbol=f"N{n}/USDT"),
+                    sample("ohlcv", 2, symbol="ETH/USDT", start=n % 60).with_columns(pl.col("close") + 0.5),
+                ]
+            )
+            await load(warehouse_url, tmp_path, "ohlcv", rows, f"during-{n}")
+        return n
+
+    seen: list[tuple[str, datetime]] = []
+    with serve(settings(reader_url, nats_url)) as base:
+        task = asyncio.create_task(writer())
+        try:
+            async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"}) as client:
+                cursor: str | None = None
+                while True:
+                    params: dict[str, str | int] = {"exchange": "binance", "limit": 13, "format": "arrow"}
+                    if cursor:
+                        params["cursor"] = cursor
+                    response = await client.get("/v1/ohlcv", params=params)
+                    page = decode("arrow", response.content)
+                    seen += list(page.select("symbol", "ts").iter_rows())
+                    cursor = response.headers.get("x-next-cursor")
+                    if cursor is None:
+                        break
+        finally:
+            stop.set()
+            batches = await task
+    assert batches >= 1
+    assert len(seen) == len(set(seen)), "a row came twice"
+    assert set(first.select("symbol", "ts").iter_rows()) <= set(seen), "a row there before paging began was missed"
