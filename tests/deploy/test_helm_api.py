@@ -72,6 +72,15 @@ def test_the_api_renders_valid_objects_with_read_only_identities() -> None:
     assert len(of_kind(docs, "Deployment")) == 5
 
 
+def test_the_service_monitor_scrapes_the_api() -> None:
+    docs = render({**API_VALUES, "serviceMonitor": {"enabled": True}})
+    (monitor,) = of_kind(docs, "ServiceMonitor")
+    service = api_objects(docs)["Service"]
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == [service["spec"]["ports"][0]["name"]]
+
+
 def test_the_schema_refuses_settings_of_other_services() -> None:
     with pytest.raises(Exception, match="API_"):
         render({"api": {"enabled": True, "env": {"EXTRACTOR_SYMBOLS": "BTC/USDT"}}})

@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     asyncapi.add_argument("--check", action="store_true", help="fail when the committed document is stale")
     asyncapi.add_argument("--output", help="where to write it")
 
+    openapi = sub.add_parser("openapi", help="write (or --check) docs/openapi.json, the read API's document")
+    openapi.add_argument("--check", action="store_true", help="fail when the committed document is stale")
+    openapi.add_argument("--output", help="where to write it")
+
     warehouse = sub.add_parser("warehouse", help="warehouse schema")
     warehouse_sub = warehouse.add_subparsers(dest="warehouse_command", required=True)
     migrate = warehouse_sub.add_parser("migrate", help="apply pending migrations (reads DATABASE_URL)")
@@ -178,6 +182,11 @@ def main(argv: list[str] | None = None) -> None:
 
         forwarded = (["--check"] if args.check else []) + (["--output", args.output] if args.output else [])
         sys.exit(asyncapi_main(forwarded))
+    if args.command == "openapi":
+        from .openapi import main as openapi_main
+
+        forwarded = (["--check"] if args.check else []) + (["--output", args.output] if args.output else [])
+        sys.exit(openapi_main(forwarded))
     if args.command in ("replay", "rebuild"):
         from .replay import run_rebuild, run_replay
         from .stackfile import stack_env
