@@ -9,6 +9,7 @@ registry only; every value is a bind parameter.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import io
 from collections.abc import AsyncIterator
@@ -194,23 +195,46 @@ def record_boundary(buffer: bytes | bytearray) -> int:
         end = newline
 
 
+class _ByteQueue:
+    """COPY's chunks on their way to the decoder, bounded in bytes (chunks vary from bytes to
+    hundreds of KB): `put` waits while `limit` bytes are queued."""
+
+    def __init__(self, limit: int) -> None:
+        self._items: collections.deque[bytes | None] = collections.deque()
+        self._bytes = 0
+        self._limit = limit
+        self._changed = asyncio.Condition()
+
+    async def put(self, item: bytes | None) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: item is None or self._bytes < self._limit)
+            self._items.append(item)
+            self._bytes += len(item or b"")
+            self._changed.notify_all()
+
+    async def get(self) -> bytes | None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: bool(self._items))
+            item = self._items.popleft()
+            self._bytes -= len(item or b"")
+            self._changed.notify_all()
+            return item
+
+
 async def csv_blocks(
     conn: asyncpg.Connection, sql: str, args: tuple[Any, ...], block_bytes: int
 ) -> AsyncIterator[bytes]:
     """COPY's CSV output in blocks of whole records of about `block_bytes`.
 
-    The COPY runs in a task that hands chunks over a small queue: while the response waits on a
-    slow client, the queue fills, the task waits, and PostgreSQL's output waits in the socket.
+    The COPY runs in a task that hands chunks over a queue of about one block: the COPY goes on
+    while the previous block is decoded, and while the response waits on a slow client the queue
+    fills, the task waits, and PostgreSQL's output waits in the socket.
     """
-    # Room for about one block ahead: the COPY goes on while the previous block is decoded.
-    chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=128)
-
-    async def sink(data: bytes) -> None:
-        await chunks.put(data)
+    chunks = _ByteQueue(block_bytes)
 
     async def produce() -> None:
         try:
-            await conn.copy_from_query(sql, *args, output=sink, format="csv")
+            await conn.copy_from_query(sql, *args, output=chunks.put, format="csv")
         finally:
             await chunks.put(None)
 
