@@ -23,7 +23,6 @@ from .metrics import REQUEST_SECONDS, REQUESTS
 from .routes import data, health, live
 from .state import ApiState
 
-NAME = "api"
 VERSION = "1"
 log = logging.getLogger(__name__)
 

@@ -6,6 +6,8 @@ from cryptoflow_runtime import DatabaseSettings, ServiceSettings
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+NAME = "api"  # the service's name: its logs' `service`, /healthz's answer, its stage-like label
+
 # Public subjects a client may follow live (decision 0048): what outside consumers already read
 # (silver batches, live updates, alerts, anomalies). Raw snapshots, lake objects, dead letters and
 # run reports stay inside the platform.

@@ -8,8 +8,8 @@ import uvicorn
 from cryptoflow_runtime import ConfigError, load_settings
 from cryptoflow_runtime.logs import configure_logging
 
-from .app import NAME, create_app
-from .config import ApiSettings
+from .app import create_app
+from .config import NAME, ApiSettings
 
 
 def main() -> None:

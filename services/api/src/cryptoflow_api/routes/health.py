@@ -8,9 +8,8 @@ from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.responses import JSONResponse, Response
 
+from ..config import NAME
 from ..state import api_state
-
-NAME = "api"
 
 
 def router() -> APIRouter:
