@@ -27,6 +27,7 @@ from websockets.asyncio.client import connect
 from .harness import Pipeline, Proc
 from .test_ingest import ingest
 
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "candles" / "binance" / "ETHBTC-5m.csv"
 MAPPING = """\
 columns: {ts: column_1, open: column_2, high: column_3, low: column_4, close: column_5, volume: column_6}
@@ -127,7 +128,10 @@ async def test_ohlcv_csv_of_an_ingested_candle_file_is_the_file_and_live_clients
 
         async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"}) as client:
             response = await client.get(
-                "/v1/ohlcv", params={"exchange": "binance", "symbol": "ETH/BTC", "timeframe": "5m", "format": "csv"}
+                "/v1/ohlcv",
+                params={"exchange": "binance", "symbol": "ETH/BTC", "timeframe": "5m", "format": "csv"},
+                # The caller's trace: the API's span for the request is its child.
+                headers={"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"},
             )
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
         header, *rows = list(csv.reader(io.StringIO(response.text)))
@@ -152,6 +156,7 @@ async def test_ohlcv_csv_of_an_ingested_candle_file_is_the_file_and_live_clients
         # Its request lines name the key's name, never the key.
         log = api.log()
         assert '"caller":"e2e"' in log and key not in log
+        assert f'"trace_id":"{TRACE_ID}"' in log
     finally:
         for task in clients:
             task.cancel()

@@ -12,6 +12,8 @@ from cryptoflow_runtime.postgres import create_pool
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import problems
@@ -25,6 +27,7 @@ from .state import ApiState
 
 VERSION = "1"
 log = logging.getLogger(__name__)
+_TRACER = trace.get_tracer("cryptoflow.api")
 
 DESCRIPTION = """\
 The cryptoflow warehouse over HTTP, and its public subjects live.
@@ -51,6 +54,15 @@ class ObserveRequests:
             return
         started = time.perf_counter()
         status = 500
+        # A SERVER span per request, child of the caller's W3C traceparent if it sent one; the
+        # request's log line carries its trace id (tracing is set up by main: OTEL_EXPORTER_OTLP_ENDPOINT).
+        headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope.get("headers", [])}
+        span = _TRACER.start_span(
+            f"{scope['method']} {scope['path']}",
+            context=propagate.extract(headers),
+            kind=SpanKind.SERVER,
+            attributes={"http.request.method": scope["method"], "url.path": scope["path"]},
+        )
 
         async def observed_send(message: Message) -> None:
             nonlocal status
@@ -60,24 +72,28 @@ class ObserveRequests:
                 REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
             await send(message)
 
-        try:
-            await self.app(scope, receive, observed_send)
-        finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            REQUESTS.labels(route, str(status)).inc()
-            if route not in ("/healthz", "/readyz", "/metrics"):
-                caller = scope.get("state", {}).get("caller")
-                # The path without its query: a browser client's api_key would be in it.
-                log.info(
-                    "request",
-                    extra={
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "status": status,
-                        "caller": caller.name if caller else None,
-                        "ms": round((time.perf_counter() - started) * 1000, 1),
-                    },
-                )
+        with trace.use_span(span, end_on_exit=True):
+            try:
+                await self.app(scope, receive, observed_send)
+            finally:
+                route = getattr(scope.get("route"), "path", "unmatched")
+                span.update_name(f"{scope['method']} {route}")
+                span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", status)
+                REQUESTS.labels(route, str(status)).inc()
+                if route not in ("/healthz", "/readyz", "/metrics"):
+                    caller = scope.get("state", {}).get("caller")
+                    # The path without its query: a browser client's api_key would be in it.
+                    log.info(
+                        "request",
+                        extra={
+                            "method": scope["method"],
+                            "path": scope["path"],
+                            "status": status,
+                            "caller": caller.name if caller else None,
+                            "ms": round((time.perf_counter() - started) * 1000, 1),
+                        },
+                    )
 
 
 def _document_bearer_auth(app: FastAPI) -> None:

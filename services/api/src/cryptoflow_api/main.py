@@ -7,6 +7,7 @@ import sys
 import uvicorn
 from cryptoflow_runtime import ConfigError, load_settings
 from cryptoflow_runtime.logs import configure_logging
+from cryptoflow_runtime.tracing import configure_tracing
 
 from .app import create_app
 from .config import NAME, ApiSettings
@@ -19,6 +20,7 @@ def main() -> None:
         print(f"{NAME}: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(NAME, settings.log_level)
+    configure_tracing(NAME, settings.otlp_endpoint)
     uvicorn.run(
         create_app(settings),
         host=settings.http_host,
