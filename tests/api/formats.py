@@ -27,7 +27,10 @@ def decode(fmt: str, content: bytes, time_columns: tuple[str, ...] = ("ts",)) ->
         frame = pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
         return _utc_times(frame, [c for c in time_columns if c in frame.columns])
     if fmt == "csv":
-        table = pa_csv.read_csv(io.BytesIO(content))
+        # The API writes an empty string quoted ("") and a null as nothing: read them apart.
+        table = pa_csv.read_csv(
+            io.BytesIO(content), convert_options=pa_csv.ConvertOptions(quoted_strings_can_be_null=False)
+        )
         frame = pl.from_arrow(table)
         assert isinstance(frame, pl.DataFrame)
         return frame.with_columns(
