@@ -163,3 +163,21 @@ async def test_a_client_that_stops_reading_is_dropped_while_another_keeps_receiv
         assert 0 < leftover.count(b"event: message") < seq
         await fast.close()
     await nc.close()
+
+
+async def test_browser_clients_may_pass_the_key_as_a_query_parameter(
+    warehouse_url: str, reader_url: str, fresh_nats_url: str
+) -> None:
+    # EventSource and the browser WebSocket cannot set headers: `api_key=` stands for the header.
+    key = await new_key(warehouse_url)
+    nc = await nats.connect(fresh_nats_url)
+    with serve(settings(reader_url, fresh_nats_url)) as base:
+        url = base.replace("http://", "ws://") + f"/v1/ws?api_key={key}&subjects=cryptoflow.alerts.%3E"
+        async with connect(url) as ws:
+            assert json.loads(await ws.recv()) == {"subscribed": ["cryptoflow.alerts.>"]}
+            await nc.publish("cryptoflow.alerts.stale", b'{"rule": "stale"}')
+            assert json.loads(await ws.recv()) == {"subject": "cryptoflow.alerts.stale", "data": {"rule": "stale"}}
+        async with httpx.AsyncClient(base_url=base) as client:
+            refused = await client.get("/v1/series", params={"api_key": "cfk_wrong"})
+            assert refused.status_code == 401
+    await nc.close()
