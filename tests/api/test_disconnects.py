@@ -52,3 +52,28 @@ async def test_clients_leaving_mid_stream_do_not_exhaust_the_pool(
             assert await copies() == 0
         finally:
             await admin.close()
+
+
+async def test_ready_while_every_pooled_connection_is_streaming(
+    warehouse_url: str, reader_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    # Busy is not unready: a probe that waited for a pooled connection would take a saturated
+    # replica out of service exactly when it is needed.
+    await generate_candles(warehouse_url, tmp_path, 300_000)
+    key = await new_key(warehouse_url)
+    params = {"symbol": "GEN/USDT", "format": "csv"}
+    with serve(settings(reader_url, nats_url, pool_size=POOL, chunk_bytes=64 * 1024)) as base:
+        async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+            streams = [client.stream("GET", "/v1/ohlcv", params=params) for _ in range(POOL)]
+            responses = [await stream.__aenter__() for stream in streams]
+            try:
+                for response in responses:
+                    assert response.status_code == 200
+                    async for _chunk in response.aiter_bytes():
+                        break  # started, then not read: each holds its pooled connection
+                ready = await client.get("/readyz")
+                assert ready.status_code == 200, ready.text
+                assert ready.json()["checks"] == {"database": True, "nats": True}
+            finally:
+                for stream in streams:
+                    await stream.__aexit__(None, None, None)

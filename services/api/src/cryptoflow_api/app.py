@@ -138,6 +138,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             yield
         finally:
             await relay.stop()
+            await app.state.api.close()
             await pool.close()
 
     app = FastAPIOffline(

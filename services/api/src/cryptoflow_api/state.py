@@ -25,6 +25,26 @@ class ApiState:
     relay: LiveRelay
     shapes: dict[str, Shape] = field(default_factory=dict)
     _describing: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _probe: asyncpg.Connection | None = None
+
+    async def database_answers(self) -> bool:
+        """Whether PostgreSQL answers, on a connection of the probe's own: with every pooled
+        connection streaming a response, the API is busy, not unready, and must stay in service."""
+        try:
+            async with asyncio.timeout(2.0):
+                if self._probe is None or self._probe.is_closed():
+                    self._probe = await asyncpg.connect(self.settings.database_url)
+                return await self._probe.fetchval("SELECT true") is True
+        except Exception:
+            if self._probe is not None:
+                self._probe.terminate()
+                self._probe = None
+            return False
+
+    async def close(self) -> None:
+        if self._probe is not None:
+            await self._probe.close()
+            self._probe = None
 
     async def shape(self, resource: Resource) -> Shape:
         """The resource's columns, read from the database the first time it is asked for (the API

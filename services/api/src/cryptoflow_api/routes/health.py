@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.responses import JSONResponse, Response
@@ -22,13 +20,7 @@ def router() -> APIRouter:
     @routes.get("/readyz", summary="Ready: PostgreSQL answers and the live relay is connected to NATS")
     async def readyz(request: Request) -> JSONResponse:
         state = api_state(request)
-        database = False
-        try:
-            async with asyncio.timeout(2.0), state.pool.acquire() as conn:
-                database = await conn.fetchval("SELECT true") is True
-        except Exception:
-            database = False
-        checks = {"database": database, "nats": state.relay.connected}
+        checks = {"database": await state.database_answers(), "nats": state.relay.connected}
         ready = all(checks.values())
         return JSONResponse(
             {"status": "ready" if ready else "not ready", "service": NAME, "checks": checks},
