@@ -36,7 +36,8 @@ RUN --mount=type=cache,target=/root/.cache/uv \
         --package cryptoflow-lake-writer \
         --package cryptoflow-transformer \
         --package cryptoflow-warehouse-loader \
-        --package cryptoflow-exchange-sim
+        --package cryptoflow-exchange-sim \
+        --package cryptoflow-api
 
 
 FROM ${PYTHON_IMAGE} AS runtime

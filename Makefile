@@ -6,7 +6,7 @@ BOOTSTRAP := .bootstrap
 UV := $(BOOTSTRAP)/bin/uv
 SYNCED := .venv/.synced
 
-.PHONY: up test lint typecheck pytest status schemas clean bench asyncapi settings-reference fuzz soak
+.PHONY: up test lint typecheck pytest status schemas clean bench asyncapi openapi settings-reference fuzz soak
 
 $(UV):
 	$(PYTHON) -m venv $(BOOTSTRAP)
@@ -52,6 +52,10 @@ soak: $(SYNCED)
 # The AsyncAPI document of every subject; `make asyncapi ARGS=--check` verifies it is current.
 asyncapi: $(SYNCED)
 	$(UV) run --no-sync python -m cryptoflow_cli.asyncapi $(ARGS)
+
+# docs/openapi.json: the read API's OpenAPI document; `make openapi ARGS=--check` verifies it is current.
+openapi: $(SYNCED)
+	$(UV) run --no-sync python -m cryptoflow_cli.openapi $(ARGS)
 
 # docs/settings.md: every service's environment variables; `make settings-reference ARGS=--check`.
 settings-reference: $(SYNCED)

@@ -40,6 +40,7 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "extractor-scale": run_script("extractor_scale.py"),
     "stream": run_script("stream.py"),
     "archive": run_script("archive.py"),
+    "api": run_script("api.py"),
 }
 
 

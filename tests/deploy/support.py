@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 import yaml
+from cryptoflow_api import ApiSettings
 from cryptoflow_cli.stages import stages
 from cryptoflow_runtime import DatabaseSettings, LakeSettings, StageSpec
 from cryptoflow_warehouse_loader.migrations import migrate
@@ -109,6 +110,9 @@ class ServiceInfo:
 # stage added there and missing from a deployment fails here, naming it.
 SERVICES = {spec.name: ServiceInfo.of(spec) for spec in stages()}
 SERVICE_BY_COMMAND = {info.command: info for info in SERVICES.values()}
+# The read API: deployed beside the stages (compose, the chart, Prometheus), not a stage itself.
+API = ServiceInfo("api", "cryptoflow-api", "API", ApiSettings, lake=False, database=True)
+API_MODULE = "cryptoflow_api.main"
 # Read by botocore, not by the settings classes: allowed wherever the lake is used.
 AWS_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_SESSION_TOKEN"}
 # Read by asyncpg when DATABASE_URL carries no password.
@@ -297,7 +301,7 @@ SAMPLE_SUFFIXES = {
 
 
 def declared_metrics() -> dict[str, frozenset[str]]:
-    """Sample name -> label names of every metric the stages' processes declare.
+    """Sample name -> label names of every metric the stages' processes (and the API's) declare.
 
     Each stage's `python -m` module is imported (as its process does at start) and the default
     registry read. A labelled metric is declared with its labels before it has any sample, so this
@@ -306,6 +310,7 @@ def declared_metrics() -> dict[str, frozenset[str]]:
     """
     for spec in stages():
         importlib.import_module(spec.module)
+    importlib.import_module(API_MODULE)  # the read API's process, deployed beside the stages
     declared: dict[str, frozenset[str]] = {}
     for collector in list(REGISTRY._collector_to_names):
         if not isinstance(collector, MetricWrapperBase):

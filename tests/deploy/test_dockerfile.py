@@ -28,6 +28,7 @@ IMAGE_COMMANDS = {
     "cryptoflow-transformer",
     "cryptoflow-warehouse-loader",
     "cryptoflow-exchange-sim",
+    "cryptoflow-api",
 }
 # `python -m` modules the image has: of cryptoflow-runtime, a dependency of every service.
 IMAGE_MODULES = {"cryptoflow_runtime.streams"}

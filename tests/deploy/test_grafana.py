@@ -321,3 +321,23 @@ async def resolve_variables(conn: asyncpg.Connection) -> dict[str, str]:
         assert rows, f"variable {variable['name']} has no values"
         values[variable["name"]] = str(rows[0][0])
     return values
+
+
+def test_pipeline_health_api_row_charts_the_api() -> None:
+    # Requests (with their refusals by status), time to headers, rows served, live clients and drops;
+    # each a metric the API declares, counters as per-second rates.
+    charted = {
+        "cryptoflow_api_requests_total",
+        "cryptoflow_api_request_seconds_bucket",
+        "cryptoflow_api_rows_total",
+        "cryptoflow_api_live_clients",
+        "cryptoflow_api_live_dropped_total",
+    }
+    assert charted <= set(declared_metrics())
+    panels = row_panels(dashboards()["pipeline-health.json"], "API")
+    exprs = [t["expr"] for p in panels for t in p["targets"]]
+    queried = set().union(*(metric_names(e) for e in exprs))
+    assert charted <= queried, f"not charted: {sorted(charted - queried)}"
+    for expr in exprs:
+        counters = {name for name in metric_names(expr) if name.endswith("_total")}
+        assert all(f"rate({name}[$__rate_interval])" in expr for name in counters), expr

@@ -207,6 +207,19 @@ async def live(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> A
                     return "cryptoflow_messages_failed_total{" in await scrape_or_empty(procs["lake-writer"].http_port)
 
                 await pipe.wait_for("the undecodable message to be counted", failure_counted, timeout=30)
+                # The read API beside them (without keys here: its metrics are the point), after a read.
+                procs["api"] = pipe.start("api", env={"API_AUTH_REQUIRED": "false"})
+                api_url = f"http://127.0.0.1:{procs['api'].http_port}"
+
+                async def api_served() -> bool:
+                    try:
+                        async with aiohttp.ClientSession() as session:
+                            async with session.get(f"{api_url}/v1/ohlcv?limit=5") as response:
+                                return response.status == 200 and len(await response.read()) > 0
+                    except aiohttp.ClientError:
+                        return False
+
+                await pipe.wait_for("the API to serve candles", api_served, timeout=60)
                 metrics = {name: await scrape(proc.http_port) for name, proc in procs.items()}
                 yield Live(pipe, procs, metrics)
             finally:

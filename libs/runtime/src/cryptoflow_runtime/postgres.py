@@ -24,12 +24,28 @@ RETRYABLE_CONNECT_ERRORS = (
 )
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 4, wait_s: float = 60.0) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 4,
+    wait_s: float = 60.0,
+    command_timeout: float | None = 120.0,
+    server_settings: dict[str, str] | None = None,
+) -> asyncpg.Pool:
+    """`command_timeout` None: no limit (a streamed read lasts as long as its client reads);
+    `server_settings`: session settings of every connection (e.g. TimeZone)."""
     deadline = time.monotonic() + wait_s
     delay = 0.2
     while True:
         try:
-            pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=120)
+            pool = await asyncpg.create_pool(
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                command_timeout=command_timeout,
+                server_settings=server_settings,
+            )
             assert pool is not None
             return pool
         except RETRYABLE_CONNECT_ERRORS as exc:

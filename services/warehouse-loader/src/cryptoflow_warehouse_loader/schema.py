@@ -208,3 +208,19 @@ asset_registry = Table(
     Column("note", Text),
     PrimaryKeyConstraint("source", "asset_id", name="asset_registry_pkey"),
 )
+
+# The read API's keys (revision 0013): only the SHA-256 digest of a key is stored.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", BigInteger, Identity(always=True), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("key_prefix", Text, nullable=False),
+    Column("key_sha256", Text, nullable=False),
+    Column("rate_per_s", Float, nullable=False, server_default=text("20")),
+    Column("burst", Integer, nullable=False, server_default=text("100")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("revoked_at", DateTime(timezone=True)),
+    UniqueConstraint("key_sha256", name="api_keys_key_sha256_key"),
+    Index("api_keys_name_idx", "name"),
+)

@@ -131,10 +131,27 @@ def build_parser() -> argparse.ArgumentParser:
     asyncapi.add_argument("--check", action="store_true", help="fail when the committed document is stale")
     asyncapi.add_argument("--output", help="where to write it")
 
+    openapi = sub.add_parser("openapi", help="write (or --check) docs/openapi.json, the read API's document")
+    openapi.add_argument("--check", action="store_true", help="fail when the committed document is stale")
+    openapi.add_argument("--output", help="where to write it")
+
     warehouse = sub.add_parser("warehouse", help="warehouse schema")
     warehouse_sub = warehouse.add_subparsers(dest="warehouse_command", required=True)
     migrate = warehouse_sub.add_parser("migrate", help="apply pending migrations (reads DATABASE_URL)")
     migrate.add_argument("--database-url", help="default: $DATABASE_URL, else the running stack's")
+
+    api_key = sub.add_parser("api-key", help="keys of the read API (stored hashed; admin database URL)")
+    api_key_sub = api_key.add_subparsers(dest="api_key_command", required=True)
+    key_create = api_key_sub.add_parser("create", help="make a key; its last output line is the key (shown once)")
+    key_create.add_argument("name", help="who or what the key is for")
+    key_create.add_argument("--rate", type=float, default=20.0, help="requests per second (default 20)")
+    key_create.add_argument("--burst", type=int, default=100, help="requests at once above the rate (default 100)")
+    key_revoke = api_key_sub.add_parser("revoke", help="revoke the active keys of a name, or the key of a prefix")
+    key_revoke.add_argument("name", help="a key's name, or its listed prefix (cfk_…)")
+    key_list = api_key_sub.add_parser("list", help="every key: name, prefix, rate, created, revoked")
+    key_list.add_argument("--json", action="store_true", help="machine-readable output")
+    for key_parser in (key_create, key_revoke, key_list):
+        key_parser.add_argument("--database-url", help="default: $DATABASE_URL, else the running stack's")
 
     runs = sub.add_parser("runs", help="run history of the services (service_runs), or the latest batches")
     runs.add_argument("--database-url", help="default: $DATABASE_URL, else the running stack's")
@@ -192,6 +209,11 @@ def main(argv: list[str] | None = None) -> None:
 
         forwarded = (["--check"] if args.check else []) + (["--output", args.output] if args.output else [])
         sys.exit(asyncapi_main(forwarded))
+    if args.command == "openapi":
+        from .openapi import main as openapi_main
+
+        forwarded = (["--check"] if args.check else []) + (["--output", args.output] if args.output else [])
+        sys.exit(openapi_main(forwarded))
     if args.command in ("replay", "rebuild"):
         from .replay import run_rebuild, run_replay
         from .stackfile import stack_env
@@ -231,6 +253,22 @@ def main(argv: list[str] | None = None) -> None:
         from .warehouse import main as warehouse_main
 
         warehouse_main(database_url(args.database_url, home))
+    if args.command == "api-key":
+        from . import api_keys
+        from .warehouse import database_url
+
+        if args.api_key_command == "create" and (args.rate <= 0 or args.burst < 1):
+            parser.error("--rate must be positive and --burst at least 1")
+        sys.exit(
+            api_keys.main(
+                database_url(args.database_url, home),
+                args.api_key_command,
+                getattr(args, "name", None),
+                getattr(args, "rate", 20.0),
+                getattr(args, "burst", 100),
+                getattr(args, "json", False),
+            )
+        )
     if args.command == "runs":
         from . import runs as run_history
         from .warehouse import database_url

@@ -24,6 +24,8 @@ class StackInfo(BaseModel):
     reader_database_url: str | None = None
     # CA certificate of the servers' TLS certificates (`cryptoflow up --tls`).
     tls_ca: str | None = None
+    # The read API (services/api): http://127.0.0.1:<port>; keys from `cryptoflow api-key create`.
+    api_url: str | None = None
 
 
 def default_home() -> Path:

@@ -19,8 +19,9 @@ PACKAGES: tuple[str, ...] = (
     "cryptoflow_transformer",
     "cryptoflow_warehouse_loader",
 )
-# Tools that run beside the stages in a local stack (no StageSpec: they are not part of the pipeline).
-TOOL_MODULES: dict[str, str] = {"exchange-sim": "cryptoflow_exchange_sim.main"}
+# Tools that run beside the stages in a local stack (no StageSpec: they are not part of the pipeline):
+# the simulator, and the read API (it reads the warehouse and the public subjects, consumes nothing).
+TOOL_MODULES: dict[str, str] = {"exchange-sim": "cryptoflow_exchange_sim.main", "api": "cryptoflow_api.main"}
 
 _registered: list[StageSpec] = []
 

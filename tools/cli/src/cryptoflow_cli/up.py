@@ -26,6 +26,7 @@ from cryptoflow_contracts import Dataset
 from cryptoflow_exchange_sim import EXCHANGES as SIMULATED_EXCHANGES
 from cryptoflow_extractor import DatasetsSpec
 
+from .access import CONSUMER
 from .lockdown import StackSecurity
 from .nats_cluster import replication_env
 from .processes import ServiceProcess
@@ -330,6 +331,22 @@ async def run_up(options: UpOptions) -> int:
             children.append(proc)
             await proc.start()
             services[proc.name] = {"pid": proc.pid, "metrics_url": f"http://127.0.0.1:{port}/metrics"}
+        # The read API, with the read-only identities: the reader login (the owner's URL when
+        # DATABASE_URL points elsewhere) and NATS' consumer, which may only subscribe.
+        api_port = free_port()
+        reader_url = security.stack_fields(nodes, postgres)["reader_database_url"] or database_url
+        api_env = {
+            "NATS_URL": shared_env["NATS_URL"],
+            **security.nats_env(CONSUMER),
+            "DATABASE_URL": reader_url,
+            "API_HTTP_PORT": str(api_port),
+        }
+        api = ServiceProcess("api", [], api_env)
+        children.append(api)
+        await api.start()
+        api_url = f"http://127.0.0.1:{api_port}"
+        services[api.name] = {"pid": api.pid, "metrics_url": f"{api_url}/metrics"}
+        print(f"api              | {api_url} (keys: cryptoflow api-key create NAME)", flush=True)
         for proc in children[1 if sim_url else 0 :]:
             health = str(services[proc.name]["metrics_url"]).replace("/metrics", "/healthz")
             await wait_healthy(health, proc, options.ready_timeout_s)
@@ -342,6 +359,7 @@ async def run_up(options: UpOptions) -> int:
             exchange_sim_url=sim_url,
             s3_endpoint_url=os.environ.get("S3_ENDPOINT_URL"),
             services=services,
+            api_url=api_url,
         )
         path = write_stack(home, info)
         print(f"cryptoflow up    | all services running; endpoints in {path}; Ctrl-C stops", flush=True)
