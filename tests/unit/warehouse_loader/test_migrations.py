@@ -21,7 +21,7 @@ from cryptoflow_warehouse_loader.migrations import (
     migrate,
 )
 
-ALL_REVISIONS = ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010", "0011", "0012"]
+ALL_REVISIONS = ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010", "0011", "0012", "0013"]
 
 
 async def views(url: str) -> set[str]:
