@@ -1,0 +1,279 @@
+"""Trades and aggTrades archives against the simulator's data.binance.vision tree, with real JetStream KV.
+
+The simulator's archive files are built from the trades its REST side serves, so every test
+compares what the extractor published — parsed again from its bronze, as the transformer parses
+it — with the simulator's own trades: the trade ids, times, prices, amounts and sides.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import nats
+import pytest
+from cryptoflow_exchange_sim import RandomWalkMarket, TradeWindow
+from cryptoflow_exchange_sim.archives import ArchiveFaults
+from cryptoflow_exchange_sim.binance import agg_trades_body, aggregate
+from cryptoflow_exchange_sim.server import Simulator
+from cryptoflow_extractor.archive import ArchiveFetcher, ArchiveReport
+from cryptoflow_extractor.checkpoints import CheckpointStore
+from cryptoflow_extractor.trade_archive import AggTradesArchive, TradeArchiveJob, TradeKind, TradesArchiveThenRest
+from cryptoflow_extractor.trades_by_id import TradesByIdJob
+from cryptoflow_runtime import ensure_kv
+from cryptoflow_transformer.native import payload_from_native
+
+from .conftest import Recorder, make_session
+
+SYMBOL = "BTC/USDT"
+
+
+def ms(text: str) -> int:
+    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
+
+
+# Three days of trades (~75k a day), then 20 minutes of the fourth: the archive's daily files
+# are the first three, REST serves the rest.
+START = ms("2024-03-01T00:00:00")
+NOW = ms("2024-03-04T00:20:00")
+DAYS = [f"BTCUSDT-trades-2024-03-0{day}.zip" for day in (1, 2, 3)]
+
+
+@dataclass
+class Tree:
+    url: str
+    simulator: Simulator
+    walk: RandomWalkMarket
+    faults: ArchiveFaults
+
+
+@pytest.fixture
+async def tree() -> AsyncIterator[Tree]:
+    walk = RandomWalkMarket([SYMBOL], seed=5, start_ms=START)
+    faults = ArchiveFaults()
+    simulator = Simulator(walk, clock=lambda: NOW, exchanges=["binance"], archive_faults=faults)
+    url = await simulator.start()
+    try:
+        yield Tree(url, simulator, walk, faults)
+    finally:
+        await simulator.stop()
+
+
+_buckets = itertools.count()
+NewStore = Callable[[], Awaitable[CheckpointStore]]
+
+
+@pytest.fixture
+async def fresh_checkpoints(fresh_nats_url: str) -> AsyncIterator[NewStore]:
+    nc = await nats.connect(fresh_nats_url)
+
+    async def new_store() -> CheckpointStore:
+        return CheckpointStore(await ensure_kv(nc.jetstream(), f"trade_archive_{next(_buckets)}"))
+
+    try:
+        yield new_store
+    finally:
+        await nc.close()
+
+
+async def archive_run(
+    url: str, checkpoints: CheckpointStore, kind: TradeKind = "trades", start_ms: int = START
+) -> tuple[Recorder, TradeArchiveJob]:
+    recorder = Recorder()
+    session = make_session(url, recorder, "binance")
+    async with aiohttp.ClientSession() as http:
+        try:
+            await session.exchange.load_markets()
+            job = TradeArchiveJob(
+                session=session,
+                fetcher=ArchiveFetcher(url, http),
+                checkpoints=checkpoints,
+                symbol=SYMBOL,
+                kind=kind,
+                start_ms=start_ms,
+                end_ms=NOW,
+                report=ArchiveReport(),
+                part_bytes=1_000_000,
+            )
+            await job.run()
+        finally:
+            await session.exchange.close()
+    return recorder, job
+
+
+def parsed(recorder: Recorder) -> list[dict[str, Any]]:
+    """The pages' records as the transformer parses them from their bronze."""
+    return [row for snapshot in recorder.snapshots for row in payload_from_native(snapshot.model_dump(mode="json"))]
+
+
+def as_trades(records: list[dict[str, Any]]) -> list[tuple[str, int, float, float, str, str | None]]:
+    return [
+        (str(r["id"]), int(r["timestamp"]), float(r["price"]), float(r["amount"]), r["side"], r.get("maker_side"))
+        for r in records
+    ]
+
+
+def truth(walk: RandomWalkMarket, start_ms: int, end_ms: int) -> list[tuple[str, int, float, float, str, str | None]]:
+    """The simulator's trades of [start, end) as its REST side serves them."""
+    trades = walk.trades("BTCUSDT", TradeWindow(start_ms=start_ms, end_ms=end_ms - 1, limit=10**9), NOW)
+    return [
+        (
+            str(t.id),
+            t.time_ms,
+            float(t.price),
+            float(t.qty),
+            "sell" if t.is_buyer_maker else "buy",
+            "buy" if t.is_buyer_maker else "sell",
+        )
+        for t in trades
+    ]
+
+
+async def test_trades_archive_pages_are_the_simulators_trades(tree: Tree, fresh_checkpoints: NewStore) -> None:
+    start = ms("2024-03-03T00:00:00")  # one day: the last file
+    checkpoints = await fresh_checkpoints()
+    recorder, job = await archive_run(tree.url, checkpoints, start_ms=start)
+    assert job.report.outcomes == {DAYS[2]: "loaded"}
+    assert as_trades(parsed(recorder)) == truth(tree.walk, start, ms("2024-03-04T00:00:00"))
+    assert all(s.native[0].method == "archiveTrades" and s.payload is None for s in recorder.snapshots)
+    assert job.last_id == int(truth(tree.walk, start, ms("2024-03-04T00:00:00"))[-1][0])
+    # Idempotent: a rerun skips the file unread; a rerun from scratch publishes the same pages.
+    again, rerun = await archive_run(tree.url, checkpoints, start_ms=start)
+    assert not again.snapshots and rerun.report.outcomes == {DAYS[2]: "skipped"} and rerun.last_id == job.last_id
+    fresh, _ = await archive_run(tree.url, await fresh_checkpoints(), start_ms=start)
+    assert [s.event_id for s in fresh.snapshots] == [s.event_id for s in recorder.snapshots]
+
+
+@pytest.mark.parametrize("variant", ["microseconds", "header"])
+async def test_trades_microsecond_and_header_files_give_the_same_trades(
+    tree: Tree, fresh_checkpoints: NewStore, variant: str
+) -> None:
+    start = ms("2024-03-03T00:00:00")
+    plain, _ = await archive_run(tree.url, await fresh_checkpoints(), start_ms=start)
+    tree.faults.add(variant, "BTCUSDT-trades-*")
+    varied, job = await archive_run(tree.url, await fresh_checkpoints(), start_ms=start)
+    assert job.report.outcomes == {DAYS[2]: "loaded"}
+    assert parsed(varied) == parsed(plain)
+    # The bronze is the file as it came (µs times, or the header row), not normalized.
+    body = varied.snapshots[0].native[0].responses[0].body
+    assert body != plain.snapshots[0].native[0].responses[0].body
+    assert body.startswith("id,price") if variant == "header" else str(parsed(plain)[0]["timestamp"] * 1000) in body
+
+
+async def test_a_corrupted_trades_checksum_is_dead_lettered_and_never_loaded(
+    tree: Tree, fresh_checkpoints: NewStore
+) -> None:
+    start = ms("2024-03-02T00:00:00")
+    tree.faults.add("bad_checksum", DAYS[1])
+    checkpoints = await fresh_checkpoints()
+    recorder, job = await archive_run(tree.url, checkpoints, start_ms=start)
+    assert job.report.outcomes == {DAYS[1]: "corrupt", DAYS[2]: "loaded"}
+    assert as_trades(parsed(recorder)) == truth(tree.walk, ms("2024-03-03T00:00:00"), ms("2024-03-04T00:00:00"))
+    (letter,) = recorder.dead_letters
+    assert letter.error_type == "ChecksumMismatch" and letter.dataset.value == "trades"
+    assert letter.details["file"] == DAYS[1]
+    expected, actual = letter.details["expected_sha256"], letter.details["actual_sha256"]
+    assert len(expected) == len(actual) == 64 and expected != actual
+    # Not checkpointed: the next run (the file fixed) loads it.
+    tree.faults.patterns.clear()
+    again, job = await archive_run(tree.url, checkpoints, start_ms=start)
+    assert job.report.outcomes == {DAYS[1]: "loaded", DAYS[2]: "skipped"}
+    assert as_trades(parsed(again)) == truth(tree.walk, start, ms("2024-03-03T00:00:00"))
+
+
+async def test_a_missing_trades_day_is_recorded(tree: Tree, fresh_checkpoints: NewStore) -> None:
+    tree.faults.add("missing", DAYS[1])
+    recorder, job = await archive_run(tree.url, await fresh_checkpoints())
+    assert job.report.outcomes == {DAYS[0]: "loaded", DAYS[1]: "missing", DAYS[2]: "loaded"}
+    assert job.missing_days == [(ms("2024-03-02T00:00:00"), ms("2024-03-03T00:00:00"))]
+    (gap,) = recorder.gaps
+    assert (gap.kind, gap.dataset.value, gap.start_ts, gap.end_ts) == (
+        "archive_missing",
+        "trades",
+        ms("2024-03-02T00:00:00"),
+        ms("2024-03-03T00:00:00") - 1,
+    )
+    got = {t[0] for t in as_trades(parsed(recorder))}
+    assert not got & {t[0] for t in truth(tree.walk, ms("2024-03-02T00:00:00"), ms("2024-03-03T00:00:00"))}
+
+
+async def test_trades_archive_then_rest_by_id_join_with_no_gap_and_no_duplicate(
+    tree: Tree, fresh_checkpoints: NewStore
+) -> None:
+    since = ms("2024-03-03T06:00:00")  # inside the last archived day
+    checkpoints = await fresh_checkpoints()
+    recorder = Recorder()
+    session = make_session(tree.url, recorder, "binance")
+    try:
+        await session.exchange.load_markets()
+        rest = TradesByIdJob(session, SYMBOL, since, 1000, checkpoints)
+        job = TradesArchiveThenRest(rest, tree.url, now_ms=lambda: NOW)
+        published = await job.catch_up()
+        assert job.report.outcomes == {DAYS[2]: "loaded"}
+        archived = [s for s in recorder.snapshots if s.payload is None]
+        polled = [s for s in recorder.snapshots if s.payload is not None]
+        assert archived and polled  # both sources: the archive's day, then REST's 20 minutes
+        got = as_trades(parsed(recorder))
+        assert got == truth(tree.walk, since, NOW)  # in order, each once: no gap, no overlap
+        assert published == len(got)
+        # REST began right after the last archived trade (by id), and a restart resumes there.
+        assert polled[0].request["fromId"] == int(parsed(Recorder(snapshots=archived))[-1]["id"]) + 1
+        restarted = TradesArchiveThenRest(TradesByIdJob(session, SYMBOL, since, 1000, checkpoints), tree.url)
+        restarted.now_ms = lambda: NOW
+        before = len(recorder.snapshots)
+        assert await restarted.catch_up() == 0 and len(recorder.snapshots) == before
+        # It went through the archives from its checkpoint on: past the last file, none to read.
+        assert restarted.report.outcomes == {}
+    finally:
+        await session.exchange.close()
+
+
+async def test_agg_trades_archive_equals_the_simulators_aggregation(tree: Tree, fresh_checkpoints: NewStore) -> None:
+    start = ms("2024-03-03T00:00:00")
+    checkpoints = await fresh_checkpoints()
+    recorder = Recorder()
+    session = make_session(tree.url, recorder, "binance")
+    try:
+        await session.exchange.load_markets()
+        job = AggTradesArchive(session, checkpoints, SYMBOL, start, tree.url, now_ms=lambda: NOW)
+        loaded = await job.catch_up()
+        assert job.report.outcomes == {"BTCUSDT-aggTrades-2024-03-03.zip": "loaded"}
+        pages = len(recorder.snapshots)
+        # The next poll: the file is skipped unread, nothing is published again.
+        assert await job.catch_up() == 0 and len(recorder.snapshots) == pages
+        assert job.report.outcomes == {"BTCUSDT-aggTrades-2024-03-03.zip": "skipped"}
+    finally:
+        await session.exchange.close()
+    trades = tree.walk.trades(
+        "BTCUSDT", TradeWindow(start_ms=start, end_ms=ms("2024-03-04T00:00:00") - 1, limit=10**9), NOW
+    )
+    expected = [
+        (
+            str(a["a"]),
+            a["T"],
+            float(str(a["p"])),
+            float(str(a["q"])),
+            str(a["f"]),
+            str(a["l"]),
+            "sell" if a["m"] else "buy",
+        )
+        for a in agg_trades_body(aggregate(trades))
+    ]
+    got = [
+        (
+            r["agg_id"],
+            r["timestamp"],
+            float(r["price"]),
+            float(r["amount"]),
+            r["first_trade_id"],
+            r["last_trade_id"],
+            r["side"],
+        )
+        for r in parsed(recorder)
+    ]
+    assert got == expected and loaded == len(expected)
+    assert all(s.dataset.value == "agg_trades" and s.native[0].method == "archiveAggTrades" for s in recorder.snapshots)
