@@ -67,6 +67,7 @@ class TradesByIdJob:
                 self.symbol,
                 UnifiedCall("fetchTrades", (self.symbol, None, self.page_limit, params)),
                 validate_trades,
+                endpoint="historicalTrades",
             )
             rows = sorted(
                 (row for row in trades_of(page) if row.trade.id.isdigit() and int(row.trade.id) >= from_id),
