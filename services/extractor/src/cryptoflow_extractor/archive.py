@@ -64,6 +64,7 @@ from cryptoflow_native.archives import (
 
 from .checkpoints import CheckpointStore
 from .gaps import holes
+from .jobs import ARCHIVED_EXCHANGES as ARCHIVED_EXCHANGES  # declared with the jobs file's checks
 from .metrics import ARCHIVE_FILES, CANDLES_PUBLISHED, KNOWN_GAPS
 from .ohlcv import OhlcvJob
 from .session import ExchangeSession
@@ -71,7 +72,6 @@ from .session import ExchangeSession
 log = logging.getLogger(__name__)
 
 ARCHIVE_SOURCE = "binance-archive"
-ARCHIVED_EXCHANGES = ("binance", "binanceusdm", "binancecoinm")
 DEFAULT_ARCHIVE_URL = "https://data.binance.vision"
 # CSV per RAW page (its only content: no payload beside it), well under NATS's 1 MiB message limit.
 PART_BYTES = 512_000

@@ -155,6 +155,19 @@ class DatasetSpec(_Spec):
         raise NotImplementedError(f"{cls.__name__} cannot be configured from the environment")
 
 
+ArchiveMarket = Literal["spot", "futures/um", "futures/cm"]
+ARCHIVED_EXCHANGES = ("binance", "binanceusdm", "binancecoinm")
+
+
+def _archive_problems(exchange_id: str, mode: Mode) -> list[str]:
+    problems = []
+    if exchange_id not in ARCHIVED_EXCHANGES:
+        problems.append(f"source binance-archive: exchange {exchange_id!r} has no Binance bulk archives")
+    if mode != "poll":
+        problems.append("source binance-archive: the archives are read once, then REST polls (mode: poll)")
+    return problems
+
+
 class OhlcvSpec(DatasetSpec):
     ccxt_method = "fetchOHLCV"
     watch_method = "watchOHLCV"
@@ -174,7 +187,7 @@ class OhlcvSpec(DatasetSpec):
     archive_url: str | None = Field(
         default=None, description="archive host (default: the exchange's URL when set, else data.binance.vision)"
     )
-    archive_market: Literal["spot", "futures/um", "futures/cm"] = Field(default="spot", description="archive tree")
+    archive_market: ArchiveMarket = Field(default="spot", description="archive tree")
 
     _timeframes = field_validator("timeframes")(check_timeframes)
 
@@ -183,10 +196,7 @@ class OhlcvSpec(DatasetSpec):
     def unsupported_by(self, exchange_id: str) -> list[str]:
         problems = super().unsupported_by(exchange_id)
         if self.source == "binance-archive":
-            if exchange_id not in ("binance", "binanceusdm", "binancecoinm"):
-                problems.append(f"source binance-archive: exchange {exchange_id!r} has no Binance bulk archives")
-            if self.mode != "poll":
-                problems.append("source binance-archive: the archives are read once, then REST polls (mode: poll)")
+            problems += _archive_problems(exchange_id, self.mode)
         offered = capabilities(exchange_id).timeframes
         for timeframe in self.timeframes:
             if offered and timeframe not in offered:
@@ -232,19 +242,6 @@ class OrderBookSpec(DatasetSpec):
     @classmethod
     def from_env(cls, env: EnvJobs) -> Self:
         return cls(depth=env.orderbook_depth, poll_interval_s=env.poll_interval_s, mode=env.mode)
-
-
-ArchiveMarket = Literal["spot", "futures/um", "futures/cm"]
-ARCHIVED_EXCHANGES = ("binance", "binanceusdm", "binancecoinm")
-
-
-def _archive_problems(exchange_id: str, mode: Mode) -> list[str]:
-    problems = []
-    if exchange_id not in ARCHIVED_EXCHANGES:
-        problems.append(f"source binance-archive: exchange {exchange_id!r} has no Binance bulk archives")
-    if mode != "poll":
-        problems.append("source binance-archive: the archives are read once, then REST polls (mode: poll)")
-    return problems
 
 
 class TradesSpec(DatasetSpec):

@@ -39,11 +39,13 @@ class TradesByIdJob:
     since_ms: int | None
     page_limit: int
     checkpoints: CheckpointStore
+    until_ms: int | None = None  # a backfill's end (inclusive): no trade after it is published
+    checkpoint_prefix: str = ""  # a backfill's own checkpoints (`backfill.<from>.<to>.`)
 
     @property
     def key(self) -> str:
         # The trades job's key: one trades checkpoint per exchange·symbol, whichever way it pages.
-        return checkpoint_key(self.session.exchange_id, self.symbol, Dataset.TRADES, None)
+        return self.checkpoint_prefix + checkpoint_key(self.session.exchange_id, self.symbol, Dataset.TRADES, None)
 
     @property
     def name(self) -> str:
@@ -73,6 +75,9 @@ class TradesByIdJob:
                 (row for row in trades_of(page) if row.trade.id.isdigit() and int(row.trade.id) >= from_id),
                 key=lambda row: int(row.trade.id),
             )
+            past_end = self.until_ms is not None and any(row.trade.timestamp > self.until_ms for row in rows)
+            if self.until_ms is not None:
+                rows = [row for row in rows if row.trade.timestamp <= self.until_ms]
             if not rows:
                 break
             snapshot = RawSnapshot(
@@ -101,7 +106,7 @@ class TradesByIdJob:
             FRESHNESS_LAG.labels(self.session.exchange_id, self.symbol, "trades", "").set(
                 max(0.0, (now_ms() - last.timestamp) / 1000)
             )
-            if len(page.parsed) < self.page_limit:
+            if len(page.parsed) < self.page_limit or past_end:
                 break
         return published
 
