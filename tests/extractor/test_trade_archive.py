@@ -192,22 +192,6 @@ async def test_a_corrupted_trades_checksum_is_dead_lettered_and_never_loaded(
     assert as_trades(parsed(again)) == truth(tree.walk, start, ms("2024-03-03T00:00:00"))
 
 
-async def test_a_missing_trades_day_is_recorded(tree: Tree, fresh_checkpoints: NewStore) -> None:
-    tree.faults.add("missing", DAYS[1])
-    recorder, job = await archive_run(tree.url, await fresh_checkpoints())
-    assert job.report.outcomes == {DAYS[0]: "loaded", DAYS[1]: "missing", DAYS[2]: "loaded"}
-    assert job.missing_days == [(ms("2024-03-02T00:00:00"), ms("2024-03-03T00:00:00"))]
-    (gap,) = recorder.gaps
-    assert (gap.kind, gap.dataset.value, gap.start_ts, gap.end_ts) == (
-        "archive_missing",
-        "trades",
-        ms("2024-03-02T00:00:00"),
-        ms("2024-03-03T00:00:00") - 1,
-    )
-    got = {t[0] for t in as_trades(parsed(recorder))}
-    assert not got & {t[0] for t in truth(tree.walk, ms("2024-03-02T00:00:00"), ms("2024-03-03T00:00:00"))}
-
-
 async def test_trades_archive_then_rest_by_id_join_with_no_gap_and_no_duplicate(
     tree: Tree, fresh_checkpoints: NewStore
 ) -> None:
@@ -347,3 +331,49 @@ async def test_backfill_of_trades_reads_the_archives_then_rest_by_id_to_the_end_
     # Resumed: the files are skipped and REST has nothing after its checkpoint.
     again = await run_trade_backfill(load_settings(ExtractorSettings), request, io.StringIO(), ArchiveReport())
     assert again == 0
+
+
+async def test_a_missing_trades_day_is_read_by_rest_between_the_archived_days(
+    tree: Tree, fresh_checkpoints: NewStore
+) -> None:
+    """The day the archive lacks is recorded, and its trades come by REST by trade id (from the
+    last archived trade before it to its end), so archive, fill, archive and tail join exactly."""
+    tree.faults.add("missing", DAYS[1])
+    since = ms("2024-03-01T23:00:00")
+    recorder = Recorder()
+    session = make_session(tree.url, recorder, "binance")
+    try:
+        await session.exchange.load_markets()
+        job = TradesArchiveThenRest(
+            TradesByIdJob(session, SYMBOL, since, 1000, await fresh_checkpoints()), tree.url, now_ms=lambda: NOW
+        )
+        await job.catch_up()
+    finally:
+        await session.exchange.close()
+    assert job.report.outcomes == {DAYS[0]: "loaded", DAYS[1]: "missing", DAYS[2]: "loaded"}
+    (gap,) = recorder.gaps
+    assert (gap.kind, gap.dataset.value, gap.start_ts, gap.end_ts) == (
+        "archive_missing",
+        "trades",
+        ms("2024-03-02T00:00:00"),
+        ms("2024-03-03T00:00:00") - 1,
+    )
+    # Published files first, then the day's fill, then the tail: each trade once, none missing.
+    got = sorted(as_trades(parsed(recorder)), key=lambda t: (t[1], int(t[0])))
+    assert got == truth(tree.walk, since, NOW)
+
+
+async def test_a_replaced_trades_file_is_loaded_again_as_a_new_version_and_reported(
+    tree: Tree, fresh_checkpoints: NewStore
+) -> None:
+    start = ms("2024-03-03T00:00:00")
+    checkpoints = await fresh_checkpoints()
+    first, _ = await archive_run(tree.url, checkpoints, start_ms=start)
+    tree.faults.add("replace", DAYS[2])
+    second, job = await archive_run(tree.url, checkpoints, start_ms=start)
+    assert job.report.outcomes == {DAYS[2]: "replaced"} and "->" in job.report.details[DAYS[2]]
+    # Other values (the amounts restated), hence other pages: the warehouse updates the trades.
+    assert {s.event_id for s in second.snapshots}.isdisjoint(s.event_id for s in first.snapshots)
+    before, after = parsed(first), parsed(second)
+    assert [r["id"] for r in after] == [r["id"] for r in before]
+    assert all(float(b["amount"]) + 1 == pytest.approx(float(a["amount"])) for a, b in zip(after, before, strict=True))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -95,6 +95,9 @@ class TradeArchiveJob:
     last_id: int | None = None
     last_ts: int | None = None
     records: int = 0
+    # Per file loaded now or before: where it ends, its last record's id and time (a missing
+    # day's REST fill starts after the last record before it).
+    file_ends: list[tuple[int, int, int]] = field(default_factory=list)
 
     @property
     def dataset(self) -> Dataset:
@@ -169,9 +172,17 @@ class TradeArchiveJob:
             self.on_file()
         return outcome
 
-    def _advance(self, last_id: int | None, last_ts: int | None) -> None:
-        if last_id is not None and (self.last_id is None or last_id > self.last_id):
+    def _advance(self, file: ArchiveFile, last_id: int | None, last_ts: int | None) -> None:
+        if last_id is None or last_ts is None:
+            return
+        self.file_ends.append((file.end_ms, last_id, last_ts))
+        if self.last_id is None or last_id > self.last_id:
             self.last_id, self.last_ts = last_id, last_ts
+
+    def last_before(self, ms: int) -> tuple[int, int] | None:
+        """The id and time of the last record loaded from a file that ends at or before `ms`."""
+        before = [(end, last_id, last_ts) for end, last_id, last_ts in self.file_ends if end <= ms]
+        return max(before)[1:] if before else None
 
     async def _load(self, file: ArchiveFile) -> FileOutcome:
         checksum = await self.fetcher.get(file.path + ".CHECKSUM")
@@ -182,7 +193,7 @@ class TradeArchiveJob:
         key = self.checkpoint_key(file)
         state = await self.checkpoints.state(key)
         if state is not None and state.get("sha256") == expected:
-            self._advance(state.get("last_id"), state.get("last_ts"))
+            self._advance(file, state.get("last_id"), state.get("last_ts"))
             return "skipped"
         content = await self.fetcher.get(file.path)
         if content is None:
@@ -210,7 +221,7 @@ class TradeArchiveJob:
                 **({"replaced_sha256": state["sha256"]} if state is not None else {}),
             },
         )
-        self._advance(last_id, last_ts)
+        self._advance(file, last_id, last_ts)
         self.records += len(ids)
         if state is not None:
             self.report.details[file.name] = f"sha256 {state.get('sha256')} -> {digest}"
@@ -310,6 +321,25 @@ class TradeArchiveJob:
         )
 
 
+async def fill_missing_days(job: TradeArchiveJob, rest: TradesByIdJob) -> int:
+    """The trades of the days the archive lacks, by REST by trade id: from the last archived trade
+    before each day to the day's end, with checkpoints of the fill's own (as the kline archives'
+    missing days are read by REST). Returns the trades published."""
+    published = 0
+    for start, end in job.missing_days:
+        fill = replace(rest, until_ms=end - 1, checkpoint_prefix=f"{rest.checkpoint_prefix}archive_fill.{start}.{end}.")
+        before = job.last_before(start)
+        known = await fill.last_id()
+        if before is not None and (known is None or before[0] > known):
+            await fill.checkpoints.put_state(
+                fill.key, {"last_id": before[0], "last_ts": before[1], "ids_at_last_ts": [str(before[0])]}
+            )
+        elif before is None and known is None:
+            fill = replace(fill, since_ms=start)  # no file before the day: its first trade by time
+        published += await fill.catch_up()
+    return published
+
+
 @dataclass
 class TradesArchiveThenRest:
     """A trades job with `source: binance-archive`: on its first catch-up, the `trades` archives
@@ -352,13 +382,14 @@ class TradesArchiveThenRest:
                 report=self.report,
             )
             await job.run()
+        filled = await fill_missing_days(job, rest)
         known = state.get("last_id")
         if job.last_id is not None and (known is None or job.last_id > int(known)):
             # REST goes on after the last archived trade: ids are consecutive, so no gap, no overlap.
             await rest.checkpoints.put_state(
                 rest.key, {"last_id": job.last_id, "last_ts": job.last_ts, "ids_at_last_ts": [str(job.last_id)]}
             )
-        return job.records
+        return job.records + filled
 
 
 @dataclass

@@ -24,7 +24,7 @@ from .checkpoints import CheckpointStore
 from .config import ExtractorSettings
 from .profiles import profile
 from .publishing import command_connection
-from .trade_archive import TradeArchiveJob, TradeKind
+from .trade_archive import TradeArchiveJob, TradeKind, fill_missing_days
 from .trades_by_id import TradesByIdJob
 
 KINDS: dict[str, TradeKind] = {Dataset.TRADES.value: "trades", Dataset.AGG_TRADES.value: "aggTrades"}
@@ -94,7 +94,8 @@ async def run_trade_backfill(
 async def _rest_tail(
     job: TradeArchiveJob, request: BackfillRequest, checkpoints: CheckpointStore, page_limit: int
 ) -> int:
-    """REST by trade id from the last archived trade to the range's end."""
+    """The days the archive lacks, then the rest of the range, by REST by trade id from the last
+    archived trade to the range's end."""
     rest = TradesByIdJob(
         job.session,
         job.symbol,
@@ -104,9 +105,10 @@ async def _rest_tail(
         until_ms=request.end_ms,
         checkpoint_prefix=request.checkpoint_prefix,
     )
+    filled = await fill_missing_days(job, rest)
     known = await rest.last_id()
     if job.last_id is not None and (known is None or job.last_id > known):
         await checkpoints.put_state(
             rest.key, {"last_id": job.last_id, "last_ts": job.last_ts, "ids_at_last_ts": [str(job.last_id)]}
         )
-    return await rest.catch_up()
+    return filled + await rest.catch_up()
