@@ -200,7 +200,7 @@ class TradeArchiveJob:
             return "missing"
         try:
             digest = verify_checksum(file.name, content, checksum_text)
-            ids, times = await self._publish(file, digest, csv_member(content))
+            published = await self._publish(file, digest, csv_member(content))
         except ChecksumMismatch as exc:
             await self._dead_letter(file, exc, {"expected_sha256": exc.expected, "actual_sha256": exc.actual})
             self.report.details[file.name] = str(exc)
@@ -209,12 +209,12 @@ class TradeArchiveJob:
             await self._dead_letter(file, exc, {})
             self.report.details[file.name] = str(exc)
             return "corrupt"
-        last_id, last_ts = (ids[-1], times[-1]) if ids else (None, None)
+        count, last_id, last_ts = published
         await self.checkpoints.put_state(
             key,
             {
                 "sha256": digest,
-                "records": len(ids),
+                "records": count,
                 "last_id": last_id,
                 "last_ts": last_ts,
                 "loaded_at": datetime.now(UTC).isoformat(),
@@ -222,7 +222,7 @@ class TradeArchiveJob:
             },
         )
         self._advance(file, last_id, last_ts)
-        self.records += len(ids)
+        self.records += count
         if state is not None:
             self.report.details[file.name] = f"sha256 {state.get('sha256')} -> {digest}"
             log.warning(
@@ -232,16 +232,14 @@ class TradeArchiveJob:
             return "replaced"
         return "loaded"
 
-    async def _publish(self, file: ArchiveFile, digest: str, csv: bytes) -> tuple[list[int], list[int]]:
+    async def _publish(self, file: ArchiveFile, digest: str, csv: bytes) -> tuple[int, int | None, int | None]:
         """Every part of the CSV with records in the range as a RAW page (no payload: the part is
-        the bronze); returns the ids and times (ms) of the records published."""
-        frame = _FRAMES[self.kind](csv)
-        all_ids: list[int] = frame[_ID_COLUMN[self.kind]].to_list()
-        all_times: list[int] = frame["time"].to_list()
+        the bronze); returns how many records were published, and the last one's id and time (ms).
+        The file's ids and times stay in Polars: a busy market's day is millions of trades."""
+        frame = _FRAMES[self.kind](csv).select(pl.col(_ID_COLUMN[self.kind]).alias("id"), "time")
         parts = split_lines(csv, self.part_bytes)
         lo, hi = max(file.start_ms, self.start_ms), min(file.end_ms, self.end_ms) - 1
-        ids: list[int] = []
-        times: list[int] = []
+        count, last_id, last_ts = 0, None, None
         fetched_at = datetime.now(UTC)
         offset, row = 0, 0
         pending: list[Awaitable[None]] = []
@@ -250,11 +248,12 @@ class TradeArchiveJob:
             lines = part.count(b"\n") + (0 if part.endswith(b"\n") else 1)
             if index == 0 and has_header(part):
                 lines -= 1
-            inside = [(i, ts) for i, ts in zip(all_ids[row : row + lines], all_times[row : row + lines], strict=True)]
-            inside = [(i, ts) for i, ts in inside if lo <= ts <= hi]
+            inside = frame.slice(row, lines).filter(pl.col("time").is_between(lo, hi))
             row += lines
-            if not inside:
+            if inside.is_empty():
                 continue
+            first_ts, page_last_ts = inside["time"].min(), inside["time"].max()
+            assert isinstance(first_ts, int) and isinstance(page_last_ts, int)
             snapshot = RawSnapshot(
                 schema_version=2,
                 native=[self._native(file, digest, part, index, len(parts), start)],
@@ -264,22 +263,22 @@ class TradeArchiveJob:
                 fetched_at=fetched_at,
                 request={"source": ARCHIVE_SOURCE, "file": file.name, "sha256": digest, "part": index},
                 payload=None,
-                first_ts=min(ts for _, ts in inside),
-                last_ts=max(ts for _, ts in inside),
+                first_ts=first_ts,
+                last_ts=page_last_ts,
                 final=True,
             )
             pending.append(self.session.publisher.snapshot(snapshot))
-            ids += [i for i, _ in inside]
-            times += [ts for _, ts in inside]
+            count += inside.height
+            last_id, last_ts = inside["id"][-1], inside["time"][-1]
         # All of a file's pages in flight together; its checkpoint only after every one is acked.
         await asyncio.gather(*pending)
         if self.kind == "trades":
-            TRADES_PUBLISHED.labels(self.session.exchange_id, self.symbol).inc(len(ids))
+            TRADES_PUBLISHED.labels(self.session.exchange_id, self.symbol).inc(count)
         log.info(
             "archive file loaded",
-            extra={"job": self.name, "file": file.name, "records": len(ids), "pages": len(pending)},
+            extra={"job": self.name, "file": file.name, "records": count, "pages": len(pending)},
         )
-        return ids, times
+        return count, last_id, last_ts
 
     def _native(self, file: ArchiveFile, digest: str, part: bytes, index: int, parts: int, start: int) -> NativeCall:
         return NativeCall(
