@@ -208,3 +208,12 @@ def test_trade_archive_jobs_load_and_their_mistakes_are_named(tmp_path: Path) ->
         path.write_text(text)
         with pytest.raises(JobsConfigError, match=named):
             load_jobs(path)
+
+
+def test_agg_trades_from_env_read_the_archives_from_since(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXTRACTOR_DATASETS", "agg_trades")
+    monkeypatch.setenv("EXTRACTOR_SYMBOLS", "BTC/USDT")
+    monkeypatch.setenv("EXTRACTOR_SINCE", "2024-02-01T00:00:00Z")
+    spec = ExtractorSettings().jobs().exchanges["binance"].datasets.agg_trades
+    assert spec is not None and spec.source == "binance-archive"
+    assert spec.since.isoformat() == "2024-02-01T00:00:00+00:00"

@@ -297,6 +297,11 @@ class AggTradesSpec(DatasetSpec):
     def unsupported_by(self, exchange_id: str) -> list[str]:
         return super().unsupported_by(exchange_id) + _archive_problems(exchange_id, self.mode)
 
+    @classmethod
+    def from_env(cls, env: EnvJobs) -> Self:
+        # EXTRACTOR_DATASETS=agg_trades: the archives from EXTRACTOR_SINCE (their only source).
+        return cls(source="binance-archive", since=env.since, mode=env.mode)
+
 
 class DatasetsSpec(_Spec):
     """The `datasets:` block: one optional field per dataset, named by its `Dataset` value."""
