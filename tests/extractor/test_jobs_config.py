@@ -177,3 +177,43 @@ def test_aggregators_alone_are_a_valid_jobs_file_and_no_source_at_all_is_not(tmp
     path.write_text("aggregators:\n  coingecko: {api_key: secret}\n")
     with pytest.raises(JobsConfigError, match="api_key"):
         load_jobs(path)  # keys come from the environment, never from this file
+
+
+ARCHIVE_TRADES = """
+exchanges:
+  binance:
+    symbols: [BTC/USDT]
+    datasets:
+      trades: {source: binance-archive, since: 2024-01-01T00:00:00Z}
+      agg_trades: {source: binance-archive, since: 2024-01-01T00:00:00Z, archive_market: futures/um}
+"""
+
+
+def test_trade_archive_jobs_load_and_their_mistakes_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.yaml"
+    path.write_text(ARCHIVE_TRADES)
+    datasets = load_jobs(path).exchanges["binance"].datasets
+    assert datasets.enabled() == [Dataset.TRADES, Dataset.AGG_TRADES]
+    assert datasets.trades is not None and datasets.trades.source == "binance-archive"
+    assert datasets.agg_trades is not None and datasets.agg_trades.archive_market == "futures/um"
+    for text, named in [
+        # The archives start somewhere: `since` is required with them.
+        (ARCHIVE_TRADES.replace("{source: binance-archive, since: 2024-01-01T00:00:00Z}", "{source: binance-archive}"),
+         "`since` is required"),
+        # aggTrades come from the archives only.
+        (ARCHIVE_TRADES.replace("agg_trades: {source: binance-archive", "agg_trades: {source: rest"), "agg_trades"),
+        # Only Binance publishes bulk archives.
+        (ARCHIVE_TRADES.replace("binance:", "bybit:"), "has no Binance bulk archives"),
+    ]:  # fmt: skip
+        path.write_text(text)
+        with pytest.raises(JobsConfigError, match=named):
+            load_jobs(path)
+
+
+def test_agg_trades_from_env_read_the_archives_from_since(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXTRACTOR_DATASETS", "agg_trades")
+    monkeypatch.setenv("EXTRACTOR_SYMBOLS", "BTC/USDT")
+    monkeypatch.setenv("EXTRACTOR_SINCE", "2024-02-01T00:00:00Z")
+    spec = ExtractorSettings().jobs().exchanges["binance"].datasets.agg_trades
+    assert spec is not None and spec.source == "binance-archive"
+    assert spec.since.isoformat() == "2024-02-01T00:00:00+00:00"

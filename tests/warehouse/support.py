@@ -35,6 +35,7 @@ DATASET = {
     "indicators": Dataset.OHLCV,
     "market_snapshots": Dataset.MARKET_SNAPSHOT,
     "aggregator_prices": Dataset.AGGREGATOR_PRICE,
+    "agg_trades": Dataset.AGG_TRADES,
 }
 # Per table: a value column an update changes, and a column value no warehouse table accepts.
 UPDATE_COLUMN = {
@@ -45,6 +46,7 @@ UPDATE_COLUMN = {
     "indicators": "macd",
     "market_snapshots": "price_usd",
     "aggregator_prices": "price_usd",
+    "agg_trades": "amount",
 }
 VIOLATION = {
     "ohlcv": ("low", 1e9),  # low above high
@@ -54,6 +56,7 @@ VIOLATION = {
     "indicators": ("rsi_14", 150.0),  # RSI is 0..100
     "market_snapshots": ("price_usd", -1.0),  # not positive
     "aggregator_prices": ("price_usd", 0.0),  # not positive
+    "agg_trades": ("price", 0.0),  # not positive
 }
 CONSTRAINT = {
     "ohlcv": "ohlcv_high_not_below_low",
@@ -63,6 +66,7 @@ CONSTRAINT = {
     "indicators": "indicators_rsi_range",
     "market_snapshots": "market_snapshots_price_positive",
     "aggregator_prices": "aggregator_prices_price_positive",
+    "agg_trades": "agg_trades_price_positive",
 }
 
 
@@ -136,6 +140,15 @@ def sample(table: str, n: int, *, symbol: str = "BTC/USDT", exchange: str = "bin
             "max_supply": pl.repeat(21_000_000.0, n, eager=True),
             "rank": pl.repeat(1, n, eager=True),
             "pct_change_24h": i.cast(pl.Float64) / 100,
+        },
+        "agg_trades": {
+            "agg_id": "a" + i.cast(pl.String),
+            "price": price,
+            "amount": price / 1000,
+            "first_trade_id": "t" + (i * 3).cast(pl.String),
+            "last_trade_id": "t" + (i * 3 + 2).cast(pl.String),
+            "side": pl.repeat("sell", n, eager=True),
+            "maker_side": pl.repeat("buy", n, eager=True),
         },
         "aggregator_prices": {
             "price_usd": price,

@@ -12,7 +12,15 @@ from cryptoflow_extractor.checkpoints import CheckpointStore
 from cryptoflow_extractor.config import ExtractorSettings
 from cryptoflow_extractor.datasets import JOB_FACTORIES, JobContext, scheduled_jobs
 from cryptoflow_extractor.exchanges import create_exchange
-from cryptoflow_extractor.jobs import DatasetsSpec, OhlcvSpec, OrderBookSpec, TickerSpec, TradesSpec, check_exchange
+from cryptoflow_extractor.jobs import (
+    AggTradesSpec,
+    DatasetsSpec,
+    OhlcvSpec,
+    OrderBookSpec,
+    TickerSpec,
+    TradesSpec,
+    check_exchange,
+)
 from cryptoflow_extractor.profiles import PROFILES, SPOT_PUBLIC, ExchangeProfile, generic_profile, profile
 from cryptoflow_extractor.session import ExchangeSession
 
@@ -68,7 +76,13 @@ def test_every_dataset_block_has_a_job_factory_and_the_reverse() -> None:
     fields = set(DatasetsSpec.model_fields)
     assert fields <= {d.value for d in Dataset}, "a DatasetsSpec field is named by its Dataset value"
     assert {d.value for d in JOB_FACTORIES} == fields
-    assert [DatasetsSpec.spec_type(d) for d in JOB_FACTORIES] == [OhlcvSpec, TickerSpec, OrderBookSpec, TradesSpec]
+    assert [DatasetsSpec.spec_type(d) for d in JOB_FACTORIES] == [
+        OhlcvSpec,
+        TickerSpec,
+        OrderBookSpec,
+        TradesSpec,
+        AggTradesSpec,
+    ]
 
 
 def test_datasets_from_the_environment_read_each_spec_from_the_settings() -> None:

@@ -21,6 +21,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         "indicators",
         "market_snapshots",
         "aggregator_prices",
+        "agg_trades",
     ]
     assert settings.migrate is True
 

@@ -16,6 +16,7 @@ class Dataset(RegisteredName):
     TRADES: ClassVar[Dataset]
     MARKET_SNAPSHOT: ClassVar[Dataset]
     AGGREGATOR_PRICE: ClassVar[Dataset]
+    AGG_TRADES: ClassVar[Dataset]
 
 
 Dataset.OHLCV = Dataset.register("ohlcv")
@@ -28,6 +29,9 @@ Dataset.MARKET_SNAPSHOT = Dataset.register("market_snapshot")
 # An aggregator's price history of one coin (CoinGecko's market_chart/range, CoinPaprika's
 # historical tickers): price, market cap and 24 h volume per point in time.
 Dataset.AGGREGATOR_PRICE = Dataset.register("aggregator_price")
+# Binance's aggregate trades (consecutive fills of one taker order at one price), from its bulk
+# archives (`aggTrades`): their ids are not trade ids, so they are not rows of `trades`.
+Dataset.AGG_TRADES = Dataset.register("agg_trades")
 
 
 # Milliseconds per candle for the timeframes ccxt exchanges share; a timeframe

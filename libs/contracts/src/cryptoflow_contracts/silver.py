@@ -146,11 +146,25 @@ AGGREGATOR_PRICES = SilverTable(
     key=("exchange", "symbol", "ts"),
     not_null=frozenset({"price_usd"}),
 )  # fmt: skip
+AGG_TRADES = SilverTable(
+    "agg_trades",
+    (
+        # Binance's aggregate trade: the fills of one taker order at one price and time, trades
+        # first_trade_id..last_trade_id (ids of the `trades` table's rows). Sides as trades'.
+        ("exchange", T), ("symbol", T), ("agg_id", T), ("ts", TS),
+        ("price", F), ("amount", F), ("first_trade_id", T), ("last_trade_id", T),
+        ("side", T), ("maker_side", T),
+        ("source_event_id", T),
+    ),
+    key=("exchange", "symbol", "agg_id"),
+    defaults={"maker_side": None},
+    not_null=frozenset({"price", "amount"}),
+)  # fmt: skip
 
 # The registry of silver tables: a new dataset's table is added with `register_table`.
 TABLES: dict[str, SilverTable] = {
     table.name: table
-    for table in (OHLCV, TICKERS, ORDER_BOOKS, TRADES, INDICATORS, MARKET_SNAPSHOTS, AGGREGATOR_PRICES)
+    for table in (OHLCV, TICKERS, ORDER_BOOKS, TRADES, INDICATORS, MARKET_SNAPSHOTS, AGGREGATOR_PRICES, AGG_TRADES)
 }
 
 

@@ -23,6 +23,8 @@ from typing import Any
 
 import ccxt
 
+from .keyless import BINANCE_IDS, keyless_historical_trades
+
 
 class ReplayError(Exception):
     """The recorded call cannot be replayed: an unknown exchange or method, or ccxt asked for more
@@ -92,4 +94,7 @@ def _offline_exchange(exchange_id: str, options_key: str) -> _Offline:
     cls = getattr(ccxt, exchange_id, None)
     if exchange_id not in ccxt.exchanges or cls is None:
         raise ReplayError(f"unknown exchange {exchange_id!r}")
-    return _Offline(cls({"enableRateLimit": False, "options": json.loads(options_key)}))
+    exchange = cls({"enableRateLimit": False, "options": json.loads(options_key)})
+    if exchange_id in BINANCE_IDS:
+        keyless_historical_trades(exchange)  # replays a trades-by-id page (trades_by_id: decision 0056)
+    return _Offline(exchange)

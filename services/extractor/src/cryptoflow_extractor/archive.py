@@ -64,6 +64,7 @@ from cryptoflow_native.archives import (
 
 from .checkpoints import CheckpointStore
 from .gaps import holes
+from .jobs import ARCHIVED_EXCHANGES as ARCHIVED_EXCHANGES  # declared with the jobs file's checks
 from .metrics import ARCHIVE_FILES, CANDLES_PUBLISHED, KNOWN_GAPS
 from .ohlcv import OhlcvJob
 from .session import ExchangeSession
@@ -71,7 +72,6 @@ from .session import ExchangeSession
 log = logging.getLogger(__name__)
 
 ARCHIVE_SOURCE = "binance-archive"
-ARCHIVED_EXCHANGES = ("binance", "binanceusdm", "binancecoinm")
 DEFAULT_ARCHIVE_URL = "https://data.binance.vision"
 # CSV per RAW page (its only content: no payload beside it), well under NATS's 1 MiB message limit.
 PART_BYTES = 512_000
@@ -79,6 +79,7 @@ DAY_MS = 86_400_000
 FETCH_ATTEMPTS = 4
 
 Period = Literal["monthly", "daily"]
+ArchiveKind = Literal["klines", "trades", "aggTrades"]
 _ZIP_NAME = re.compile(r"^([A-Z0-9]+)-(\w+?)-(\d{4})-(\d{2})(?:-(\d{2}))?\.zip$")
 _LIST_KEY = re.compile(r"<Key>([^<]+)</Key>")
 DEFAULT_LIST_URL = "https://s3-ap-northeast-1.amazonaws.com/data.binance.vision"
@@ -98,14 +99,17 @@ def _next_month(ms: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class ArchiveFile:
-    """One zip of the tree: `data/spot/<period>/klines/<SYMBOL>/<interval>/<SYMBOL>-<interval>-<label>.zip`."""
+    """One zip of the tree: `data/spot/<period>/klines/<SYMBOL>/<interval>/<SYMBOL>-<interval>-<label>.zip`,
+    or of a trades tree (`kind` trades or aggTrades), which has no interval level and the kind in
+    the name's place of the interval: `data/spot/<period>/trades/<SYMBOL>/<SYMBOL>-trades-<label>.zip`."""
 
     market: str  # spot, futures/um, futures/cm
     period: Period
     symbol_id: str
-    interval: str
+    interval: str  # a trades tree's files: the kind (`trades`, `aggTrades`)
     start_ms: int
     end_ms: int  # exclusive
+    kind: ArchiveKind = "klines"
 
     @property
     def label(self) -> str:
@@ -118,10 +122,12 @@ class ArchiveFile:
 
     @property
     def path(self) -> str:
+        if self.kind != "klines":
+            return f"/data/{self.market}/{self.period}/{self.kind}/{self.symbol_id}/{self.name}"
         return f"/data/{self.market}/{self.period}/klines/{self.symbol_id}/{self.interval}/{self.name}"
 
     @classmethod
-    def parse(cls, market: str, period: Period, name: str) -> ArchiveFile | None:
+    def parse(cls, market: str, period: Period, name: str, kind: ArchiveKind = "klines") -> ArchiveFile | None:
         """The file of a listed zip name (`BTCUSDT-1m-2024-01.zip`), None for anything else."""
         match = _ZIP_NAME.match(name.rsplit("/", 1)[-1])
         if match is None:
@@ -131,12 +137,13 @@ class ArchiveFile:
             return None
         first = datetime(int(year), int(month), int(day or 1), tzinfo=UTC)
         start = int(first.timestamp() * 1000)
-        return cls(market, period, symbol_id, interval, start, start + DAY_MS if day else _next_month(start))
+        end = start + DAY_MS if day else _next_month(start)
+        return cls(market, period, symbol_id, interval, start, end, kind)
 
     def days(self) -> list[ArchiveFile]:
         """A month's daily files."""
         return [
-            ArchiveFile(self.market, "daily", self.symbol_id, self.interval, start, start + DAY_MS)
+            ArchiveFile(self.market, "daily", self.symbol_id, self.interval, start, start + DAY_MS, self.kind)
             for start in range(self.start_ms, self.end_ms, DAY_MS)
         ]
 
@@ -149,15 +156,16 @@ def plan_files(
     end_ms: int,
     monthly: set[str],
     daily: set[str],
+    kind: ArchiveKind = "klines",
 ) -> tuple[list[ArchiveFile], list[tuple[int, int]], int]:
     """The files that cover [start, end) as far as the archive reaches, the days it lacks inside
     its span (missing: for REST), and where it stops (REST goes on there). `monthly` and `daily`
     are the zip names the bucket lists. A month's zip where there is one, else its days' zips.
     The span runs from the first listed file to the end of the last: before it the symbol was not
-    archived (not listed yet), which is no missing day."""
+    archived (not listed yet), which is no missing day. A trades tree's `interval` is its kind."""
     parsed = [
-        *(ArchiveFile.parse(market, "monthly", name) for name in monthly),
-        *(ArchiveFile.parse(market, "daily", name) for name in daily),
+        *(ArchiveFile.parse(market, "monthly", name, kind) for name in monthly),
+        *(ArchiveFile.parse(market, "daily", name, kind) for name in daily),
     ]
     listed = [f for f in parsed if f is not None and f.symbol_id == symbol_id and f.interval == interval]
     if not listed:
@@ -168,7 +176,7 @@ def plan_files(
     missing: list[tuple[int, int]] = []
     cursor = _month_start(first)
     while cursor < last:
-        month = ArchiveFile(market, "monthly", symbol_id, interval, cursor, _next_month(cursor))
+        month = ArchiveFile(market, "monthly", symbol_id, interval, cursor, _next_month(cursor), kind)
         if month.name in monthly:
             files.append(month)
         else:

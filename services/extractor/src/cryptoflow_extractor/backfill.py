@@ -40,6 +40,7 @@ class BackfillRequest:
     source: str = "rest"
     archive_url: str | None = None
     archive_market: str = "spot"
+    dataset: str = "ohlcv"  # trades, agg_trades: from the archives (trade_backfill.py)
 
     @property
     def start_ms(self) -> int:

@@ -18,7 +18,7 @@ from cryptoflow_contracts import Dataset
 
 from .archive import ARCHIVE_SOURCE, DEFAULT_ARCHIVE_URL, ArchiveThenRest
 from .checkpoints import CheckpointStore, checkpoint_key
-from .jobs import DatasetsSpec, OhlcvSpec, OrderBookSpec, TickerSpec, TradesSpec
+from .jobs import AggTradesSpec, DatasetsSpec, OhlcvSpec, OrderBookSpec, TickerSpec, TradesSpec
 from .ohlcv import OhlcvJob
 from .profiles import profile
 from .session import ExchangeSession
@@ -28,7 +28,9 @@ from .stream_candles import CandlesStream
 from .stream_tickers import TickerStream
 from .stream_trades import TradesStream
 from .streaming import StreamJob
+from .trade_archive import AggTradesArchive, TradesArchiveThenRest
 from .trades import TradesJob
+from .trades_by_id import TradesByIdJob
 
 
 class PolledJob(Protocol):
@@ -123,7 +125,11 @@ def trades_jobs(context: JobContext, spec: TradesSpec) -> list[Scheduled]:
     page_limit = min(spec.page_limit, profile(context.session.exchange_id).max_trades_page)
     polled = TradesJob(context.session, context.symbol, since, page_limit, context.checkpoints)
     job: Job = polled
-    if spec.streamed:
+    if spec.source == ARCHIVE_SOURCE:
+        base_url = spec.archive_url or context.session.base_url or DEFAULT_ARCHIVE_URL
+        by_id = TradesByIdJob(context.session, context.symbol, since, page_limit, context.checkpoints)
+        job = TradesArchiveThenRest(by_id, base_url, spec.archive_market)
+    elif spec.streamed:
         job = TradesStream(
             context.session,
             context.symbol,
@@ -136,12 +142,21 @@ def trades_jobs(context: JobContext, spec: TradesSpec) -> list[Scheduled]:
     return [Scheduled(job, spec.poll_interval_s, _key(context, Dataset.TRADES))]
 
 
+def agg_trades_jobs(context: JobContext, spec: AggTradesSpec) -> list[Scheduled]:
+    base_url = spec.archive_url or context.session.base_url or DEFAULT_ARCHIVE_URL
+    job = AggTradesArchive(
+        context.session, context.checkpoints, context.symbol, _ms(spec.since), base_url, spec.archive_market
+    )
+    return [Scheduled(job, spec.poll_interval_s, _key(context, Dataset.AGG_TRADES))]
+
+
 JOB_FACTORIES: Mapping[Dataset, JobFactory] = MappingProxyType(
     {
         Dataset.OHLCV: ohlcv_jobs,
         Dataset.TICKER: ticker_jobs,
         Dataset.ORDERBOOK: orderbook_jobs,
         Dataset.TRADES: trades_jobs,
+        Dataset.AGG_TRADES: agg_trades_jobs,
     }
 )
 

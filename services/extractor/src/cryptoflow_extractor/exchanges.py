@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import ccxt.async_support as ccxt
+from cryptoflow_native.keyless import BINANCE_IDS, keyless_historical_trades
 
 from .native import capture_responses
 from .profiles import profile
@@ -46,6 +47,8 @@ def create_exchange(
     exchange: ccxt.Exchange = cls(config)
     if base_url is not None:
         exchange.urls["api"] = _rehost_tree(exchange.urls["api"], base_url)
+    if facts.ccxt_id in BINANCE_IDS:
+        keyless_historical_trades(exchange)  # the trade archives' REST tail (trades_by_id.py)
     record_http_status(exchange)
     capture_responses(exchange)
     return exchange

@@ -20,7 +20,10 @@ timeframes: [1m], publish_forming: false}`, `ticker: {mode: stream}`.
 
 Binance's candles may come from its bulk archives first (archive.py): `ohlcv: {source:
 binance-archive, since: 2020-01-01T00:00:00Z}` reads the listed monthly and daily zips from `since`
-on, then polls REST from where they stop.
+on, then polls REST from where they stop. Its trades likewise (trade_archive.py): `trades: {source:
+binance-archive, since: ...}` reads the `trades` zips, then REST by trade id from the last archived
+trade; `agg_trades: {source: binance-archive, since: ...}` reads the `aggTrades` zips into
+`agg_trades` as they are published (archives only).
 
 Market-wide data comes from aggregators (aggregators.py), each polled for its top coins:
 
@@ -152,6 +155,19 @@ class DatasetSpec(_Spec):
         raise NotImplementedError(f"{cls.__name__} cannot be configured from the environment")
 
 
+ArchiveMarket = Literal["spot", "futures/um", "futures/cm"]
+ARCHIVED_EXCHANGES = ("binance", "binanceusdm", "binancecoinm")
+
+
+def _archive_problems(exchange_id: str, mode: Mode) -> list[str]:
+    problems = []
+    if exchange_id not in ARCHIVED_EXCHANGES:
+        problems.append(f"source binance-archive: exchange {exchange_id!r} has no Binance bulk archives")
+    if mode != "poll":
+        problems.append("source binance-archive: the archives are read once, then REST polls (mode: poll)")
+    return problems
+
+
 class OhlcvSpec(DatasetSpec):
     ccxt_method = "fetchOHLCV"
     watch_method = "watchOHLCV"
@@ -171,7 +187,7 @@ class OhlcvSpec(DatasetSpec):
     archive_url: str | None = Field(
         default=None, description="archive host (default: the exchange's URL when set, else data.binance.vision)"
     )
-    archive_market: Literal["spot", "futures/um", "futures/cm"] = Field(default="spot", description="archive tree")
+    archive_market: ArchiveMarket = Field(default="spot", description="archive tree")
 
     _timeframes = field_validator("timeframes")(check_timeframes)
 
@@ -180,10 +196,7 @@ class OhlcvSpec(DatasetSpec):
     def unsupported_by(self, exchange_id: str) -> list[str]:
         problems = super().unsupported_by(exchange_id)
         if self.source == "binance-archive":
-            if exchange_id not in ("binance", "binanceusdm", "binancecoinm"):
-                problems.append(f"source binance-archive: exchange {exchange_id!r} has no Binance bulk archives")
-            if self.mode != "poll":
-                problems.append("source binance-archive: the archives are read once, then REST polls (mode: poll)")
+            problems += _archive_problems(exchange_id, self.mode)
         offered = capabilities(exchange_id).timeframes
         for timeframe in self.timeframes:
             if offered and timeframe not in offered:
@@ -237,12 +250,57 @@ class TradesSpec(DatasetSpec):
     since: datetime | None = Field(default=None, description="First trade time; the newest page when unset")
     poll_interval_s: float = Field(default=5.0, gt=0)
     page_limit: int = Field(default=1000, ge=1, le=1000)
+    source: Literal["rest", "binance-archive"] = Field(
+        default="rest",
+        description="binance-archive: Binance's trades archives from `since` (required) as far as they reach, then "
+        "REST by trade id from the last archived trade (poll mode)",
+    )
+    archive_url: str | None = Field(
+        default=None, description="archive host (default: the exchange's URL when set, else data.binance.vision)"
+    )
+    archive_market: ArchiveMarket = Field(default="spot", description="archive tree")
 
     _since_utc = field_validator("since")(_utc)
+
+    @model_validator(mode="after")
+    def _archive_needs_since(self) -> Self:
+        if self.source == "binance-archive" and self.since is None:
+            raise ValueError("source binance-archive: `since` is required (where the archives start)")
+        return self
+
+    def unsupported_by(self, exchange_id: str) -> list[str]:
+        problems = super().unsupported_by(exchange_id)
+        if self.source == "binance-archive":
+            problems += _archive_problems(exchange_id, self.mode)
+        return problems
 
     @classmethod
     def from_env(cls, env: EnvJobs) -> Self:
         return cls(poll_interval_s=env.poll_interval_s, page_limit=env.page_limit, mode=env.mode)
+
+
+class AggTradesSpec(DatasetSpec):
+    """Binance's aggregate trades, from its bulk archives only (decision 0056)."""
+
+    ccxt_method = "fetchTrades"
+    watch_method = "watchTrades"
+    source: Literal["binance-archive"] = Field(description="binance-archive: the `aggTrades` archive files")
+    since: datetime = Field(description="First aggregate time: the archives are read from here")
+    poll_interval_s: float = Field(default=3600.0, gt=0, description="how often newly published files are looked for")
+    archive_url: str | None = Field(
+        default=None, description="archive host (default: the exchange's URL when set, else data.binance.vision)"
+    )
+    archive_market: ArchiveMarket = Field(default="spot", description="archive tree")
+
+    _since_utc = field_validator("since")(_utc)
+
+    def unsupported_by(self, exchange_id: str) -> list[str]:
+        return super().unsupported_by(exchange_id) + _archive_problems(exchange_id, self.mode)
+
+    @classmethod
+    def from_env(cls, env: EnvJobs) -> Self:
+        # EXTRACTOR_DATASETS=agg_trades: the archives from EXTRACTOR_SINCE (their only source).
+        return cls(source="binance-archive", since=env.since, mode=env.mode)
 
 
 class DatasetsSpec(_Spec):
@@ -252,6 +310,7 @@ class DatasetsSpec(_Spec):
     ticker: TickerSpec | None = None
     orderbook: OrderBookSpec | None = None
     trades: TradesSpec | None = None
+    agg_trades: AggTradesSpec | None = None
 
     def configured(self) -> dict[Dataset, DatasetSpec]:
         """The enabled datasets and their specs, in `Dataset` order."""

@@ -3,7 +3,7 @@
     cryptoflow-extractor                          run the extractor service
     cryptoflow-extractor validate-config FILE     check a jobs file and exit
     cryptoflow-extractor backfill --exchange binance --symbols BTC/USDT --timeframe 1m \\
-        --from 2024-01-01 --to 2024-01-31 [--source binance-archive]
+        --from 2024-01-01 --to 2024-01-31 [--source binance-archive] [--dataset trades|agg_trades]
     cryptoflow-extractor ingest PATH_OR_S3_URL --dataset ohlcv|trades --mapping mapping.yaml
 """
 
@@ -44,6 +44,7 @@ def validate_config(path: Path) -> int:
 def backfill(args: argparse.Namespace) -> int:
     from .archive import ArchiveReport
     from .backfill import BackfillRequest, run_backfill
+    from .trade_backfill import run_trade_backfill
 
     try:
         settings = load_settings(ExtractorSettings)
@@ -60,10 +61,14 @@ def backfill(args: argparse.Namespace) -> int:
         source=args.source,
         archive_url=args.archive_url,
         archive_market=args.archive_market,
+        dataset=args.dataset,
     )
     report = ArchiveReport()
     try:
-        done = asyncio.run(run_backfill(settings, request, report=report))
+        if request.dataset == "ohlcv":
+            done = asyncio.run(run_backfill(settings, request, report=report))
+        else:
+            done = asyncio.run(run_trade_backfill(settings, request, report=report))
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -74,7 +79,8 @@ def backfill(args: argparse.Namespace) -> int:
                 print(f"archive files {outcome}: {len(names)}: {', '.join(names)}")
         for name, detail in sorted(report.details.items()):
             print(f"  {name}: {detail}")
-    print(f"backfill done: {done} candle slots covered for {', '.join(request.symbols)}")
+    what = "candle slots covered" if request.dataset == "ohlcv" else f"{request.dataset} published"
+    print(f"backfill done: {done} {what} for {', '.join(request.symbols)}")
     # A corrupt archive was not loaded: the run is not complete until it is retried.
     return 1 if report.names("corrupt") else 0
 
@@ -128,6 +134,12 @@ def main(argv: list[str] | None = None) -> None:
         "--archive-url", help="archive host (default: the exchange URL when set, else https://data.binance.vision)"
     )
     fill.add_argument("--archive-market", default="spot", help="archive tree: spot, futures/um or futures/cm")
+    fill.add_argument(
+        "--dataset",
+        default="ohlcv",
+        choices=["ohlcv", "trades", "agg_trades"],
+        help="ohlcv (default); trades or agg_trades from the archives (--source binance-archive), trades then by REST",
+    )
     put = sub.add_parser("ingest", help="publish a CSV or Parquet file's rows to RAW")
     put.add_argument("path", help="CSV or Parquet file: a local path or s3://bucket/key (S3_ENDPOINT_URL)")
     put.add_argument("--dataset", required=True, choices=["ohlcv", "trades"])

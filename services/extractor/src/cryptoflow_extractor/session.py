@@ -92,11 +92,14 @@ class ExchangeSession:
         symbol: str,
         call: UnifiedCall,
         validate: Callable[[Any], ParsedT],
+        endpoint: str = "",
     ) -> Page[ParsedT]:
         """Call the exchange, check the answer (drift, structure), dead-letter it when bad.
 
         Raises BadPageError after dead-lettering; otherwise the result, its typed view and what
-        the exchange sent for it.
+        the exchange sent for it. `endpoint` names a call whose responses have another shape than
+        the dataset's usual one (Binance's trades by id: `historicalTrades`, not `aggTrades`):
+        its drift is checked against a baseline of its own.
         """
         options = profile(self.exchange_id).load_options
 
@@ -110,7 +113,9 @@ class ExchangeSession:
         if fetched.raw_json is None and fetched.raw_text:
             # ccxt turns a body that is not JSON (cut short, an HTML error page) into empty results.
             await self._dead_letter(dataset, symbol, "response is not valid JSON", "BadResponse", fetched.raw_text)
-        drift = self.drift.check(self.exchange_id, dataset.value, fetched.raw_json)
+        drift = self.drift.check(
+            self.exchange_id, f"{dataset.value}/{endpoint}" if endpoint else dataset.value, fetched.raw_json
+        )
         if drift:
             await self._report_drift(dataset, symbol, drift.appeared, drift.vanished, drift.changed, drift.breaking)
             if drift.breaking:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from cryptoflow_contracts import Dataset
 from cryptoflow_contracts.silver import (
+    AGG_TRADES,
     AGGREGATOR_PRICES,
     MARKET_SNAPSHOTS,
     OHLCV,
@@ -16,6 +17,7 @@ from cryptoflow_contracts.silver import (
     SilverTable,
 )
 
+from .agg_trades import check_agg_trades
 from .aggregator_prices import check_aggregator_prices
 from .market_snapshots import check_market_snapshots
 from .ohlcv import check_ohlcv
@@ -38,4 +40,5 @@ TRANSFORMS: dict[Dataset, DatasetTransform] = {
     Dataset.TRADES: DatasetTransform(TRADES, check_trades),
     Dataset.MARKET_SNAPSHOT: DatasetTransform(MARKET_SNAPSHOTS, check_market_snapshots),
     Dataset.AGGREGATOR_PRICE: DatasetTransform(AGGREGATOR_PRICES, check_aggregator_prices),
+    Dataset.AGG_TRADES: DatasetTransform(AGG_TRADES, check_agg_trades),
 }

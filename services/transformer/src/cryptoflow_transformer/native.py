@@ -33,7 +33,10 @@ records are parsed again from the frames by ccxt pro's own handlers
 A bulk-archive page (`archiveKlines`, `cryptoflow_extractor.archive`) keeps its part of the
 archive's CSV as stored in the zip: its candles are parsed again from those lines
 (`cryptoflow_native.archives.kline_rows`: header row or not, ms or µs, Binance's extras), between
-`first_ts` and `last_ts`.
+`first_ts` and `last_ts`. A trades or aggregate-trades archive page (`archiveTrades`,
+`archiveAggTrades`) likewise: its trades (`cryptoflow_native.trade_archives.trade_records`: the
+records the REST path makes of `/api/v3/historicalTrades`, maker side included) or its aggregates
+(`agg_trade_records`), between `first_ts` and `last_ts`.
 
 An aggregator page (`coingeckoMarkets`, `coinpaprikaTickers`: the extractor's aggregators.py)
 keeps the provider's listing bodies: its coins are read again from them
@@ -78,6 +81,12 @@ from cryptoflow_native import (
 from cryptoflow_native.aggregators import AGGREGATOR_METHODS, HISTORY_METHODS, history_points, market_records
 from cryptoflow_native.archives import ARCHIVE_KLINES_METHOD, kline_rows
 from cryptoflow_native.files import CSV_BODY, FILE_ROWS_METHOD, FORMAT_HEADER, page_records
+from cryptoflow_native.trade_archives import (
+    ARCHIVE_AGG_TRADES_METHOD,
+    ARCHIVE_TRADES_METHOD,
+    agg_trade_records,
+    trade_records,
+)
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +135,8 @@ def payload_from_native(snapshot: dict[str, Any]) -> Any:
         return _payload_from_stream(snapshot)
     if any(call.get("method") == ARCHIVE_KLINES_METHOD for call in snapshot["native"]):
         return _payload_from_archive(snapshot)
+    if any(call.get("method") in _TRADE_ARCHIVE_METHODS for call in snapshot["native"]):
+        return _payload_from_trade_archive(snapshot)
     if any(call.get("method") == FILE_ROWS_METHOD for call in snapshot["native"]):
         return _payload_from_file(snapshot)
     if any(call.get("method") in AGGREGATOR_METHODS for call in snapshot["native"]):
@@ -168,6 +179,25 @@ def _payload_from_archive(snapshot: dict[str, Any]) -> Any:
         for row in kline_rows(response["body"].encode())
     ]
     return [row for row in rows if _within(row[0], first, last)]
+
+
+def _payload_from_trade_archive(snapshot: dict[str, Any]) -> Any:
+    """A trades or aggregate-trades archive page: its part of the CSV, parsed as the extractor
+    parsed it, between `first_ts` and `last_ts`."""
+    first, last = snapshot.get("first_ts"), snapshot.get("last_ts")
+    symbol = snapshot["symbol"]
+    return [
+        record
+        for call in snapshot["native"]
+        for response in call["responses"]
+        for record in _TRADE_ARCHIVE_METHODS[call["method"]](response["body"].encode(), symbol)
+        if _within(record["timestamp"], first, last)
+    ]
+
+
+_TRADE_ARCHIVE_METHODS = MappingProxyType(
+    {ARCHIVE_TRADES_METHOD: trade_records, ARCHIVE_AGG_TRADES_METHOD: agg_trade_records}
+)
 
 
 def _payload_from_file(snapshot: dict[str, Any]) -> Any:

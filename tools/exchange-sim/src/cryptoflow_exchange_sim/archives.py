@@ -1,4 +1,4 @@
-"""Binance's public bulk archives (data.binance.vision), built from the simulated market's candles.
+"""Binance's public bulk archives (data.binance.vision), built from the simulated market's candles and trades.
 
 The tree under `/data/spot/` (and the same under `/data/futures/um/` and `/data/futures/cm/`): `monthly/klines/<SYMBOL>/<interval>/<SYMBOL>-<interval>-YYYY-MM.zip`
 for months that have ended, `daily/klines/<SYMBOL>/<interval>/<SYMBOL>-<interval>-YYYY-MM-DD.zip`
@@ -15,6 +15,14 @@ The traps users meet in the real archives are served on request (`ArchiveFaults`
 pattern): a CHECKSUM that does not match its zip, a header row, timestamps in microseconds (as
 Binance's spot files have from 2025 on), a missing file (404), and a zip replaced after
 publication (different values, a new checksum: `replace`).
+
+Beside `klines`, the `trades` and `aggTrades` trees (no interval level:
+`<period>/trades/<SYMBOL>/<SYMBOL>-trades-YYYY-MM[-DD].zip`), built from the trades the REST side
+serves for the period: a trades CSV has Binance's seven columns (id, price, qty, quoteQty, time,
+isBuyerMaker, isBestMatch), an aggTrades CSV its eight (agg id, price, qty, first and last trade
+id, time, isBuyerMaker, isBestMatch), the trades grouped as `/api/v3/aggTrades` groups them
+(consecutive trades of one time, price and taker side; the aggregate's id is its first trade's).
+The same faults apply, by file name.
 """
 
 from __future__ import annotations
@@ -34,18 +42,27 @@ from xml.sax.saxutils import escape
 
 from aiohttp import web
 
+from cryptoflow_exchange_sim.binance import agg_trades_body, aggregate
 from cryptoflow_exchange_sim.intervals import INTERVALS
-from cryptoflow_exchange_sim.market import Kline, KlineWindow, Market
+from cryptoflow_exchange_sim.market import Kline, KlineWindow, Market, Trade, TradeWindow
 
 ARCHIVE_MARKETS = ("spot", "futures/um", "futures/cm")
 # One route per tree: spot, and the USDⓈ-M and COIN-M futures trees, laid out alike and serving the
 # same market's files (a header row, as most real futures files have, is a `header` fault).
 ARCHIVE_ROUTES = tuple(
     f"/data/{market}/{{period:daily|monthly}}/klines/{{symbol}}/{{interval}}/{{name}}" for market in ARCHIVE_MARKETS
+) + tuple(
+    f"/data/{market}/{{period:daily|monthly}}/{{kind:trades|aggTrades}}/{{symbol}}/{{name}}"
+    for market in ARCHIVE_MARKETS
 )
+TRADE_KINDS = ("trades", "aggTrades")
 _NAME = re.compile(r"^([A-Z0-9]+)-(\w+)-(\d{4})-(\d{2})(?:-(\d{2}))?\.zip(\.CHECKSUM)?$")
 HEADER = (
     "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,taker_buy_quote_volume,ignore"
+)
+TRADES_HEADER = "id,price,qty,quote_qty,time,is_buyer_maker,is_best_match"
+AGG_TRADES_HEADER = (
+    "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker,is_best_match"
 )
 FAULT_KINDS = ("bad_checksum", "header", "microseconds", "missing", "replace")
 _CACHE_FILES = 256
@@ -112,6 +129,34 @@ def kline_csv(klines: list[Kline], header: bool, microseconds: bool) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+def _replaced_trade(trade: Trade) -> Trade:
+    """The values a corrected trades file carries instead: the amount restated."""
+    return trade._replace(qty=f"{Decimal(trade.qty) + Decimal(1):f}")
+
+
+def _flag(value: bool) -> str:
+    return "True" if value else "False"  # as Binance's CSVs write booleans
+
+
+def trades_csv(trades: list[Trade], header: bool, microseconds: bool) -> bytes:
+    scale = 1000 if microseconds else 1
+    lines = [TRADES_HEADER] if header else []
+    lines += [
+        f"{t.id},{t.price},{t.qty},{t.quote_qty},{t.time_ms * scale},{_flag(t.is_buyer_maker)},True" for t in trades
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def agg_trades_csv(trades: list[Trade], header: bool, microseconds: bool) -> bytes:
+    scale = 1000 if microseconds else 1
+    lines = [AGG_TRADES_HEADER] if header else []
+    lines += [
+        f"{a['a']},{a['p']},{a['q']},{a['f']},{a['l']},{int(str(a['T'])) * scale},{_flag(a['m'] is True)},True"
+        for a in agg_trades_body(aggregate(trades))
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
 def zipped(member: str, content: bytes) -> bytes:
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -138,7 +183,7 @@ class ArchiveTree:
         if match is None or self.faults.applies("missing", name.removesuffix(".CHECKSUM")):
             return None
         symbol_id, interval_name, year, month, day, _ = match.groups()
-        interval = INTERVALS.get(interval_name)
+        interval = INTERVALS.get("1m" if interval_name in TRADE_KINDS else interval_name)
         if interval is None or symbol_id not in {listing.symbol_id for listing in self.market.listings()}:
             return None
         period = period_of(int(year), int(month), int(day) if day else None)
@@ -154,17 +199,32 @@ class ArchiveTree:
         if cached is not None:
             self._zips.move_to_end(key)
             return cached
-        window = KlineWindow(start_ms=period.start_ms, end_ms=period.end_ms - 1, limit=10**9)
-        klines = self.market.klines(symbol_id, interval, window, now)
-        if not klines:
+        if interval_name in TRADE_KINDS:
+            csv = self._trades_csv(symbol_id, interval_name, period, now, replaced, header, micro)
+        else:
+            window = KlineWindow(start_ms=period.start_ms, end_ms=period.end_ms - 1, limit=10**9)
+            klines = self.market.klines(symbol_id, interval, window, now)
+            csv = kline_csv([_replaced(k) for k in klines] if replaced else klines, header, micro) if klines else None
+        if csv is None:
             return None
-        if replaced:
-            klines = [_replaced(k) for k in klines]
-        built = zipped(zip_name.removesuffix(".zip") + ".csv", kline_csv(klines, header, micro))
+        built = zipped(zip_name.removesuffix(".zip") + ".csv", csv)
         self._zips[key] = built
         if len(self._zips) > _CACHE_FILES:
             self._zips.popitem(last=False)
         return built
+
+    def _trades_csv(
+        self, symbol_id: str, kind: str, period: Period, now: int, replaced: bool, header: bool, micro: bool
+    ) -> bytes | None:
+        """A period's trades (or aggregate trades) as the REST side serves them, as CSV; None when
+        the period has none."""
+        window = TradeWindow(start_ms=period.start_ms, end_ms=period.end_ms - 1, limit=10**9)
+        trades = self.market.trades(symbol_id, window, now)
+        if not trades:
+            return None
+        if replaced:
+            trades = [_replaced_trade(t) for t in trades]
+        return (trades_csv if kind == "trades" else agg_trades_csv)(trades, header, micro)
 
     def csv_of(self, name: str) -> bytes:
         """The CSV inside the zip of that name, as served now (tests compare bronze with it)."""
@@ -181,16 +241,20 @@ class ArchiveTree:
         return f"{digest}  {zip_name}\n"
 
     def keys(self, prefix: str) -> list[str]:
-        """Every key under a `data/<market>/<period>/klines/<SYMBOL>/<interval>/` prefix, sorted."""
+        """Every key under a `data/<market>/<period>/klines/<SYMBOL>/<interval>/` prefix (or
+        `data/<market>/<period>/<trades|aggTrades>/<SYMBOL>/`), sorted."""
         parts = prefix.strip("/").split("/")
         if parts[:3] in (["data", "futures", "um"], ["data", "futures", "cm"]):
             parts = ["data", "futures", *parts[3:]]  # the futures trees: one level deeper than spot
+        if len(parts) == 5 and parts[3] in TRADE_KINDS:
+            parts = [*parts, parts[3]]  # no interval level: the kind names the files (`BTCUSDT-trades-...`)
         if len(parts) != 6 or parts[:2] not in (["data", "spot"], ["data", "futures"]):
             return []
         if parts[2] not in ("monthly", "daily"):
             return []
         period, symbol_id, interval_name = parts[2], parts[4], parts[5]
-        interval = INTERVALS.get(interval_name)
+        # Trades exist where candles do: the 1m candles bound a trades tree's span.
+        interval = INTERVALS.get("1m" if interval_name in TRADE_KINDS else interval_name)
         if interval is None or symbol_id not in {listing.symbol_id for listing in self.market.listings()}:
             return []
         now = self.clock()
