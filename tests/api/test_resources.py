@@ -254,7 +254,16 @@ async def test_arrow_pages_visit_every_row_once_while_a_writer_loads(
 
 async def seed_every_resource(warehouse_url: str, tmp_path: Path) -> None:
     """A few rows behind every resource: loaded data tables, known gaps, runs, alerts, the marts."""
-    for table in ("ohlcv", "trades", "order_books", "tickers", "indicators", "market_snapshots", "aggregator_prices"):
+    for table in (
+        "ohlcv",
+        "trades",
+        "order_books",
+        "tickers",
+        "indicators",
+        "agg_trades",
+        "market_snapshots",
+        "aggregator_prices",
+    ):
         for symbol in ("BTC/USDT", "ETH/USDT"):
             await load(warehouse_url, tmp_path, table, sample(table, 4, symbol=symbol), f"{table}-{symbol[:3]}")
     conn = await asyncpg.connect(warehouse_url)

@@ -32,7 +32,22 @@ from sqlalchemy.pool import NullPool
 from .support import DATASET, sample
 
 PARTITION = re.compile(r"_\d{6}$")
-REVISIONS = ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010", "0011", "0012", "0013"]
+REVISIONS = [
+    "0001",
+    "0002",
+    "0003",
+    "0004",
+    "0005",
+    "0006",
+    "0007",
+    "0008",
+    "0009",
+    "0010",
+    "0011",
+    "0012",
+    "0013",
+    "0014",
+]
 
 
 def schema_differences(url: str) -> list[object]:

@@ -98,6 +98,12 @@ RESOURCES: dict[str, Resource] = {
         _data("tickers", "Ticker snapshots", (), timeframe=False),
         _data("indicators", "Indicators of candle series (RSI, MACD, Bollinger bands, VWAP)", (), timeframe=True),
         _data(
+            "agg_trades",
+            "Aggregated trades (Binance's aggTrades), one row per exchange·symbol·agg id",
+            ("agg_id",),
+            timeframe=False,
+        ),
+        _data(
             "market_snapshots",
             "Aggregators' coin listings: exchange = the provider, symbol = its coin id (asset_symbol: the ticker)",
             (),

@@ -6,16 +6,16 @@
   aggregates apart), which is why it is not a row of `trades`.
 * its view `agg_trades`: silver's columns, then series_id, batch_id, loaded_at, version.
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 """
 
 from __future__ import annotations
 
 from cryptoflow_warehouse_loader.revisions.ddl import run_sql
 
-revision = "0013"
-down_revision = "0012"
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
