@@ -48,3 +48,24 @@ async def test_up_refuses_an_unknown_aggregator(tmp_path: Path, capsys: pytest.C
     assert await run_up(UpOptions(home=tmp_path / "home", aggregators="coinmarketcap")) == 2
     assert "--aggregators: unknown coinmarketcap (known: coingecko, coinpaprika)" in capsys.readouterr().out
     assert not (tmp_path / "home").exists()
+
+
+def test_up_jobs_are_valid_for_every_dataset_and_take_trades_from_the_archives_when_asked(tmp_path: Path) -> None:
+    """Every dataset by default (an archive-only one, agg_trades, only with --source binance-archive)."""
+    from datetime import UTC, datetime
+
+    from cryptoflow_cli.up import jobs_yaml
+    from cryptoflow_extractor.jobs import load_jobs
+
+    path = tmp_path / "jobs.yaml"
+    since = datetime(2024, 1, 1, tzinfo=UTC)
+    path.write_text(jobs_yaml(UpOptions(home=tmp_path), since, "http://127.0.0.1:9001"))
+    jobs = load_jobs(path)
+    assert all(spec.datasets.agg_trades is None for spec in jobs.exchanges.values())
+    archived = UpOptions(home=tmp_path, source="binance-archive")
+    path.write_text(jobs_yaml(archived, since, "http://127.0.0.1:9001"))
+    binance = load_jobs(path).exchanges["binance"].datasets
+    assert binance.ohlcv is not None and binance.ohlcv.source == "binance-archive"
+    assert binance.trades is not None and binance.trades.source == "binance-archive" and binance.trades.since == since
+    assert binance.agg_trades is not None and binance.agg_trades.since == since
+    assert load_jobs(path).exchanges["bybit"].datasets.trades.source == "rest"  # type: ignore[union-attr]

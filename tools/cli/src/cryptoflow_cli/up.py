@@ -104,6 +104,8 @@ def dataset_blocks(options: UpOptions, since: datetime) -> dict[str, dict[str, o
             fields = DatasetsSpec.spec_type(dataset).model_fields
         except LookupError:
             continue  # a dataset no extractor job produces
+        if "source" in fields and fields["source"].is_required():
+            continue  # a dataset only an archive has (agg_trades): --source binance-archive adds it
         block: dict[str, object] = {"poll_interval_s": options.poll_interval_s, "mode": options.mode}
         if "since" in fields and fields["since"].default is not None:
             block["since"] = since.isoformat()
@@ -131,14 +133,20 @@ def jobs_yaml(options: UpOptions, since: datetime, url: str | None) -> str:
     """The extractor's jobs file for --exchanges × --symbols × --datasets."""
     specs = dataset_blocks(options, since)
     datasets = {d.strip() for d in options.datasets.split(",") if d.strip()} or set(specs)
-    unknown = datasets - specs.keys()
+    unknown = datasets - specs.keys() - {"agg_trades"}
     if unknown:
         raise RuntimeError(f"--datasets: unknown {', '.join(sorted(unknown))} (known: {', '.join(specs)})")
     exchanges: dict[str, object] = {}
     for exchange in options.exchange_ids():
         chosen = {name: dict(spec) for name, spec in specs.items() if name in datasets}
-        if options.source == "binance-archive" and exchange in ARCHIVED_EXCHANGES and "ohlcv" in chosen:
-            chosen["ohlcv"] |= {"source": "binance-archive", "mode": "poll"}
+        if options.source == "binance-archive" and exchange in ARCHIVED_EXCHANGES:
+            # From the archives first: candles and trades (then REST), aggregate trades (archives only).
+            archived = {"source": "binance-archive", "mode": "poll", "since": since.isoformat()}
+            for name in ("ohlcv", "trades"):
+                if name in chosen:
+                    chosen[name] |= archived
+            if not options.datasets or "agg_trades" in datasets:
+                chosen["agg_trades"] = {"poll_interval_s": options.poll_interval_s, **archived}
         block: dict[str, object] = {"symbols": options.symbols.split(","), "datasets": chosen}
         if url is not None:
             block["url"] = url
