@@ -112,8 +112,9 @@ def as_float_levels(levels: Iterable[Any]) -> list[list[float]]:
 
 
 async def test_trades_are_the_markets() -> None:
-    # ccxt pings every 100 ms and gives up on a connection after 200 ms without a pong.
-    async with simulated() as running, bybit_pro(running.base_url, keep_alive_ms=100) as (exchange, frames):
+    # ccxt pings every 200 ms and gives up on a connection after 400 ms without a pong (100 ms, as it
+    # was, dropped the connection on a loaded CI machine, and the trades of the reconnect with it).
+    async with simulated() as running, bybit_pro(running.base_url, keep_alive_ms=200) as (exchange, frames):
         received: list[dict[str, Any]] = []
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline or not received:
@@ -136,7 +137,7 @@ async def test_trades_are_the_markets() -> None:
     assert trade_frame["type"] == "snapshot"
     assert set(trade_frame["data"][0]) == {"T", "s", "S", "v", "p", "i", "BT"}
     pongs = [frame for frame in frames if frame.get("ret_msg") == "pong"]
-    assert len(pongs) >= 10
+    assert len(pongs) >= 5  # 2 s of pings every 200 ms, each answered
     assert all(pong["success"] and pong["op"] == "ping" for pong in pongs)
 
 

@@ -3,6 +3,7 @@ pages, keys, 429 + Retry-After, refusals, and the monthly quota kept across rest
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -138,20 +139,25 @@ async def test_the_monthly_quota_stops_requests_until_the_next_month_and_survive
 
 @pytest.mark.parametrize(("provider", "coin_id"), [("coingecko", "bitcoin"), ("coinpaprika", "btc-bitcoin")])
 async def test_a_price_history_is_kept_hourly_from_since_across_requests_and_resumes_from_its_checkpoint(
-    provider: Provider, coin_id: str, simulator: Simulator, checkpoints: CheckpointStore
+    provider: Provider, coin_id: str, checkpoints: CheckpointStore
 ) -> None:
+    # The provider's clock is ours (the job asks ranges up to its own now), its market a day old.
+    now = int(time.time() * 1000) // HOUR_MS * HOUR_MS + 30_000
+    market = RandomWalkMarket(SYMBOLS, seed=5, start_ms=now - 86_400_000 - 30_000)
+    simulator = Simulator(market, clock=lambda: now, aggregator_key=KEY)
+    await simulator.start()
     recorder = Recorder()
     api = client(provider, simulator, checkpoints)
-    since = NOW_MS - 100 * 86_400_000  # before the market starts: its first hours have no candle
+    since = now - 100 * 86_400_000  # before the market starts: its first hours have no candle
     job = PriceHistoryJob(provider, coin_id, since, api, recorder.publisher(), checkpoints)
     try:
         published = await job.catch_up()
         assert await job.catch_up() == 0  # caught up: the next poll publishes nothing again
     finally:
         await api.close()
-    market = RandomWalkMarket(SYMBOLS, seed=5, start_ms=START_MS)
-    (coin,) = [c for c in coins(market, NOW_MS) if c.coingecko_id == "bitcoin"]
-    expected = coin_history(market, coin, grid(since, NOW_MS, HOUR_MS), NOW_MS)
+        await simulator.stop()
+    (coin,) = [c for c in coins(market, now) if c.coingecko_id == "bitcoin"]
+    expected = coin_history(market, coin, grid(since, now, HOUR_MS), now)
     assert expected and published == len(expected) == 24  # the market's one day, hour by hour
     points = [
         point

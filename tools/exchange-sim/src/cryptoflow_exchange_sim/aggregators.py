@@ -154,10 +154,15 @@ def coin_history(market: Market, coin: Coin, points: list[int], now_ms: int) -> 
         return []
     # The colliding coin is worth a thousandth of the one whose ticker it shares (coins()).
     scale = Decimal(1) / 1000 if coin.name.endswith(" Classic") else Decimal(1)
+    first = market.klines(listing.symbol_id, MINUTE, KlineWindow(0, None, 1), now_ms)
+    if not first:
+        return []
     found = []
     for ts in points:
         if ts > now_ms:
             break
+        if ts - MINUTE_MS < first[0].open_time:
+            continue  # before the market's first candle: no price yet (skipped without a lookup)
         closed = market.klines(listing.symbol_id, MINUTE, KlineWindow(ts - MINUTE_MS, ts - MINUTE_MS, 1), now_ms)
         if not closed or closed[0].close_time >= now_ms:
             continue
