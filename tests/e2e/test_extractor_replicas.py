@@ -22,7 +22,12 @@ EXCHANGES = ("binance", "bybit", "gate")
 SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "ADA/USDT")
 TIMEFRAMES = ("1m", "5m")
 JOBS = len(EXCHANGES) * len(SYMBOLS) * len(TIMEFRAMES)
-LEASE_TTL_S = 4.0
+# A request starts only while its lease has the request timeout (2 s here) and 1 s more left: 3 s
+# separate the last request a lost owner may start from the next owner's first, and a handed-over
+# job's next owner looks for it a lease round (TTL / 5) later. Room for replicas and a simulator
+# starved of CPU by a busy test machine (with a 4 s lease and a 1 s timeout, full suite runs saw one
+# overlapping request in two).
+LEASE_TTL_S = 6.0
 BUCKET = "cryptoflow_extractor_leases"
 
 BLOCK = """  {exchange}:
@@ -85,7 +90,7 @@ async def test_three_replicas_share_the_jobs_and_two_kills_lose_nothing_double_n
     jobs = pipe.workdir / "jobs.yaml"
     write_jobs(jobs, pipe.sim_url)
     pipe.extra_env.update(
-        {"EXTRACTOR_CONFIG": str(jobs), "EXTRACTOR_LEASE_TTL_S": str(LEASE_TTL_S), "EXTRACTOR_TIMEOUT_MS": "1000"}
+        {"EXTRACTOR_CONFIG": str(jobs), "EXTRACTOR_LEASE_TTL_S": str(LEASE_TTL_S), "EXTRACTOR_TIMEOUT_MS": "2000"}
     )
     for name in ("warehouse-loader", "transformer", "lake-writer"):
         pipe.start(name)
