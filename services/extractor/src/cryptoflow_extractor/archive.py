@@ -203,6 +203,60 @@ class ArchiveReport:
         return sorted(name for name, seen in self.outcomes.items() if seen == outcome)
 
 
+def archive_part_call(
+    method: str, args: list[str], file: ArchiveFile, digest: str, part: bytes, index: int, parts: int, start: int
+) -> NativeCall:
+    """A RAW page's bronze: its part of the archive's CSV as one GET response, with the zip's
+    sha256 and the part's place in it (any archive kind: klines, trades, aggTrades)."""
+    return NativeCall(
+        ccxt_version=ccxt.__version__,
+        method=method,
+        args=args,
+        responses=[
+            NativeResponse(
+                method="GET",
+                path=file.path,
+                status=200,
+                headers={
+                    "x-archive-sha256": digest,
+                    "x-archive-part": f"{index + 1}/{parts}",
+                    "x-archive-bytes": f"{start}-{start + len(part)}",
+                },
+                body=part.decode("utf-8", errors="replace"),
+            )
+        ],
+    )
+
+
+async def dead_letter_file(
+    session: ExchangeSession,
+    dataset: Dataset,
+    symbol: str,
+    job: str,
+    file: ArchiveFile,
+    exc: Exception,
+    details: dict[str, str],
+) -> None:
+    """An archive file refused (checksum mismatch, unreadable): a DeadLetter naming it."""
+    log.error("archive file refused", extra={"job": job, "file": file.name, "error": str(exc)})
+    await session.publisher.dead_letter(
+        DeadLetter(
+            stage=Stage.EXTRACTOR,
+            dataset=dataset,
+            reason=str(exc),
+            error_type=type(exc).__name__,
+            payload=file.path,
+            details={
+                "exchange": session.exchange_id,
+                "symbol": symbol,
+                "source": ARCHIVE_SOURCE,
+                "file": file.name,
+                **details,
+            },
+        )
+    )
+
+
 class ArchiveFetcher:
     """GETs against the archive host, retried on network errors and 5xx; None for a 404. The
     bucket listing is on `list_url` (data.binance.vision's S3 bucket; the simulator lists its
@@ -395,11 +449,19 @@ class ArchiveJob:
             csv = csv_member(content)
             timestamps = await self._publish(file, digest, csv)
         except ChecksumMismatch as exc:
-            await self._dead_letter(file, exc, {"expected_sha256": exc.expected, "actual_sha256": exc.actual})
+            await dead_letter_file(
+                self.session,
+                Dataset.OHLCV,
+                self.symbol,
+                self.name,
+                file,
+                exc,
+                {"expected_sha256": exc.expected, "actual_sha256": exc.actual},
+            )
             self.report.details[file.name] = str(exc)
             return "corrupt"
         except ArchiveError as exc:
-            await self._dead_letter(file, exc, {})
+            await dead_letter_file(self.session, Dataset.OHLCV, self.symbol, self.name, file, exc, {})
             self.report.details[file.name] = str(exc)
             return "corrupt"
         await self._record_holes(timestamps)
@@ -450,7 +512,18 @@ class ArchiveJob:
                 continue
             snapshot = RawSnapshot(
                 schema_version=2,
-                native=[self._native(file, digest, part, index, len(parts), start)],
+                native=[
+                    archive_part_call(
+                        ARCHIVE_KLINES_METHOD,
+                        [self.symbol, self.timeframe, file.name],
+                        file,
+                        digest,
+                        part,
+                        index,
+                        len(parts),
+                        start,
+                    )
+                ],
                 dataset=Dataset.OHLCV,
                 exchange=self.session.exchange_id,
                 symbol=self.symbol,
@@ -493,45 +566,6 @@ class ArchiveJob:
             await self._publish_gap(start, end, (end - start) // tf_ms + 1)
         if timestamps:
             self._expected_ts = timestamps[-1] + tf_ms
-
-    def _native(self, file: ArchiveFile, digest: str, part: bytes, index: int, parts: int, start: int) -> NativeCall:
-        return NativeCall(
-            ccxt_version=ccxt.__version__,
-            method=ARCHIVE_KLINES_METHOD,
-            args=[self.symbol, self.timeframe, file.name],
-            responses=[
-                NativeResponse(
-                    method="GET",
-                    path=file.path,
-                    status=200,
-                    headers={
-                        "x-archive-sha256": digest,
-                        "x-archive-part": f"{index + 1}/{parts}",
-                        "x-archive-bytes": f"{start}-{start + len(part)}",
-                    },
-                    body=part.decode("utf-8", errors="replace"),
-                )
-            ],
-        )
-
-    async def _dead_letter(self, file: ArchiveFile, exc: Exception, details: dict[str, str]) -> None:
-        log.error("archive file refused", extra={"job": self.name, "file": file.name, "error": str(exc)})
-        await self.session.publisher.dead_letter(
-            DeadLetter(
-                stage=Stage.EXTRACTOR,
-                dataset=Dataset.OHLCV,
-                reason=str(exc),
-                error_type=type(exc).__name__,
-                payload=file.path,
-                details={
-                    "exchange": self.session.exchange_id,
-                    "symbol": self.symbol,
-                    "source": ARCHIVE_SOURCE,
-                    "file": file.name,
-                    **details,
-                },
-            )
-        )
 
 
 @dataclass

@@ -26,9 +26,8 @@ from datetime import UTC, datetime
 from typing import Literal
 
 import aiohttp
-import ccxt
 import polars as pl
-from cryptoflow_contracts import Dataset, DeadLetter, KnownGap, NativeCall, NativeResponse, RawSnapshot, Stage
+from cryptoflow_contracts import Dataset, KnownGap, RawSnapshot
 from cryptoflow_native.archives import (
     ArchiveError,
     ChecksumMismatch,
@@ -53,6 +52,8 @@ from .archive import (
     ArchiveFile,
     ArchiveReport,
     FileOutcome,
+    archive_part_call,
+    dead_letter_file,
     plan_files,
 )
 from .checkpoints import CheckpointStore, checkpoint_key
@@ -202,11 +203,19 @@ class TradeArchiveJob:
             digest = verify_checksum(file.name, content, checksum_text)
             published = await self._publish(file, digest, csv_member(content))
         except ChecksumMismatch as exc:
-            await self._dead_letter(file, exc, {"expected_sha256": exc.expected, "actual_sha256": exc.actual})
+            await dead_letter_file(
+                self.session,
+                self.dataset,
+                self.symbol,
+                self.name,
+                file,
+                exc,
+                {"expected_sha256": exc.expected, "actual_sha256": exc.actual},
+            )
             self.report.details[file.name] = str(exc)
             return "corrupt"
         except ArchiveError as exc:
-            await self._dead_letter(file, exc, {})
+            await dead_letter_file(self.session, self.dataset, self.symbol, self.name, file, exc, {})
             self.report.details[file.name] = str(exc)
             return "corrupt"
         count, last_id, last_ts = published
@@ -256,7 +265,18 @@ class TradeArchiveJob:
             assert isinstance(first_ts, int) and isinstance(page_last_ts, int)
             snapshot = RawSnapshot(
                 schema_version=2,
-                native=[self._native(file, digest, part, index, len(parts), start)],
+                native=[
+                    archive_part_call(
+                        _METHODS[self.kind],
+                        [self.symbol, self.kind, file.name],
+                        file,
+                        digest,
+                        part,
+                        index,
+                        len(parts),
+                        start,
+                    )
+                ],
                 dataset=self.dataset,
                 exchange=self.session.exchange_id,
                 symbol=self.symbol,
@@ -279,45 +299,6 @@ class TradeArchiveJob:
             extra={"job": self.name, "file": file.name, "records": count, "pages": len(pending)},
         )
         return count, last_id, last_ts
-
-    def _native(self, file: ArchiveFile, digest: str, part: bytes, index: int, parts: int, start: int) -> NativeCall:
-        return NativeCall(
-            ccxt_version=ccxt.__version__,
-            method=_METHODS[self.kind],
-            args=[self.symbol, self.kind, file.name],
-            responses=[
-                NativeResponse(
-                    method="GET",
-                    path=file.path,
-                    status=200,
-                    headers={
-                        "x-archive-sha256": digest,
-                        "x-archive-part": f"{index + 1}/{parts}",
-                        "x-archive-bytes": f"{start}-{start + len(part)}",
-                    },
-                    body=part.decode("utf-8", errors="replace"),
-                )
-            ],
-        )
-
-    async def _dead_letter(self, file: ArchiveFile, exc: Exception, details: dict[str, str]) -> None:
-        log.error("archive file refused", extra={"job": self.name, "file": file.name, "error": str(exc)})
-        await self.session.publisher.dead_letter(
-            DeadLetter(
-                stage=Stage.EXTRACTOR,
-                dataset=self.dataset,
-                reason=str(exc),
-                error_type=type(exc).__name__,
-                payload=file.path,
-                details={
-                    "exchange": self.session.exchange_id,
-                    "symbol": self.symbol,
-                    "source": ARCHIVE_SOURCE,
-                    "file": file.name,
-                    **details,
-                },
-            )
-        )
 
 
 async def fill_missing_days(job: TradeArchiveJob, rest: TradesByIdJob) -> int:
