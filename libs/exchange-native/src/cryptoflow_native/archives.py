@@ -87,6 +87,14 @@ def csv_member(content: bytes) -> bytes:
         raise ArchiveError(f"not a zip file: {exc}") from None
 
 
+def open_kline_archive(name: str, content: bytes, checksum_text: str) -> tuple[str, bytes, pl.Series]:
+    """A kline zip checked against its CHECKSUM (ChecksumMismatch, else): its sha256, its CSV as
+    stored, and its candles' open times in ms (ArchiveError when it is not kline CSV)."""
+    digest = verify_checksum(name, content, checksum_text)
+    csv = csv_member(content)
+    return digest, csv, kline_frame(csv)["open_time"]
+
+
 def has_header(csv: bytes) -> bool:
     first = csv[: csv.find(b"\n")] if b"\n" in csv else csv
     token = first.split(b",", 1)[0].strip()

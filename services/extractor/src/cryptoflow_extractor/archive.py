@@ -39,6 +39,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 import ccxt
+import polars as pl
 from cryptoflow_contracts import (
     Dataset,
     DeadLetter,
@@ -54,16 +55,14 @@ from cryptoflow_native.archives import (
     ARCHIVE_KLINES_METHOD,
     ArchiveError,
     ChecksumMismatch,
-    csv_member,
     expected_digest,
     has_header,
-    kline_frame,
+    open_kline_archive,
     split_lines,
-    verify_checksum,
 )
 
 from .checkpoints import CheckpointStore
-from .gaps import holes
+from .gaps import holes_in
 from .jobs import ARCHIVED_EXCHANGES as ARCHIVED_EXCHANGES  # declared with the jobs file's checks
 from .metrics import ARCHIVE_FILES, CANDLES_PUBLISHED, KNOWN_GAPS
 from .ohlcv import OhlcvJob
@@ -445,9 +444,11 @@ class ArchiveJob:
             log.warning("archive file missing (its CHECKSUM is there)", extra={"job": self.name, "file": file.name})
             return "missing"
         try:
-            digest = verify_checksum(file.name, content, checksum.decode("utf-8", errors="replace"))
-            csv = csv_member(content)
-            timestamps = await self._publish(file, digest, csv)
+            # Hashing, inflating and parsing release the GIL: other symbols' pages go out meanwhile.
+            digest, csv, times = await asyncio.to_thread(
+                open_kline_archive, file.name, content, checksum.decode("utf-8", errors="replace")
+            )
+            timestamps = await self._publish(file, digest, csv, times)
         except ChecksumMismatch as exc:
             await dead_letter_file(
                 self.session,
@@ -465,14 +466,14 @@ class ArchiveJob:
             self.report.details[file.name] = str(exc)
             return "corrupt"
         await self._record_holes(timestamps)
-        candles = len(timestamps)
+        candles = timestamps.len()
         replaced = state is not None
         await self.checkpoints.put_state(
             key,
             {
                 "sha256": digest,
                 "candles": candles,
-                "last_ts": timestamps[-1] if timestamps else None,
+                "last_ts": int(timestamps[-1]) if candles else None,
                 "loaded_at": datetime.now(UTC).isoformat(),
                 **({"replaced_sha256": state["sha256"]} if state is not None else {}),
             },
@@ -488,16 +489,16 @@ class ArchiveJob:
             return "replaced"
         return "loaded"
 
-    async def _publish(self, file: ArchiveFile, digest: str, csv: bytes) -> list[int]:
+    async def _publish(self, file: ArchiveFile, digest: str, csv: bytes, times: pl.Series) -> pl.Series:
         """Every part of the CSV as a RAW page; returns the open times of the candles published.
 
-        The file is parsed once (its unit and header detected for the whole file); a page carries
-        its part of the CSV as bronze and no payload: its candles are parsed from the part where
-        they are needed (the transformer), between the page's first and last open times."""
-        times = kline_frame(csv)["open_time"].to_list()
+        The file is parsed once (its unit and header detected for the whole file: `times` are its
+        open times in ms); a page carries its part of the CSV as bronze and no payload: its candles
+        are parsed from the part where they are needed (the transformer), between the page's first
+        and last open times."""
         parts = split_lines(csv, self.part_bytes)
         lo, hi = max(file.start_ms, self.start_ms), min(file.end_ms, self.end_ms) - 1
-        published: list[int] = []
+        published: list[pl.Series] = []
         fetched_at = datetime.now(UTC)
         offset, row = 0, 0
         pending: list[Awaitable[None]] = []
@@ -506,9 +507,10 @@ class ArchiveJob:
             lines = part.count(b"\n") + (0 if part.endswith(b"\n") else 1)
             if index == 0 and has_header(part):
                 lines -= 1
-            inside = [ts for ts in times[row : row + lines] if lo <= ts <= hi]
+            window = times.slice(row, lines)
+            inside = window.filter((window >= lo) & (window <= hi))
             row += lines
-            if not inside:
+            if inside.is_empty():
                 continue
             snapshot = RawSnapshot(
                 schema_version=2,
@@ -531,20 +533,21 @@ class ArchiveJob:
                 fetched_at=fetched_at,
                 request={"source": ARCHIVE_SOURCE, "file": file.name, "sha256": digest, "part": index},
                 payload=None,
-                first_ts=inside[0],
-                last_ts=inside[-1],
+                first_ts=int(inside[0]),
+                last_ts=int(inside[-1]),
                 final=True,
             )
             pending.append(self.session.publisher.snapshot(snapshot))
-            published += inside
+            published.append(inside)
         # All of a file's pages in flight together; its checkpoint only after every one is acked.
         await asyncio.gather(*pending)
-        CANDLES_PUBLISHED.labels(self.session.exchange_id, self.symbol, self.timeframe).inc(len(published))
+        loaded = pl.concat(published) if published else pl.Series("open_time", [], pl.Int64)
+        CANDLES_PUBLISHED.labels(self.session.exchange_id, self.symbol, self.timeframe).inc(loaded.len())
         log.info(
             "archive file loaded",
-            extra={"job": self.name, "file": file.name, "candles": len(published), "pages": len(pending)},
+            extra={"job": self.name, "file": file.name, "candles": loaded.len(), "pages": len(pending)},
         )
-        return published
+        return loaded
 
     def _in_missing_days(self, start: int, end: int) -> bool:
         merged: list[list[int]] = []
@@ -555,17 +558,17 @@ class ArchiveJob:
                 merged.append([day_start, day_end])
         return any(lo <= start and end < hi for lo, hi in merged)
 
-    async def _record_holes(self, timestamps: list[int]) -> None:
+    async def _record_holes(self, timestamps: pl.Series) -> None:
         """Holes inside the file and between it and the file before (not before the first candle:
         that is the market's start, as for REST)."""
         tf_ms = timeframe_ms(self.timeframe)
-        for start, end in holes(timestamps, tf_ms, self._expected_ts):
+        for start, end in holes_in(timestamps, tf_ms, self._expected_ts):
             if self._in_missing_days(start, end):
                 continue  # days the archive lacks: REST reads them, and finds their holes if any
             KNOWN_GAPS.labels(self.session.exchange_id, self.symbol, self.timeframe).inc()
             await self._publish_gap(start, end, (end - start) // tf_ms + 1)
-        if timestamps:
-            self._expected_ts = timestamps[-1] + tf_ms
+        if not timestamps.is_empty():
+            self._expected_ts = int(timestamps[-1]) + tf_ms
 
 
 @dataclass
