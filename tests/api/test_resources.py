@@ -263,6 +263,7 @@ async def seed_every_resource(warehouse_url: str, tmp_path: Path) -> None:
         "agg_trades",
         "market_snapshots",
         "aggregator_prices",
+        "aggregator_candles",
     ):
         for symbol in ("BTC/USDT", "ETH/USDT"):
             await load(warehouse_url, tmp_path, table, sample(table, 4, symbol=symbol), f"{table}-{symbol[:3]}")

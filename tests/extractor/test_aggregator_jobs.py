@@ -1,18 +1,22 @@
-"""Aggregator listing jobs against the in-process simulator's providers and a real JetStream KV:
-pages, keys, 429 + Retry-After, refusals, and the monthly quota kept across restarts."""
+"""Aggregator jobs against the in-process simulator's providers and a real JetStream KV: listing
+pages, keys, 429 + Retry-After, refusals, the monthly quota kept across restarts; price histories
+and candles checkpointed and resumed."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 from cryptoflow_contracts import Dataset
 from cryptoflow_exchange_sim import RandomWalkMarket, Simulator
-from cryptoflow_exchange_sim.aggregators import HOUR_MS, coin_history, coins, grid
+from cryptoflow_exchange_sim.aggregators import DAY_MS, HOUR_MS, coin_candles, coin_history, coins, grid
+from cryptoflow_exchange_sim.intervals import INTERVALS
 from cryptoflow_extractor.aggregators import (
     AggregatorError,
+    CandleJob,
     MarketListingJob,
     MonthlyQuota,
     PriceHistoryJob,
@@ -23,7 +27,7 @@ from cryptoflow_extractor.aggregators import (
 from cryptoflow_extractor.checkpoints import CheckpointStore
 from cryptoflow_extractor.jobs import AggregatorSpec, Provider
 from cryptoflow_extractor.resilience import CircuitBreaker, RetryPolicy
-from cryptoflow_native.aggregators import history_points, market_records
+from cryptoflow_native.aggregators import candle_records, history_points, market_records
 from pydantic import SecretStr
 
 from .conftest import Recorder
@@ -173,3 +177,85 @@ async def test_a_price_history_is_kept_hourly_from_since_across_requests_and_res
     }
     assert all(page.request["asset_id"] == coin_id for page in recorder.snapshots)
     assert await checkpoints.next_since(job.checkpoint) == expected[-1].ts + 1
+
+
+@pytest.mark.parametrize(
+    ("provider", "coin_id", "interval"), [("coingecko", "bitcoin", "4h"), ("coinpaprika", "btc-bitcoin", "1d")]
+)
+async def test_candles_are_kept_closed_and_settled_from_since_and_resume_from_their_checkpoint(
+    provider: Provider, coin_id: str, interval: str, checkpoints: CheckpointStore
+) -> None:
+    # A market of three and a half days (2024-01-01 to 01-04 13:00:30 UTC), on the job's clock;
+    # one coin (each listing of the coins prices a 24 h ticker per market).
+    start = START_MS
+    clock = [start + 3 * DAY_MS + 13 * HOUR_MS + 30_000]
+    market = RandomWalkMarket(["BTC/USDT"], seed=5, start_ms=start)
+    simulator = Simulator(market, clock=lambda: clock[0], aggregator_key=KEY)
+    await simulator.start()
+    simulator.aggregators.rate_limited[provider] = 1
+    simulator.aggregators.retry_after_s = 1
+    recorder = Recorder()
+    api = client(provider, simulator, checkpoints)
+    since = clock[0] - 400 * DAY_MS  # long before the market: coinpaprika's first range has no candle
+
+    def job() -> CandleJob:  # a new one each time: a restart, the same checkpoint bucket
+        return CandleJob(
+            provider, coin_id, since, api, recorder.publisher(), checkpoints, clock=lambda: clock[0] / 1000
+        )
+
+    try:
+        started = time.monotonic()
+        first = await job().catch_up()
+        assert time.monotonic() - started >= 1  # the 429's Retry-After was waited out
+        assert simulator.aggregators.statuses[f"{provider}.429"] == 1
+        sent = simulator.aggregators.requests[provider]
+        assert await job().catch_up() == 0
+        assert simulator.aggregators.requests[provider] == sent  # nothing can have settled: nothing asked
+        pages_before = len(recorder.snapshots)
+        clock[0] += DAY_MS  # a day later: the candles closed since, and only those
+        later = await job().catch_up()
+    finally:
+        await api.close()
+        await simulator.stop()
+    (coin,) = [c for c in coins(market, clock[0]) if c.coingecko_id == "bitcoin"]
+    settle_ms = int(api.api.candle_settle_s * 1000)
+
+    def settled(now_ms: int) -> list[tuple[int, float, float, float, float]]:
+        candles = coin_candles(market, coin, INTERVALS[interval], start, None, now_ms)
+        return [
+            (c.open_time, float(c.open), float(c.high), float(c.low), float(c.close))
+            for c in candles
+            if c.closed(now_ms - settle_ms)
+        ]
+
+    expected = settled(clock[0])
+    before = settled(clock[0] - DAY_MS)
+    # coingecko: 4-hour candles to 08:00-12:00 of the 4th (12:00-16:00 closed but not settled);
+    # coinpaprika: the 1st to the 3rd. A day later, six and one more.
+    assert (
+        (first, later) == (len(before), len(expected) - len(before)) == ((21, 6) if provider == "coingecko" else (3, 1))
+    )
+    candles = [
+        candle
+        for page in recorder.snapshots
+        for call in page.native or []
+        for response in call.responses
+        for candle in candle_records(call.method, response.body, response.params)
+        if page.first_ts is not None and page.last_ts is not None and page.first_ts <= candle["ts"] <= page.last_ts
+    ]
+    assert [(c["ts"], c["open"], c["high"], c["low"], c["close"]) for c in candles] == expected
+    assert {c["timeframe"] for c in candles} == {interval}
+    if provider == "coinpaprika":
+        assert [c["market_cap"] for c in candles] == [
+            int((Decimal(str(c["close"])) * coin.circulating).quantize(Decimal(1))) for c in candles
+        ]
+    # The later page starts at the candle after the checkpoint: nothing fetched twice is published twice.
+    assert recorder.snapshots[pages_before].first_ts == before[-1][0] + INTERVALS[interval].length_ms
+    assert {(p.dataset, p.exchange, p.symbol, p.timeframe) for p in recorder.snapshots} == {
+        (Dataset.AGGREGATOR_CANDLE, provider, f"{coin_id}/USD", interval)
+    }
+    assert all(p.request["asset_id"] == coin_id and KEY not in p.to_json().decode() for p in recorder.snapshots)
+    assert {r.path for p in recorder.snapshots for call in p.native or [] for r in call.responses} == {
+        api.api.candle_path.format(id=coin_id)
+    }
+    assert await checkpoints.next_since(job().checkpoint) == expected[-1][0] + INTERVALS[interval].length_ms

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -177,6 +178,28 @@ def test_aggregators_alone_are_a_valid_jobs_file_and_no_source_at_all_is_not(tmp
     path.write_text("aggregators:\n  coingecko: {api_key: secret}\n")
     with pytest.raises(JobsConfigError, match="api_key"):
         load_jobs(path)  # keys come from the environment, never from this file
+
+
+def test_aggregator_candles_load_and_their_mistakes_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.yaml"
+    path.write_text(
+        "aggregators:\n"
+        "  coingecko: {candles: [bitcoin, ethereum], candles_since: 2024-05-01T00:00:00}\n"
+        "  coinpaprika: {candles: [btc-bitcoin]}\n"
+    )
+    jobs = load_jobs(path)
+    coingecko, coinpaprika = jobs.aggregators["coingecko"], jobs.aggregators["coinpaprika"]
+    assert coingecko.candles == ["bitcoin", "ethereum"] and coinpaprika.candles == ["btc-bitcoin"]
+    assert coingecko.candles_since == datetime(2024, 5, 1, tzinfo=UTC)  # a time without a zone is UTC
+    assert coingecko.history == []  # candles without price history, and the other way round
+    for text, named in [
+        ("aggregators:\n  coingecko: {candles: [Bitcoin]}\n", "'Bitcoin' is not a provider coin id"),
+        ("aggregators:\n  coingecko: {candles: bitcoin}\n", "candles"),
+        ("aggregators:\n  coinpaprika: {candles: [btc-bitcoin], candles_since: someday}\n", "candles_since"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(JobsConfigError, match=named):
+            load_jobs(path)
 
 
 ARCHIVE_TRADES = """

@@ -36,6 +36,7 @@ DATASET = {
     "market_snapshots": Dataset.MARKET_SNAPSHOT,
     "aggregator_prices": Dataset.AGGREGATOR_PRICE,
     "agg_trades": Dataset.AGG_TRADES,
+    "aggregator_candles": Dataset.AGGREGATOR_CANDLE,
 }
 # Per table: a value column an update changes, and a column value no warehouse table accepts.
 UPDATE_COLUMN = {
@@ -47,6 +48,7 @@ UPDATE_COLUMN = {
     "market_snapshots": "price_usd",
     "aggregator_prices": "price_usd",
     "agg_trades": "amount",
+    "aggregator_candles": "close",
 }
 VIOLATION = {
     "ohlcv": ("low", 1e9),  # low above high
@@ -57,6 +59,7 @@ VIOLATION = {
     "market_snapshots": ("price_usd", -1.0),  # not positive
     "aggregator_prices": ("price_usd", 0.0),  # not positive
     "agg_trades": ("price", 0.0),  # not positive
+    "aggregator_candles": ("low", 1e9),  # low above high
 }
 CONSTRAINT = {
     "ohlcv": "ohlcv_high_not_below_low",
@@ -67,6 +70,7 @@ CONSTRAINT = {
     "market_snapshots": "market_snapshots_price_positive",
     "aggregator_prices": "aggregator_prices_price_positive",
     "agg_trades": "agg_trades_price_positive",
+    "aggregator_candles": "aggregator_candles_high_not_below_low",
 }
 
 
@@ -154,6 +158,14 @@ def sample(table: str, n: int, *, symbol: str = "BTC/USDT", exchange: str = "bin
             "price_usd": price,
             "market_cap_usd": price * 19_000_000,
             "volume_24h_usd": price * 1000,
+        },
+        "aggregator_candles": {
+            "open": price,
+            "high": price + 1,
+            "low": price - 1,
+            "close": price + 0.5,
+            "volume": price * 1000,
+            "market_cap": price * 19_000_000,
         },
     }
     values.update(by_table[table])

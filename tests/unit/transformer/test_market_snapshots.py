@@ -1,4 +1,5 @@
-"""Aggregator pages → checked market_snapshots rows: parsed from the bodies, bad coins quarantined."""
+"""Aggregator pages → checked market_snapshots, aggregator_prices and aggregator_candles rows: parsed from
+the bodies, bad records quarantined."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ from pathlib import Path
 
 import orjson
 from cryptoflow_contracts import Dataset, NativeCall, NativeResponse, RawSnapshot
-from cryptoflow_native.aggregators import COINGECKO_CHART_METHOD, COINGECKO_MARKETS_METHOD, COINPAPRIKA_TICKERS_METHOD
+from cryptoflow_native.aggregators import (
+    COINGECKO_CHART_METHOD,
+    COINGECKO_MARKETS_METHOD,
+    COINGECKO_OHLC_METHOD,
+    COINPAPRIKA_OHLCV_METHOD,
+    COINPAPRIKA_TICKERS_METHOD,
+)
 from cryptoflow_transformer.datasets import TRANSFORMS
 from cryptoflow_transformer.native import unified_bronze
 
@@ -90,3 +97,56 @@ def test_a_price_history_page_becomes_rows_of_its_coin_within_its_range() -> Non
         ("coingecko", "bitcoin", 42300.0, None),
     ]
     assert rows.rejected["reason"].to_list() == ["non_positive_price"]
+
+
+def candle_page(provider: str, method: str, body: str, params: dict[str, str], first_ts: int, last_ts: int) -> bytes:
+    coin = "bitcoin" if provider == "coingecko" else "btc-bitcoin"
+    snapshot = RawSnapshot(
+        schema_version=2,
+        dataset=Dataset.AGGREGATOR_CANDLE,
+        exchange=provider,
+        symbol=f"{coin}/USD",
+        timeframe="4h" if provider == "coingecko" else "1d",
+        fetched_at=datetime(2024, 3, 3, 1, 0, tzinfo=UTC),
+        request={"provider": provider, "asset_id": coin, **params},
+        payload=None,
+        first_ts=first_ts,
+        last_ts=last_ts,
+        native=[
+            NativeCall(
+                ccxt_version="4",
+                method=method,
+                args=[coin, params],
+                responses=[NativeResponse(method="GET", path="/x", params=params, status=200, body=body)],
+            )
+        ],
+    )
+    return snapshot.to_json() + b"\n"
+
+
+def test_a_candle_page_becomes_the_rows_of_its_closed_candles_in_its_coins_series() -> None:
+    body = (FIXTURES / "coingecko_ohlc.json").read_text()
+    # Published with the first three candles (open times 08:00, 12:00, 16:00 on 2024-03-02): the
+    # fourth, closing at 2024-03-03T00:00Z, was still forming when the response came.
+    ndjson = candle_page("coingecko", COINGECKO_OHLC_METHOD, body, {"days": "7"}, 1709366400000, 1709395200000)
+    rows = TRANSFORMS[Dataset.AGGREGATOR_CANDLE].check(unified_bronze(ndjson))
+    assert rows.good.select("exchange", "symbol", "timeframe", "ts", "open", "close", "volume").rows() == [
+        ("coingecko", "bitcoin", "4h", datetime(2024, 3, 2, 8, tzinfo=UTC), 62012.41, 61905.77, None),
+        ("coingecko", "bitcoin", "4h", datetime(2024, 3, 2, 12, tzinfo=UTC), 61905.77, 61870.02, None),
+        ("coingecko", "bitcoin", "4h", datetime(2024, 3, 2, 16, tzinfo=UTC), 61870.02, 62129.6, None),
+    ]
+    assert rows.rejected.height == 0
+
+
+def test_coinpaprika_candles_keep_volume_and_market_cap_and_bad_candles_are_quarantined() -> None:
+    candles = orjson.loads((FIXTURES / "coinpaprika_ohlcv_historical.json").read_bytes())
+    candles[1]["low"] = candles[1]["close"] + 1  # a low above the close
+    candles[2]["open"] = "n/a"
+    body = orjson.dumps(candles).decode()
+    params = {"start": "2024-03-01", "end": "2024-03-03", "limit": "366"}
+    ndjson = candle_page("coinpaprika", COINPAPRIKA_OHLCV_METHOD, body, params, 1709251200000, 1709424000000)
+    rows = TRANSFORMS[Dataset.AGGREGATOR_CANDLE].check(unified_bronze(ndjson))
+    assert rows.good.select("symbol", "timeframe", "ts", "high", "volume", "market_cap").rows() == [
+        ("btc-bitcoin", "1d", datetime(2024, 3, 1, tzinfo=UTC), 63155.1, 40186368423.0, 1201617846410.0)
+    ]
+    assert sorted(rows.rejected["reason"].to_list()) == ["low_above_open_close", "unparsable_number"]

@@ -22,6 +22,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         "market_snapshots",
         "aggregator_prices",
         "agg_trades",
+        "aggregator_candles",
     ]
     assert settings.migrate is True
 

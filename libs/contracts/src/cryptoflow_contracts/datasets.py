@@ -17,6 +17,7 @@ class Dataset(RegisteredName):
     MARKET_SNAPSHOT: ClassVar[Dataset]
     AGGREGATOR_PRICE: ClassVar[Dataset]
     AGG_TRADES: ClassVar[Dataset]
+    AGGREGATOR_CANDLE: ClassVar[Dataset]
 
 
 Dataset.OHLCV = Dataset.register("ohlcv")
@@ -32,6 +33,9 @@ Dataset.AGGREGATOR_PRICE = Dataset.register("aggregator_price")
 # Binance's aggregate trades (consecutive fills of one taker order at one price), from its bulk
 # archives (`aggTrades`): their ids are not trade ids, so they are not rows of `trades`.
 Dataset.AGG_TRADES = Dataset.register("agg_trades")
+# An aggregator's candles of one coin in USD (CoinGecko's ohlc, CoinPaprika's ohlcv/historical):
+# open, high, low, close and, where the provider gives them, volume and market cap.
+Dataset.AGGREGATOR_CANDLE = Dataset.register("aggregator_candle")
 
 
 # Milliseconds per candle for the timeframes ccxt exchanges share; a timeframe

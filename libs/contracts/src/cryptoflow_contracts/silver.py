@@ -160,12 +160,28 @@ AGG_TRADES = SilverTable(
     defaults={"maker_side": None},
     not_null=frozenset({"price", "amount"}),
 )  # fmt: skip
+AGGREGATOR_CANDLES = SilverTable(
+    "aggregator_candles",
+    (
+        # An aggregator's candles of a coin in USD: series provider·coin id·timeframe (exchange,
+        # symbol as aggregator_prices'), ts the candle's open time. Only closed candles are kept.
+        # volume (in USD) and market_cap: null where the provider gives none (CoinGecko's ohlc).
+        ("exchange", T), ("symbol", T), ("timeframe", T), ("ts", TS),
+        ("open", F), ("high", F), ("low", F), ("close", F), ("volume", F), ("market_cap", F),
+        ("source_event_id", T),
+    ),
+    key=("exchange", "symbol", "timeframe", "ts"),
+    not_null=frozenset({"open", "high", "low", "close"}),
+)  # fmt: skip
 
 # The registry of silver tables: a new dataset's table is added with `register_table`.
 TABLES: dict[str, SilverTable] = {
     table.name: table
-    for table in (OHLCV, TICKERS, ORDER_BOOKS, TRADES, INDICATORS, MARKET_SNAPSHOTS, AGGREGATOR_PRICES, AGG_TRADES)
-}
+    for table in (
+        OHLCV, TICKERS, ORDER_BOOKS, TRADES, INDICATORS, MARKET_SNAPSHOTS, AGGREGATOR_PRICES, AGG_TRADES,
+        AGGREGATOR_CANDLES,
+    )
+}  # fmt: skip
 
 
 def register_table(table: SilverTable) -> SilverTable:

@@ -1,15 +1,23 @@
-"""Aggregators' market listings and price histories, as they send them: CoinGecko's
+"""Aggregators' market listings, price histories and candles, as they send them: CoinGecko's
 `/api/v3/coins/markets` and CoinPaprika's `/v1/tickers`, parsed into one record shape (the
 `market_snapshots` silver row's); CoinGecko's `/coins/{id}/market_chart/range` and CoinPaprika's
-`/tickers/{id}/historical`, into price points (the `aggregator_prices` row's).
+`/tickers/{id}/historical`, into price points (the `aggregator_prices` row's); CoinGecko's
+`/coins/{id}/ohlc` and CoinPaprika's `/coins/{id}/ohlcv/historical`, into candles (the
+`aggregator_candles` row's).
 
 The wire formats are the providers' documented ones (CoinGecko v3: `id`, `symbol` in lower case,
 `current_price`, `market_cap`, `market_cap_rank`, `total_volume`, supplies,
 `price_change_percentage_24h`, `last_updated` in ISO 8601; CoinPaprika v1: `id` like
 `btc-bitcoin`, `symbol` in upper case, `rank`, supplies, `quotes.USD` with `price`, `volume_24h`,
-`market_cap`, `percent_change_24h`, `last_updated`). The extractor keeps each response body as
-received (its bronze) and the transformer parses it again here, so a parser fix replays over
-history as for the exchanges.
+`market_cap`, `percent_change_24h`, `last_updated`). Candles: CoinGecko's `ohlc` body is a list
+of `[time, open, high, low, close]` whose time is the candle's *close* (ms), without volume, its
+timeframe set by the request's `days` (30 minutes for 1–2 days, 4 hours for 3–30, 4 days beyond;
+`interval=hourly|daily` on paid plans); CoinPaprika's `ohlcv/historical` body is a list of
+`{time_open, time_close, open, high, low, close, volume, market_cap}` (ISO 8601, `time_close` the
+last second of the candle), daily unless the request's `interval` says otherwise. A candle's `ts`
+here is its open time, as for every candle of the pipeline. The extractor keeps each response
+body as received (its bronze) and the transformer parses it again here, so a parser fix replays
+over history as for the exchanges.
 
 Values are passed through as sent (a number stays a number, a string a string): the
 transformer's checks turn what does not parse into a quarantined row with its reason. One
@@ -34,10 +42,31 @@ COINGECKO_CHART_METHOD = "coingeckoMarketChartRange"
 total volumes, each a list of [ms, value])."""
 COINPAPRIKA_HISTORY_METHOD = "coinpaprikaTickerHistory"
 """`NativeCall.method` of CoinPaprika's `/tickers/{id}/historical` (its body: a list of points)."""
+COINGECKO_OHLC_METHOD = "coingeckoOhlc"
+"""`NativeCall.method` of CoinGecko's `/coins/{id}/ohlc` (its body: a list of [close ms, open, high, low, close])."""
+COINPAPRIKA_OHLCV_METHOD = "coinpaprikaOhlcvHistorical"
+"""`NativeCall.method` of CoinPaprika's `/coins/{id}/ohlcv/historical` (its body: a list of candles)."""
 AGGREGATOR_METHODS = frozenset({COINGECKO_MARKETS_METHOD, COINPAPRIKA_TICKERS_METHOD})
 HISTORY_METHODS = frozenset({COINGECKO_CHART_METHOD, COINPAPRIKA_HISTORY_METHOD})
+CANDLE_METHODS = frozenset({COINGECKO_OHLC_METHOD, COINPAPRIKA_OHLCV_METHOD})
 # What a price-history point holds (the `aggregator_prices` silver row's values).
 POINT_FIELDS = ("ts", "price_usd", "market_cap_usd", "volume_24h_usd")
+# What a candle holds (the `aggregator_candles` silver row's values; ts: the open time, ms).
+CANDLE_FIELDS = ("timeframe", "ts", "open", "high", "low", "close", "volume", "market_cap")
+# The timeframes the providers' candles come in, and their length.
+CANDLE_MS = {
+    "5m": 300_000,
+    "15m": 900_000,
+    "30m": 1_800_000,
+    "1h": 3_600_000,
+    "4h": 14_400_000,
+    "6h": 21_600_000,
+    "12h": 43_200_000,
+    "1d": 86_400_000,
+    "4d": 345_600_000,
+}
+# CoinPaprika's `interval` → the timeframe of its candles (24h, the default: daily).
+COINPAPRIKA_INTERVALS = {"5m": "5m", "15m": "15m", "30m": "30m", "1h": "1h", "6h": "6h", "12h": "12h", "24h": "1d"}
 
 # What a market record holds, in the silver table's order (asset_id: the provider's coin id).
 RECORD_FIELDS = (
@@ -175,3 +204,76 @@ def history_points(method: str, body: str | bytes) -> list[dict[str, Any]]:
     if method == COINPAPRIKA_HISTORY_METHOD:
         return coinpaprika_history_points(body)
     raise AggregatorResponseError(f"{method!r} is not an aggregator history ({', '.join(sorted(HISTORY_METHODS))})")
+
+
+def coingecko_ohlc_timeframe(params: Mapping[str, Any]) -> str | None:
+    """The timeframe of CoinGecko's `ohlc` candles for a request's parameters (None: not one it answers)."""
+    interval = params.get("interval")
+    if interval in ("hourly", "daily"):
+        return "1h" if interval == "hourly" else "1d"
+    days = params.get("days")
+    if days == "max":
+        return "4d"
+    try:
+        count = int(str(days))
+    except ValueError:
+        return None
+    if count < 1:
+        return None
+    return "30m" if count <= 2 else "4h" if count <= 30 else "4d"
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def coingecko_ohlc_candles(body: str | bytes, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One candle per `[close ms, open, high, low, close]` row, `ts` its open time."""
+    timeframe = coingecko_ohlc_timeframe(params)
+    if timeframe is None:
+        raise AggregatorResponseError(f"{COINGECKO_OHLC_METHOD}: days={params.get('days')!r} names no timeframe")
+    document = orjson.loads(body)
+    if not isinstance(document, list):
+        raise AggregatorResponseError(f"{COINGECKO_OHLC_METHOD}: the body is a {type(document).__name__}, not a list")
+    candles = []
+    for row in document:
+        if not isinstance(row, list) or len(row) != 5:
+            candles.append(dict.fromkeys(CANDLE_FIELDS) | {"timeframe": timeframe})  # quarantined with its reason
+            continue
+        closes_at, open_, high, low, close = row
+        closes_at = _int_or_none(closes_at)
+        ts = None if closes_at is None else closes_at - CANDLE_MS[timeframe]
+        candles.append(
+            {"timeframe": timeframe, "ts": ts, "open": open_, "high": high, "low": low, "close": close,
+             "volume": None, "market_cap": None}
+        )  # fmt: skip
+    return candles
+
+
+def coinpaprika_ohlcv_candles(body: str | bytes, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One candle per object, `ts` its `time_open`."""
+    timeframe = COINPAPRIKA_INTERVALS.get(str(params.get("interval", "24h")))
+    if timeframe is None:
+        raise AggregatorResponseError(f"{COINPAPRIKA_OHLCV_METHOD}: interval={params.get('interval')!r} is not one")
+    return [
+        {
+            "timeframe": timeframe,
+            "ts": iso_ms(candle.get("time_open")),
+            "open": candle.get("open"),
+            "high": candle.get("high"),
+            "low": candle.get("low"),
+            "close": candle.get("close"),
+            "volume": candle.get("volume"),
+            "market_cap": candle.get("market_cap"),
+        }
+        for candle in _listing(body, COINPAPRIKA_OHLCV_METHOD)
+    ]
+
+
+def candle_records(method: str, body: str | bytes, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The candles of one response of `method` to a request with `params` (CANDLE_FIELDS)."""
+    if method == COINGECKO_OHLC_METHOD:
+        return coingecko_ohlc_candles(body, params)
+    if method == COINPAPRIKA_OHLCV_METHOD:
+        return coinpaprika_ohlcv_candles(body, params)
+    raise AggregatorResponseError(f"{method!r} is not an aggregator's candles ({', '.join(sorted(CANDLE_METHODS))})")

@@ -115,6 +115,13 @@ RESOURCES: dict[str, Resource] = {
             (),
             timeframe=False,
         ),
+        _data(
+            "aggregator_candles",
+            "Aggregators' closed candles of a coin in USD: exchange = the provider, symbol = its coin id, "
+            "ts = the open time (volume and market_cap null where the provider gives none)",
+            (),
+            timeframe=True,
+        ),
         Resource(
             name="series",
             description="Catalogue: every exchange·symbol·dataset·timeframe with its time range, freshness and quality",

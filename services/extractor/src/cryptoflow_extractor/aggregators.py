@@ -1,4 +1,5 @@
-"""Aggregators' market listings, polled: CoinGecko's `/coins/markets` and CoinPaprika's `/tickers`.
+"""Aggregators' market listings, polled: CoinGecko's `/coins/markets` and CoinPaprika's `/tickers`;
+per configured coin, its price history and its candles.
 
 Each poll lists the provider's top coins by market cap, in USD, and publishes every response as a
 RAW page (`market_snapshot`, exchange = the provider, symbol `MARKETS/USD`) whose bronze is the
@@ -6,6 +7,16 @@ body as received (`NativeCall` coingeckoMarkets / coinpaprikaTickers, the reques
 beside it); the transformer parses its coins from it (`cryptoflow_native.aggregators`). CoinGecko
 is paged (250 coins a page); CoinPaprika answers in one body (`limit` coins), which is why its
 `top` stays under what fits one NATS message.
+
+A coin's price history (`PriceHistoryJob`: `market_chart/range`, `tickers/{id}/historical`) and
+candles (`CandleJob`: `ohlc`, `ohlcv/historical`) are RAW pages of one coin each (`aggregator_price`,
+`aggregator_candle`; symbol `<coin id>/USD`), bodies as received likewise, checkpointed after the
+last record published. A candle is published once it has closed, and settled: either provider may
+answer with the candle still forming (CoinPaprika's current day "can change with every request
+until … 23:59:59"; CoinGecko's last row may close after the request), and CoinGecko refreshes its
+data every 15 minutes (the last UTC day is there 35 minutes after midnight), so its candles are
+taken 35 minutes after their close, CoinPaprika's a minute after. A page never holds a forming
+candle and the checkpoint stops before it: the next poll fetches it again, closed.
 
 What a provider allows is honoured as for an exchange: one rate limiter per provider (the plan's
 spacing; a 429 pauses every request of the provider for its Retry-After), a circuit breaker, and
@@ -24,18 +35,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import ccxt
 from cryptoflow_contracts import Dataset, NativeCall, NativeResponse, RawSnapshot
 from cryptoflow_native.aggregators import (
+    CANDLE_MS,
     COINGECKO_CHART_METHOD,
     COINGECKO_MARKETS_METHOD,
+    COINGECKO_OHLC_METHOD,
     COINPAPRIKA_HISTORY_METHOD,
+    COINPAPRIKA_OHLCV_METHOD,
     COINPAPRIKA_TICKERS_METHOD,
     AggregatorResponseError,
+    candle_records,
     history_points,
     market_records,
 )
@@ -65,6 +81,10 @@ class ProviderApi:
     method: str  # the NativeCall method of its listing
     history_path: str  # one coin's price history ({id}: the coin)
     history_method: str
+    candle_path: str  # one coin's candles ({id}: the coin)
+    candle_method: str
+    candle_timeframe: str  # the timeframe the job asks for (the free plans': see CandleJob)
+    candle_settle_s: float  # how long after its close a candle is final in the provider's answers
     key_header: str | None
     # Spacing of the free plan's requests, and its monthly quota (None: not counted).
     free_interval_s: float
@@ -82,6 +102,10 @@ def provider_api(provider: Provider, spec: AggregatorSpec, keyed: bool) -> Provi
             method=COINGECKO_MARKETS_METHOD,
             history_path="/api/v3/coins/{id}/market_chart/range",
             history_method=COINGECKO_CHART_METHOD,
+            candle_path="/api/v3/coins/{id}/ohlc",
+            candle_method=COINGECKO_OHLC_METHOD,
+            candle_timeframe="4h",
+            candle_settle_s=35 * 60.0,
             key_header=("x-cg-pro-api-key" if spec.pro else "x-cg-demo-api-key") if keyed else None,
             free_interval_s=6.0,
             keyed_interval_s=0.12 if spec.pro else 2.0,
@@ -95,6 +119,10 @@ def provider_api(provider: Provider, spec: AggregatorSpec, keyed: bool) -> Provi
         method=COINPAPRIKA_TICKERS_METHOD,
         history_path="/v1/tickers/{id}/historical",
         history_method=COINPAPRIKA_HISTORY_METHOD,
+        candle_path="/v1/coins/{id}/ohlcv/historical",
+        candle_method=COINPAPRIKA_OHLCV_METHOD,
+        candle_timeframe="1d",
+        candle_settle_s=60.0,
         key_header="Authorization" if keyed else None,
         free_interval_s=1.0,
         keyed_interval_s=0.2,
@@ -235,9 +263,7 @@ class ProviderClient:
                 raise AggregatorError(f"{self.provider}: HTTP {status}: {body[:300]}")
             self._count(dataset, "ok", started)
             self.breaker.record_success()
-            return NativeResponse(
-                method="GET", path=self.api.path, params=params, status=status, headers=headers, body=body
-            )
+            return NativeResponse(method="GET", path=path, params=params, status=status, headers=headers, body=body)
 
     def _count(self, dataset: str, outcome: str, started: float) -> None:
         REQUESTS.labels(self.provider, dataset, outcome).inc()
@@ -430,3 +456,125 @@ class PriceHistoryJob:
         if self.provider == "coingecko":
             return start_ms + COINGECKO_HISTORY_SPAN_MS < time.time() * 1000
         return points >= COINPAPRIKA_HISTORY_LIMIT
+
+
+DAY_MS = 86_400_000
+# The `days` CoinGecko answers in 4-hour candles (of 1/7/14/30/90/180/365, the ones every plan
+# takes; 1 is 30-minute candles, 90 on 4-day ones): the job asks for the fewest that reach back
+# to its checkpoint, so its candles reach at most 30 days back.
+COINGECKO_OHLC_DAYS = (7, 14, 30)
+COINPAPRIKA_OHLCV_LIMIT = 366  # daily candles a request may ask for (its `limit`'s maximum)
+
+
+def _day(ms: int) -> str:
+    """The UTC date of `ms`, as CoinPaprika's `start` and `end` take it (YYYY-MM-DD)."""
+    return datetime.fromtimestamp(ms / 1000, UTC).date().isoformat()
+
+
+class CandleJob:
+    """Keeps one coin's closed candles (CoinGecko's 4-hour, CoinPaprika's daily ones) from `since`
+    on: each response a RAW page of the candles that had closed and settled when it came (module
+    docstring), the checkpoint at the next candle's open time. A poll before another candle can
+    have settled sends nothing (it would spend the quota on what is known)."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        asset_id: str,
+        since_ms: int,
+        client: ProviderClient,
+        publisher: Publisher,
+        checkpoints: CheckpointStore,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.provider = provider
+        self.asset_id = asset_id
+        self.since_ms = since_ms
+        self.client = client
+        self.publisher = publisher
+        self.checkpoints = checkpoints
+        self.clock = clock  # seconds since the epoch: the provider's now, in tests the simulator's
+        self.symbol = f"{asset_id}/USD"
+        self.timeframe = client.api.candle_timeframe
+        self.timeframe_ms = CANDLE_MS[self.timeframe]
+        self.settle_ms = int(client.api.candle_settle_s * 1000)
+
+    @property
+    def name(self) -> str:
+        return f"{self.provider}/{self.asset_id}/{Dataset.AGGREGATOR_CANDLE.value}/{self.timeframe}"
+
+    @property
+    def checkpoint(self) -> str:
+        return checkpoint_key(self.provider, self.symbol, Dataset.AGGREGATOR_CANDLE, self.timeframe)
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def request(self, start_ms: int, now_ms: int) -> dict[str, str]:
+        """The query for the candles opening at `start_ms` and after."""
+        if self.provider == "coingecko":
+            # Candles closing in the last `days` days: the first one needed closes after start.
+            reach = now_ms - start_ms
+            days = next((d for d in COINGECKO_OHLC_DAYS if d * DAY_MS >= reach), COINGECKO_OHLC_DAYS[-1])
+            return {"vs_currency": "usd", "days": str(days)}
+        first = datetime.fromtimestamp(start_ms / 1000, UTC).date()
+        last = min((first + timedelta(days=COINPAPRIKA_OHLCV_LIMIT - 1)).isoformat(), _day(now_ms))
+        return {"start": first.isoformat(), "end": last, "limit": str(COINPAPRIKA_OHLCV_LIMIT)}
+
+    async def catch_up(self) -> int:
+        """Every candle from the checkpoint that has settled by now; the candles published."""
+        published = 0
+        start = await self.checkpoints.next_since(self.checkpoint) or self.since_ms
+        while start + self.timeframe_ms + self.settle_ms <= (now_ms := self._now_ms()):
+            params = self.request(start, now_ms)
+            path = self.client.api.candle_path.format(id=self.asset_id)
+            response = await self.client.get(params, path=path, dataset=Dataset.AGGREGATOR_CANDLE)
+            settled_ms = self._now_ms() - self.settle_ms
+            try:
+                candles = candle_records(self.client.api.candle_method, response.body, params)
+            except (AggregatorResponseError, ValueError) as exc:
+                raise AggregatorError(f"{self.provider}: {exc}") from None
+            times = sorted(
+                c["ts"]
+                for c in candles
+                if isinstance(c.get("ts"), int)
+                and c["timeframe"] == self.timeframe
+                and start <= c["ts"]
+                and c["ts"] + self.timeframe_ms <= settled_ms
+            )
+            if not times:
+                end = params.get("end")
+                if end is not None and end < _day(now_ms):
+                    # A range before the coin's first candle: CoinPaprika's next one.
+                    start = int(datetime.fromisoformat(end).replace(tzinfo=UTC).timestamp() * 1000) + DAY_MS
+                    continue
+                return published
+            await self.publisher.snapshot(self.snapshot(params, response, times[0], times[-1]))
+            await self.checkpoints.advance(self.checkpoint, times[-1] + self.timeframe_ms, times[-1])
+            published += len(times)
+            start = times[-1] + self.timeframe_ms
+        return published
+
+    def snapshot(self, params: dict[str, str], response: NativeResponse, first_ts: int, last_ts: int) -> RawSnapshot:
+        """The response as a RAW page of its settled candles, those opening in [first_ts, last_ts]."""
+        return RawSnapshot(
+            schema_version=2,
+            native=[
+                NativeCall(
+                    ccxt_version=ccxt.__version__,
+                    method=self.client.api.candle_method,
+                    args=[self.asset_id, params],
+                    responses=[response],
+                )
+            ],
+            dataset=Dataset.AGGREGATOR_CANDLE,
+            exchange=self.provider,
+            symbol=self.symbol,
+            timeframe=self.timeframe,
+            fetched_at=datetime.now(UTC),
+            request={"provider": self.provider, "asset_id": self.asset_id, **params},
+            payload=None,
+            first_ts=first_ts,
+            last_ts=last_ts,
+            final=True,
+        )

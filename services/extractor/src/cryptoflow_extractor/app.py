@@ -14,7 +14,7 @@ import ccxt.async_support as ccxt
 from cryptoflow_contracts import Dataset
 from cryptoflow_runtime import ConfigError, Service, ensure_kv
 
-from .aggregators import MarketListingJob, PriceHistoryJob, ProviderClient
+from .aggregators import CandleJob, MarketListingJob, PriceHistoryJob, ProviderClient
 from .checkpoints import CheckpointStore
 from .config import ExtractorSettings
 from .datasets import JobContext, PolledJob, Scheduled, scheduled_jobs
@@ -210,6 +210,10 @@ class Extractor:
         histories = [
             PriceHistoryJob(provider, coin, since_ms, client, self.publish, checkpoints) for coin in spec.history
         ]
+        candles_since_ms = int(spec.candles_since.timestamp() * 1000)
+        candles = [
+            CandleJob(provider, coin, candles_since_ms, client, self.publish, checkpoints) for coin in spec.candles
+        ]
 
         def runner(job: PolledJob, dataset: Dataset) -> JobRunner:
             async def run() -> None:
@@ -217,10 +221,12 @@ class Extractor:
 
             return run
 
-        # One client per provider: the listing and the histories share its limiter and quota.
+        # One client per provider: the listing, the histories and the candles share its limiter and quota.
         runners = {f"aggregator.{provider}.{Dataset.MARKET_SNAPSHOT.value}": runner(listing, Dataset.MARKET_SNAPSHOT)}
         for history in histories:
             runners[f"aggregator.{history.checkpoint}"] = runner(history, Dataset.AGGREGATOR_PRICE)
+        for candle_job in candles:
+            runners[f"aggregator.{candle_job.checkpoint}"] = runner(candle_job, Dataset.AGGREGATOR_CANDLE)
         return runners
 
     async def stop(self) -> None:

@@ -30,8 +30,11 @@ Market-wide data comes from aggregators (aggregators.py), each polled for its to
 ```yaml
 aggregators:
   coingecko: {url: http://127.0.0.1:9001, top: 250, poll_interval_s: 60}
-  coinpaprika: {poll_interval_s: 300, monthly_quota: 20000}
+  coinpaprika: {poll_interval_s: 300, monthly_quota: 20000, candles: [btc-bitcoin]}
 ```
+
+Per provider, `history: [<coin id>, ...]` keeps those coins' hourly price history (from
+`history_since`) and `candles: [...]` their closed candles (from `candles_since`).
 
 Their API keys are never in this file: EXTRACTOR_COINGECKO_API_KEY and EXTRACTOR_COINPAPRIKA_API_KEY.
 """
@@ -375,11 +378,21 @@ class AggregatorSpec(_Spec):
     history_since: datetime = Field(
         default_factory=lambda: datetime.now(UTC) - timedelta(days=30), description="first point of the histories"
     )
+    candles: list[str] = Field(
+        default_factory=list,
+        description="provider coin ids whose closed candles (coingecko: 4h; coinpaprika: 1d) to keep in "
+        "aggregator_candles",
+    )
+    candles_since: datetime = Field(
+        default_factory=lambda: datetime.now(UTC) - timedelta(days=30),
+        description="first candle's open time (coingecko's 4h candles reach 30 days back)",
+    )
 
     _url = field_validator("url")(check_http_url)
     _history_since_utc = field_validator("history_since")(_utc)
+    _candles_since_utc = field_validator("candles_since")(_utc)
 
-    @field_validator("history")
+    @field_validator("history", "candles")
     @classmethod
     def _coin_ids(cls, value: list[str]) -> list[str]:
         for coin_id in value:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from cryptoflow_contracts import Dataset
 from cryptoflow_contracts.silver import (
     AGG_TRADES,
+    AGGREGATOR_CANDLES,
     AGGREGATOR_PRICES,
     MARKET_SNAPSHOTS,
     OHLCV,
@@ -18,6 +19,7 @@ from cryptoflow_contracts.silver import (
 )
 
 from .agg_trades import check_agg_trades
+from .aggregator_candles import check_aggregator_candles
 from .aggregator_prices import check_aggregator_prices
 from .market_snapshots import check_market_snapshots
 from .ohlcv import check_ohlcv
@@ -41,4 +43,5 @@ TRANSFORMS: dict[Dataset, DatasetTransform] = {
     Dataset.MARKET_SNAPSHOT: DatasetTransform(MARKET_SNAPSHOTS, check_market_snapshots),
     Dataset.AGGREGATOR_PRICE: DatasetTransform(AGGREGATOR_PRICES, check_aggregator_prices),
     Dataset.AGG_TRADES: DatasetTransform(AGG_TRADES, check_agg_trades),
+    Dataset.AGGREGATOR_CANDLE: DatasetTransform(AGGREGATOR_CANDLES, check_aggregator_candles),
 }

@@ -42,7 +42,10 @@ An aggregator page (`coingeckoMarkets`, `coinpaprikaTickers`: the extractor's ag
 keeps the provider's listing bodies: its coins are read again from them
 (`cryptoflow_native.aggregators.market_records`). A price-history page (`coingeckoMarketChartRange`,
 `coinpaprikaTickerHistory`) keeps one coin's history body: its points are read again from it, between
-`first_ts` and `last_ts`, for the coin its request names.
+`first_ts` and `last_ts`, for the coin its request names. A candle page (`coingeckoOhlc`,
+`coinpaprikaOhlcvHistorical`) likewise: its candles (open times between `first_ts` and `last_ts`,
+the closed ones the extractor published; the body's forming candle lies beyond) are read again with
+the request's parameters, which tell CoinGecko's timeframe.
 
 A file page (`fileRows`, `cryptoflow ingest`) keeps its part of the user's file (CSV lines with
 the header, or a Parquet file's rows as read): its records are read again by the mapping in the
@@ -78,7 +81,14 @@ from cryptoflow_native import (
     stream_trade_maker_sides,
     trade_maker_sides,
 )
-from cryptoflow_native.aggregators import AGGREGATOR_METHODS, HISTORY_METHODS, history_points, market_records
+from cryptoflow_native.aggregators import (
+    AGGREGATOR_METHODS,
+    CANDLE_METHODS,
+    HISTORY_METHODS,
+    candle_records,
+    history_points,
+    market_records,
+)
 from cryptoflow_native.archives import ARCHIVE_KLINES_METHOD, kline_rows
 from cryptoflow_native.files import CSV_BODY, FILE_ROWS_METHOD, FORMAT_HEADER, page_records
 from cryptoflow_native.trade_archives import (
@@ -143,6 +153,8 @@ def payload_from_native(snapshot: dict[str, Any]) -> Any:
         return _payload_from_aggregator(snapshot)
     if any(call.get("method") in HISTORY_METHODS for call in snapshot["native"]):
         return _payload_from_history(snapshot)
+    if any(call.get("method") in CANDLE_METHODS for call in snapshot["native"]):
+        return _payload_from_candles(snapshot)
     exchange = snapshot["exchange"]
     calls = [_recorded(exchange, snapshot["symbol"], call) for call in snapshot["native"]]
     dataset = Dataset(snapshot["dataset"])
@@ -240,6 +252,22 @@ def _payload_from_history(snapshot: dict[str, Any]) -> Any:
         for response in call["responses"]
         for point in history_points(call["method"], response["body"])
         if not isinstance(point.get("ts"), int) or _within(point["ts"], first, last)
+    ]
+
+
+def _payload_from_candles(snapshot: dict[str, Any]) -> Any:
+    """An aggregator's candle page: the candles of its responses (read with each response's request
+    parameters), each with the coin the page's request named, opening between `first_ts` and `last_ts`."""
+    asset_id = snapshot.get("request", {}).get("asset_id")
+    if not isinstance(asset_id, str):
+        raise ValueError("a candle page's request names its coin (asset_id)")
+    first, last = snapshot.get("first_ts"), snapshot.get("last_ts")
+    return [
+        {"asset_id": asset_id, **candle}
+        for call in snapshot["native"]
+        for response in call["responses"]
+        for candle in candle_records(call["method"], response["body"], response.get("params") or {})
+        if not isinstance(candle.get("ts"), int) or _within(candle["ts"], first, last)
     ]
 
 

@@ -1,13 +1,18 @@
 """CoinGecko's `/api/v3/coins/markets` and CoinPaprika's `/v1/tickers` (and each one's price
-history of a coin: `/coins/{id}/market_chart/range`, `/tickers/{id}/historical`), from the
-simulator's market.
+history of a coin: `/coins/{id}/market_chart/range`, `/tickers/{id}/historical`; and its candles:
+`/coins/{id}/ohlc`, `/coins/{id}/ohlcv/historical`), from the simulator's market.
 
 Each listed BASE/USDT (or BASE/USD) market is a coin: its price is the close of the market's 1m
 candle that ended at the last whole minute (`last_updated`: the number an exchange says for it), its 24 h volume
 and change the ticker's, its supply a fixed number per coin (a hash of its symbol), so a
 price-divergence check over the simulator has an exact expected answer. Beside them, one coin that
 shares the first coin's ticker under another id and a tiny market cap: the symbol collision an
-asset registry must resolve (CoinGecko lists many coins per ticker).
+asset registry must resolve (CoinGecko lists many coins per ticker). A coin's candles are its
+market's candles of the provider's timeframe (CoinGecko's chosen by `days` as its API does: 30
+minutes for 1–2 days, 4 hours for 3–30, 4 days beyond; CoinPaprika's daily by default), volume the
+quote volume, market cap at the close. The candle still forming is served too, as CoinPaprika
+documents for its current day and as CoinGecko's last row may be (its time is a candle's close, so
+that one's lies ahead): a client must tell closed candles from it.
 
 Field names and shapes follow the providers' API documentation (CoinGecko v3 `coins/markets`:
 id, symbol in lower case, current_price, market_cap, market_cap_rank, total_volume, ...
@@ -32,8 +37,8 @@ from typing import Any
 from aiohttp import web
 
 from .derived import ticker_snapshot
-from .intervals import INTERVALS
-from .market import KlineWindow, Market
+from .intervals import INTERVALS, Interval
+from .market import KlineWindow, Listing, Market
 
 Clock = Callable[[], int]
 
@@ -42,11 +47,19 @@ COINGECKO_MARKETS = "/api/v3/coins/markets"
 COINPAPRIKA_TICKERS = "/v1/tickers"
 COINGECKO_CHART = "/api/v3/coins/{id}/market_chart/range"
 COINPAPRIKA_HISTORY = "/v1/tickers/{id}/historical"
+COINGECKO_OHLC = "/api/v3/coins/{id}/ohlc"
+COINPAPRIKA_OHLCV = "/v1/coins/{id}/ohlcv/historical"
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 # CoinPaprika's history intervals (of its documented ones, those the simulator serves).
 PAPRIKA_INTERVALS = {"5m": 300_000, "15m": 900_000, "30m": 1_800_000, "1h": HOUR_MS, "6h": 6 * HOUR_MS,
                      "12h": 12 * HOUR_MS, "24h": DAY_MS, "1d": DAY_MS}  # fmt: skip
+# CoinGecko's `days` (every plan's), and the candles each is answered in.
+GECKO_OHLC_DAYS = ("1", "7", "14", "30", "90", "180", "365", "max")
+FOUR_DAYS = Interval("4d", 4 * DAY_MS)
+# CoinPaprika's ohlcv `interval` → the market's interval (24h, the default: daily candles).
+PAPRIKA_CANDLES = {"5m": "5m", "15m": "15m", "30m": "30m", "1h": "1h", "6h": "6h", "12h": "12h", "24h": "1d"}
+PAPRIKA_OHLCV_LIMIT = 366
 USD_QUOTES = ("USDT", "USD")
 MINUTE = INTERVALS["1m"]
 MINUTE_MS = 60_000
@@ -144,16 +157,24 @@ class HistoryPoint:
     volume_24h_usd: Decimal
 
 
+def _usd_listing(market: Market, coin: Coin) -> Listing | None:
+    usd = (item for item in market.listings() if item.base_asset == coin.symbol and item.quote_asset in USD_QUOTES)
+    return next(usd, None)
+
+
+def _scale(coin: Coin) -> Decimal:
+    """The colliding coin is worth a thousandth of the one whose ticker it shares (coins())."""
+    return Decimal(1) / 1000 if coin.name.endswith(" Classic") else Decimal(1)
+
+
 def coin_history(market: Market, coin: Coin, points: list[int], now_ms: int) -> list[HistoryPoint]:
     """The coin at each time of `points` (whole minutes): as the listing gives it at that minute,
     its price the close of the 1m candle that ended there; its 24 h volume the quote volume of the
     24 hourly candles before it. A time whose candle has not closed (or has no candle) is left out."""
-    usd = (item for item in market.listings() if item.base_asset == coin.symbol and item.quote_asset in USD_QUOTES)
-    listing = next(usd, None)
+    listing = _usd_listing(market, coin)
     if listing is None:
         return []
-    # The colliding coin is worth a thousandth of the one whose ticker it shares (coins()).
-    scale = Decimal(1) / 1000 if coin.name.endswith(" Classic") else Decimal(1)
+    scale = _scale(coin)
     first = market.klines(listing.symbol_id, MINUTE, KlineWindow(0, None, 1), now_ms)
     if not first:
         return []
@@ -171,6 +192,49 @@ def coin_history(market: Market, coin: Coin, points: list[int], now_ms: int) -> 
         volume = sum((Decimal(h.quote_volume) for h in hours), Decimal(0)) * scale
         found.append(HistoryPoint(ts, price, (price * coin.circulating).quantize(Decimal(1)), volume))
     return found
+
+
+@dataclass(frozen=True)
+class CoinCandle:
+    open_time: int
+    close_time: int  # its end: open time + length (CoinGecko's timestamp of it)
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume_usd: Decimal
+    market_cap: Decimal  # at the close
+
+    def closed(self, now_ms: int) -> bool:
+        return self.close_time <= now_ms
+
+
+def coin_candles(
+    market: Market, coin: Coin, interval: Interval, first_open_ms: int, last_open_ms: int | None, now_ms: int
+) -> list[CoinCandle]:
+    """The coin's candles of `interval` opening in [first_open_ms, last_open_ms] (None: up to now),
+    the one still forming included: its USD market's candles, volume its quote volume, market cap
+    its close times the coin's supply."""
+    listing = _usd_listing(market, coin)
+    if listing is None:
+        return []
+    scale = _scale(coin)
+    window = KlineWindow(first_open_ms, last_open_ms, 1000)
+    return [
+        CoinCandle(
+            k.open_time, interval.shift(k.open_time, 1),
+            Decimal(k.open) * scale, Decimal(k.high) * scale, Decimal(k.low) * scale, Decimal(k.close) * scale,
+            Decimal(k.quote_volume) * scale, (Decimal(k.close) * scale * coin.circulating).quantize(Decimal(1)),
+        )
+        for k in market.klines(listing.symbol_id, interval, window, now_ms)
+    ]  # fmt: skip
+
+
+def coingecko_ohlc_interval(days: str) -> Interval:
+    """CoinGecko's automatic candle: 30 minutes for 1–2 days, 4 hours for 3–30, 4 days beyond."""
+    if days == "max" or int(days) > 30:
+        return FOUR_DAYS
+    return INTERVALS["30m"] if int(days) <= 2 else INTERVALS["4h"]
 
 
 def grid(start_ms: int, end_ms: int, step_ms: int) -> list[int]:
@@ -193,6 +257,10 @@ def _instant_ms(value: str) -> int:
     except ValueError:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
         return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+def _iso_s(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _iso(ms: int) -> str:
@@ -284,12 +352,23 @@ class Aggregators:
     requests: Counter[str] = field(default_factory=Counter)
     statuses: Counter[str] = field(default_factory=Counter)
     keys_seen: Counter[str] = field(default_factory=Counter)
+    # The coins of the clock's minute: listing them costs a 24 h ticker per market, and they are
+    # the same all minute (priced at the minute's start, the ticker's anchor the 1m candle before).
+    _listed: tuple[int, list[Coin]] | None = field(default=None, repr=False)
+
+    def _coins(self, now_ms: int) -> list[Coin]:
+        minute = now_ms - now_ms % MINUTE_MS
+        if self._listed is None or self._listed[0] != minute:
+            self._listed = (minute, coins(self.market, now_ms))
+        return self._listed[1]
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get(COINGECKO_MARKETS, self.coingecko_markets)
         app.router.add_get(COINPAPRIKA_TICKERS, self.coinpaprika_tickers)
         app.router.add_get(COINGECKO_CHART, self.coingecko_chart)
         app.router.add_get(COINPAPRIKA_HISTORY, self.coinpaprika_history)
+        app.router.add_get(COINGECKO_OHLC, self.coingecko_ohlc)
+        app.router.add_get(COINPAPRIKA_OHLCV, self.coinpaprika_ohlcv)
         app.router.add_get("/_sim/aggregators", self.stats)
         app.router.add_post("/_sim/aggregators", self.add_faults)
 
@@ -325,7 +404,7 @@ class Aggregators:
             return self._answer("coingecko", 400, {"error": "invalid vs_currency"})
         per_page = min(max(int(request.query.get("per_page", "100")), 1), 250)
         page = max(int(request.query.get("page", "1")), 1)
-        listed = coins(self.market, self.clock())
+        listed = self._coins(self.clock())
         start = (page - 1) * per_page
         rows = [coingecko_row(coin, start + i + 1) for i, coin in enumerate(listed[start : start + per_page])]
         return self._answer("coingecko", 200, rows)
@@ -336,13 +415,13 @@ class Aggregators:
             return refused
         if request.query.get("quotes", "USD").upper() != "USD":
             return self._answer("coinpaprika", 400, {"error": "invalid quotes"})
-        listed = coins(self.market, self.clock())
+        listed = self._coins(self.clock())
         if "limit" in request.query:
             listed = listed[: max(int(request.query["limit"]), 1)]
         return self._answer("coinpaprika", 200, [coinpaprika_row(coin, i + 1) for i, coin in enumerate(listed)])
 
     def _coin(self, provider: str, coin_id: str) -> Coin | None:
-        for coin in coins(self.market, self.clock()):
+        for coin in self._coins(self.clock()):
             if (coin.coingecko_id if provider == "coingecko" else coin.coinpaprika_id) == coin_id:
                 return coin
         return None
@@ -399,6 +478,66 @@ class Aggregators:
                     "market_cap": int(p.market_cap),
                 }
                 for p in points
+            ],
+        )
+
+    async def coingecko_ohlc(self, request: web.Request) -> web.Response:
+        """`/coins/{id}/ohlc?vs_currency=usd&days=N`: `[close ms, open, high, low, close]` of the
+        candles closing in the last N days, and the one still forming."""
+        refused = self._refused("coingecko", request)
+        if refused is not None:
+            return refused
+        coin = self._coin("coingecko", request.match_info["id"])
+        if coin is None:
+            return self._answer("coingecko", 404, {"error": "coin not found"})
+        days = request.query.get("days", "")
+        if request.query.get("vs_currency", "").lower() != "usd" or days not in GECKO_OHLC_DAYS:
+            return self._answer("coingecko", 400, {"error": "invalid vs_currency or days"})
+        now = self.clock()
+        interval = coingecko_ohlc_interval(days)
+        first = 0 if days == "max" else now - int(days) * DAY_MS - interval.length_ms + 1
+        candles = coin_candles(self.market, coin, interval, first, None, now)
+        return self._answer(
+            "coingecko",
+            200,
+            [[c.close_time, float(c.open), float(c.high), float(c.low), float(c.close)] for c in candles],
+        )
+
+    async def coinpaprika_ohlcv(self, request: web.Request) -> web.Response:
+        """`/coins/{id}/ohlcv/historical?start=…&end=…&limit=…&interval=24h`: the candles opening
+        from start to end (a date: its day included), at most `limit` (1 unless given, ≤ 366)."""
+        refused = self._refused("coinpaprika", request)
+        if refused is not None:
+            return refused
+        coin = self._coin("coinpaprika", request.match_info["id"])
+        if coin is None:
+            return self._answer("coinpaprika", 404, {"error": "id not found"})
+        interval = PAPRIKA_CANDLES.get(request.query.get("interval", "24h"))
+        try:
+            start = _instant_ms(request.query["start"])
+            end = _instant_ms(request.query["end"]) if "end" in request.query else self.clock()
+            limit = int(request.query.get("limit", "1"))
+        except (KeyError, ValueError):
+            return self._answer("coinpaprika", 400, {"error": "invalid start, end or limit"})
+        if interval is None or not 1 <= limit <= PAPRIKA_OHLCV_LIMIT or not 0 <= end - start <= 366 * DAY_MS:
+            return self._answer("coinpaprika", 400, {"error": "invalid interval, limit or range"})
+        now = self.clock()
+        candles = coin_candles(self.market, coin, INTERVALS[interval], start, min(end, now), now)[:limit]
+        return self._answer(
+            "coinpaprika",
+            200,
+            [
+                {
+                    "time_open": _iso_s(c.open_time),
+                    "time_close": _iso_s(c.close_time - 1000),
+                    "open": float(c.open),
+                    "high": float(c.high),
+                    "low": float(c.low),
+                    "close": float(c.close),
+                    "volume": float(c.volume_usd),
+                    "market_cap": int(c.market_cap),
+                }
+                for c in candles
             ],
         )
 
