@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -24,7 +25,15 @@ def run_script(name: str) -> Callable[[argparse.Namespace], None]:
     """A benchmark that is its own script (e.g. backfill.py): run it as it runs alone."""
 
     def run(args: argparse.Namespace) -> None:
-        subprocess.run([sys.executable, str(HERE / name)], check=True)
+        with subprocess.Popen([sys.executable, str(HERE / name)]) as proc:
+            try:
+                code = proc.wait()
+            finally:
+                if proc.poll() is None:  # stopped ourselves: the script stops what it started
+                    proc.terminate()
+                    proc.wait(120)
+        if code != 0:
+            raise subprocess.CalledProcessError(code, proc.args)
 
     return run
 
@@ -45,6 +54,7 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("name", nargs="?", default="all", choices=["all", *BENCHMARKS])
     parser.add_argument("--rows", type=int, default=int(os.environ.get("ROWS", "1000000")))

@@ -50,6 +50,15 @@ PG_SETTINGS = {
 }
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # SIGTERM (a `kill`, `python -m bench` stopped) unwinds like Ctrl-C: every `finally` stops the
+    # servers and services a benchmark started, which would otherwise run on as orphans.
+    sys.exit(128 + signum)
+
+
+signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
 def env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, str(default)).replace("_", ""))
 

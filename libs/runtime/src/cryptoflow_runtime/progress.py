@@ -18,8 +18,11 @@ class Progress:
 
     def show(self, done: int, final: bool = False) -> None:
         share = min(done / self.total, 1.0)
-        rate = done / max(time.monotonic() - self.started, 1e-9)
+        elapsed = time.monotonic() - self.started
+        rate = done / max(elapsed, 1e-9)
         line = f"[{'#' * int(share * 30):<30}] {share:6.1%} {done}/{self.total} {self.unit} {rate:,.0f}/s"
+        if final:
+            line += f" in {elapsed:.2f}s"
         if self.out.isatty():
             self.out.write("\r" + line + ("\n" if final else ""))
         elif final or time.monotonic() - self._last_line_at >= 1.0:

@@ -170,9 +170,11 @@ async def run_backfill(
 
 
 def _archived_slots(jobs: list[ArchiveJob], tf_ms: int) -> int:
-    """Candle slots of the range that archive files loaded now or before cover."""
+    """Candle slots of the range that archive files loaded now or before cover: open times in
+    [max(starts), min(ends)), the range's end exclusive (a range ending on a candle's open time
+    ends one ms past it: that candle counts)."""
     return sum(
-        (min(file.end_ms, job.end_ms) - max(file.start_ms, job.start_ms)) // tf_ms
+        -((max(file.start_ms, job.start_ms) - min(file.end_ms, job.end_ms)) // tf_ms)
         for job in jobs
         for file in job.files_done
     )
