@@ -11,7 +11,8 @@ import polars as pl
 from cryptoflow_contracts.silver import AGGREGATOR_CANDLES
 
 from . import bounds
-from .bronze import read_snapshots, to_float, to_int, utc_ms
+from .aggregator_prices import coin_points_frame
+from .bronze import utc_ms
 from .quality import Check, CheckedRows, first_failure, non_finite, split_rows, unparsable
 from .schemas import polars_schema
 
@@ -22,23 +23,7 @@ PAYLOAD = pl.List(pl.Struct({name: pl.String() for name in ["asset_id", "timefra
 
 
 def frame_from_bronze(ndjson: bytes) -> pl.DataFrame:
-    snapshots = read_snapshots(ndjson, PAYLOAD).with_columns(
-        (pl.col("malformed") | pl.col("payload").is_null()).alias("malformed"),
-        pl.col("payload").list.len().alias("page_size"),
-    )
-    candles = snapshots.explode("payload").filter(pl.col("malformed") | (pl.col("page_size") > 0))
-    field = pl.col("payload").struct.field
-    raw = candles.select(
-        pl.col("exchange"),
-        field("asset_id").alias("symbol"),
-        field("timeframe").alias("timeframe"),
-        (pl.col("malformed") | pl.col("payload").is_null()).alias("malformed"),
-        field("ts").alias("raw_ts"),
-        *[field(name).alias(f"raw_{name}") for name in VALUES],
-        pl.col("event_id").alias("source_event_id"),
-        pl.col("fetched"),
-    )
-    return raw.with_columns(to_int("raw_ts").alias("ts_ms"), *[to_float(f"raw_{n}").alias(n) for n in VALUES])
+    return coin_points_frame(ndjson, PAYLOAD, VALUES, kept=("timeframe",))
 
 
 def checks() -> list[Check]:

@@ -21,7 +21,15 @@ PAYLOAD = pl.List(pl.Struct({name: pl.String() for name in ["asset_id", "ts", *V
 
 
 def frame_from_bronze(ndjson: bytes) -> pl.DataFrame:
-    snapshots = read_snapshots(ndjson, PAYLOAD).with_columns(
+    return coin_points_frame(ndjson, PAYLOAD, VALUES)
+
+
+def coin_points_frame(
+    ndjson: bytes, payload: pl.DataType, values: list[str], kept: tuple[str, ...] = ()
+) -> pl.DataFrame:
+    """An aggregator page's points (one coin's: `asset_id` is the silver symbol), a row each, with
+    `values` as text (`raw_…`) and parsed, and the `kept` fields as they are (a candle's timeframe)."""
+    snapshots = read_snapshots(ndjson, payload).with_columns(
         (pl.col("malformed") | pl.col("payload").is_null()).alias("malformed"),
         pl.col("payload").list.len().alias("page_size"),
     )
@@ -30,13 +38,14 @@ def frame_from_bronze(ndjson: bytes) -> pl.DataFrame:
     raw = points.select(
         pl.col("exchange"),
         field("asset_id").alias("symbol"),
+        *[field(name).alias(name) for name in kept],
         (pl.col("malformed") | pl.col("payload").is_null()).alias("malformed"),
         field("ts").alias("raw_ts"),
-        *[field(name).alias(f"raw_{name}") for name in VALUES],
+        *[field(name).alias(f"raw_{name}") for name in values],
         pl.col("event_id").alias("source_event_id"),
         pl.col("fetched"),
     )
-    return raw.with_columns(to_int("raw_ts").alias("ts_ms"), *[to_float(f"raw_{n}").alias(n) for n in VALUES])
+    return raw.with_columns(to_int("raw_ts").alias("ts_ms"), *[to_float(f"raw_{n}").alias(n) for n in values])
 
 
 def checks() -> list[Check]:
