@@ -364,6 +364,37 @@ COINPAPRIKA_HISTORY_LIMIT = 1000  # hourly points per request
 HOUR_MS = 3_600_000
 
 
+def coin_page(
+    method: str,
+    dataset: Dataset,
+    provider: Provider,
+    asset_id: str,
+    symbol: str,
+    params: dict[str, str],
+    response: NativeResponse,
+    first_ts: int,
+    last_ts: int,
+    timeframe: str | None = None,
+) -> RawSnapshot:
+    """One coin's response (price history, candles) as a RAW page of its points in [first_ts, last_ts]."""
+    return RawSnapshot(
+        schema_version=2,
+        native=[
+            NativeCall(ccxt_version=ccxt.__version__, method=method, args=[asset_id, params], responses=[response])
+        ],
+        dataset=dataset,
+        exchange=provider,
+        symbol=symbol,
+        timeframe=timeframe,
+        fetched_at=datetime.now(UTC),
+        request={"provider": provider, "asset_id": asset_id, **params},
+        payload=None,
+        first_ts=first_ts,
+        last_ts=last_ts,
+        final=True,
+    )
+
+
 class PriceHistoryJob:
     """Keeps one coin's price history (hourly points) from `since` on: each response a RAW page,
     the checkpoint after the first point not yet published."""
@@ -419,25 +450,16 @@ class PriceHistoryJob:
                     start += self.span_ms
                     continue
                 return published
-            snapshot = RawSnapshot(
-                schema_version=2,
-                native=[
-                    NativeCall(
-                        ccxt_version=ccxt.__version__,
-                        method=self.client.api.history_method,
-                        args=[self.asset_id, params],
-                        responses=[response],
-                    )
-                ],
-                dataset=Dataset.AGGREGATOR_PRICE,
-                exchange=self.provider,
-                symbol=self.symbol,
-                fetched_at=datetime.now(UTC),
-                request={"provider": self.provider, "asset_id": self.asset_id, **params},
-                payload=None,
-                first_ts=min(times),
-                last_ts=max(times),
-                final=True,
+            snapshot = coin_page(
+                self.client.api.history_method,
+                Dataset.AGGREGATOR_PRICE,
+                self.provider,
+                self.asset_id,
+                self.symbol,
+                params,
+                response,
+                min(times),
+                max(times),
             )
             await self.publisher.snapshot(snapshot)
             await self.checkpoints.advance(self.checkpoint, max(times) + 1, max(times))
@@ -557,24 +579,15 @@ class CandleJob:
 
     def snapshot(self, params: dict[str, str], response: NativeResponse, first_ts: int, last_ts: int) -> RawSnapshot:
         """The response as a RAW page of its settled candles, those opening in [first_ts, last_ts]."""
-        return RawSnapshot(
-            schema_version=2,
-            native=[
-                NativeCall(
-                    ccxt_version=ccxt.__version__,
-                    method=self.client.api.candle_method,
-                    args=[self.asset_id, params],
-                    responses=[response],
-                )
-            ],
-            dataset=Dataset.AGGREGATOR_CANDLE,
-            exchange=self.provider,
-            symbol=self.symbol,
-            timeframe=self.timeframe,
-            fetched_at=datetime.now(UTC),
-            request={"provider": self.provider, "asset_id": self.asset_id, **params},
-            payload=None,
-            first_ts=first_ts,
-            last_ts=last_ts,
-            final=True,
+        return coin_page(
+            self.client.api.candle_method,
+            Dataset.AGGREGATOR_CANDLE,
+            self.provider,
+            self.asset_id,
+            self.symbol,
+            params,
+            response,
+            first_ts,
+            last_ts,
+            self.timeframe,
         )
