@@ -33,15 +33,29 @@ def test_up_lists_the_aggregators_asked_for_on_the_simulator_in_a_valid_jobs_fil
     from cryptoflow_cli.up import jobs_yaml
     from cryptoflow_extractor.jobs import load_jobs
 
-    options = UpOptions(home=tmp_path, exchanges="binance", datasets="ohlcv", aggregators="coingecko,coinpaprika")
+    since = datetime(2024, 1, 1, tzinfo=UTC)
+    options = UpOptions(
+        home=tmp_path, symbols="BTC/USDT,ETH/USDT,PEPE/USDT", exchanges="binance", datasets="ohlcv",
+        aggregators="coingecko,coinpaprika",
+    )  # fmt: skip
     path = tmp_path / "jobs.yaml"
-    path.write_text(jobs_yaml(options, datetime(2024, 1, 1, tzinfo=UTC), "http://127.0.0.1:9001"))
+    path.write_text(jobs_yaml(options, since, "http://127.0.0.1:9001"))
     jobs = load_jobs(path)
     assert set(jobs.aggregators) == {"coingecko", "coinpaprika"}
     assert {spec.url for spec in jobs.aggregators.values()} == {"http://127.0.0.1:9001"}
-    live = UpOptions(home=tmp_path, exchanges="binance", datasets="ohlcv", aggregators="coinpaprika", live=True)
-    path.write_text(jobs_yaml(live, datetime(2024, 1, 1, tzinfo=UTC), None))
-    assert load_jobs(path).aggregators["coinpaprika"].url is None  # the provider's own API
+    # The markets' base coins get their price history and candles too, by the ids the simulator lists.
+    gecko, paprika = jobs.aggregators["coingecko"], jobs.aggregators["coinpaprika"]
+    assert gecko.history == gecko.candles == ["bitcoin", "ethereum", "pepe"]
+    assert paprika.history == paprika.candles == ["btc-bitcoin", "eth-ethereum", "pepe-pepe"]
+    assert gecko.history_since == gecko.candles_since == since
+    live = UpOptions(
+        home=tmp_path, symbols="BTC/USDT,PEPE/USDT", exchanges="binance", datasets="ohlcv",
+        aggregators="coinpaprika", live=True,
+    )  # fmt: skip
+    path.write_text(jobs_yaml(live, since, None))
+    listing = load_jobs(path).aggregators["coinpaprika"]
+    assert listing.url is None  # the provider's own API
+    assert listing.candles == ["btc-bitcoin"]  # a real provider's id is not guessed from a ticker
 
 
 async def test_up_refuses_an_unknown_aggregator(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -24,6 +24,7 @@ import aiohttp
 import yaml
 from cryptoflow_contracts import Dataset
 from cryptoflow_exchange_sim import EXCHANGES as SIMULATED_EXCHANGES
+from cryptoflow_exchange_sim.aggregators import KNOWN_IDS, coin_names
 from cryptoflow_extractor import DatasetsSpec
 
 from .access import CONSUMER
@@ -157,11 +158,29 @@ def jobs_yaml(options: UpOptions, since: datetime, url: str | None) -> str:
         listing: dict[str, object] = {"poll_interval_s": max(options.poll_interval_s, 30.0)}
         if url is not None:
             listing |= {"url": url, "min_request_interval_s": 0.5}
+        coins = coin_ids(provider, options.symbols.split(","), simulated=url is not None)
+        if coins:
+            # The coins of the markets asked for: their price history and candles beside the listing.
+            listing |= {"history": coins, "history_since": since.isoformat()}
+            listing |= {"candles": coins, "candles_since": since.isoformat()}
         aggregators[provider] = listing
     document: dict[str, object] = {"exchanges": exchanges}
     if aggregators:
         document["aggregators"] = aggregators
     return json.dumps(document, indent=2)  # JSON is YAML
+
+
+def coin_ids(provider: str, symbols: Iterable[str], *, simulated: bool) -> list[str]:
+    """The provider's ids of the symbols' base coins: the well-known coins' real ids, which the
+    simulator uses too; another coin only on the simulator (its made-up id; a real provider's id
+    for it is not guessable from a ticker, a jobs file names it)."""
+    column = AGGREGATORS.index(provider)
+    ids: list[str] = []
+    for symbol in symbols:
+        base = symbol.strip().split("/")[0].upper()
+        if base and (simulated or base in KNOWN_IDS):
+            ids.append(coin_names(base)[column])
+    return list(dict.fromkeys(ids))
 
 
 def configured_exchanges(config: Path) -> list[str]:

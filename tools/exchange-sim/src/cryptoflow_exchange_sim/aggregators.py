@@ -76,6 +76,12 @@ KNOWN_IDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+def coin_names(base: str) -> tuple[str, str, str]:
+    """A base asset's CoinGecko id, CoinPaprika id and name, as the simulator lists it."""
+    lower = base.lower()
+    return KNOWN_IDS.get(base, (lower, f"{lower}-{lower}", base))
+
+
 @dataclass(frozen=True)
 class Coin:
     symbol: str
@@ -120,14 +126,7 @@ def coins(market: Market, now_ms: int) -> list[Coin]:
         ticker = ticker_snapshot(market, listing.symbol_id, now_ms)
         if not closed or closed[0].close_time >= now_ms or ticker.anchor is None:
             continue  # no closed candle yet: the providers do not list it yet either
-        gecko, paprika, name = KNOWN_IDS.get(
-            listing.base_asset,
-            (
-                listing.base_asset.lower(),
-                f"{listing.base_asset.lower()}-{listing.base_asset.lower()}",
-                listing.base_asset,
-            ),
-        )
+        gecko, paprika, name = coin_names(listing.base_asset)
         circulating, total, max_supply = _supply(listing.base_asset)
         found.append(
             Coin(
