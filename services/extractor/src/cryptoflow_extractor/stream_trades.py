@@ -24,12 +24,23 @@ from .session import ExchangeSession, describe_invalid
 from .streaming import StallError, StreamJob, Updates
 from .trades import PageTrade, TradesJob, new_trades
 from .validation import validate_trades
-from .ws import Frame, StreamClient
+from .ws import CACHE_LIMIT, Frame, StreamClient
 
 log = logging.getLogger(__name__)
 
 # How long a new connection waits for its first trade before filling by REST anyway.
 FIRST_UPDATE_WAIT_S = 5.0
+
+
+class CacheOverflow(Exception):
+    """A watch returned as many trades as ccxt's cache holds: older ones may have been dropped."""
+
+
+def check_overflow(result: list[dict[str, Any]]) -> None:
+    """Raise CacheOverflow when an update fills ccxt's cache: the connection ends, and the next one
+    fills from the cursor by REST, as after a drop, instead of skipping what the cache lost."""
+    if len(result) >= CACHE_LIMIT:
+        raise CacheOverflow(f"{len(result)} trades in one read fill ccxt's cache of {CACHE_LIMIT}: some may be lost")
 
 
 class TradesStream(StreamJob):
@@ -106,6 +117,7 @@ class TradesStream(StreamJob):
         """Updates into the page, and their new trades to LIVE in one message."""
         live: list[PageTrade] = []
         for result, frames in updates:
+            check_overflow(result)
             try:
                 rows = list(map(PageTrade, validate_trades(result), result))
             except (ValidationError, ValueError, TypeError):
