@@ -31,7 +31,7 @@ import asyncio
 import calendar
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
@@ -73,7 +73,7 @@ log = logging.getLogger(__name__)
 ARCHIVE_SOURCE = "binance-archive"
 DEFAULT_ARCHIVE_URL = "https://data.binance.vision"
 # CSV per RAW page (its only content: no payload beside it), well under NATS's 1 MiB message limit.
-PART_BYTES = 512_000
+PART_BYTES = 800_000
 DAY_MS = 86_400_000
 FETCH_ATTEMPTS = 4
 
@@ -495,13 +495,28 @@ class ArchiveJob:
         The file is parsed once (its unit and header detected for the whole file: `times` are its
         open times in ms); a page carries its part of the CSV as bronze and no payload: its candles
         are parsed from the part where they are needed (the transformer), between the page's first
-        and last open times."""
+        and last open times. The pages are made off the event loop (hashing a page's part for its
+        id is most of the work): the loop goes on publishing other files' pages meanwhile."""
+        pages = await asyncio.to_thread(self._pages, file, digest, csv, times)
+        # All of a file's pages in flight together; its checkpoint only after every one is acked.
+        await asyncio.gather(*(self.session.publisher.snapshot(snapshot) for snapshot, _ in pages))
+        loaded = pl.concat([inside for _, inside in pages]) if pages else pl.Series("open_time", [], pl.Int64)
+        CANDLES_PUBLISHED.labels(self.session.exchange_id, self.symbol, self.timeframe).inc(loaded.len())
+        log.info(
+            "archive file loaded",
+            extra={"job": self.name, "file": file.name, "candles": loaded.len(), "pages": len(pages)},
+        )
+        return loaded
+
+    def _pages(
+        self, file: ArchiveFile, digest: str, csv: bytes, times: pl.Series
+    ) -> list[tuple[RawSnapshot, pl.Series]]:
+        """The file's RAW pages, each with the open times of its candles inside the range."""
         parts = split_lines(csv, self.part_bytes)
         lo, hi = max(file.start_ms, self.start_ms), min(file.end_ms, self.end_ms) - 1
-        published: list[pl.Series] = []
         fetched_at = datetime.now(UTC)
         offset, row = 0, 0
-        pending: list[Awaitable[None]] = []
+        pages: list[tuple[RawSnapshot, pl.Series]] = []
         for index, part in enumerate(parts):
             start, offset = offset, offset + len(part)
             lines = part.count(b"\n") + (0 if part.endswith(b"\n") else 1)
@@ -537,17 +552,8 @@ class ArchiveJob:
                 last_ts=int(inside[-1]),
                 final=True,
             )
-            pending.append(self.session.publisher.snapshot(snapshot))
-            published.append(inside)
-        # All of a file's pages in flight together; its checkpoint only after every one is acked.
-        await asyncio.gather(*pending)
-        loaded = pl.concat(published) if published else pl.Series("open_time", [], pl.Int64)
-        CANDLES_PUBLISHED.labels(self.session.exchange_id, self.symbol, self.timeframe).inc(loaded.len())
-        log.info(
-            "archive file loaded",
-            extra={"job": self.name, "file": file.name, "candles": loaded.len(), "pages": len(pending)},
-        )
-        return loaded
+            pages.append((snapshot, inside))
+        return pages
 
     def _in_missing_days(self, start: int, end: int) -> bool:
         merged: list[list[int]] = []
