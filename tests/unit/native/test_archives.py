@@ -12,6 +12,7 @@ from cryptoflow_native.archives import (
     ChecksumMismatch,
     csv_member,
     has_header,
+    kline_open_times,
     kline_rows,
     split_lines,
     verify_checksum,
@@ -94,6 +95,37 @@ def test_the_zips_one_csv_is_read_and_anything_else_refused() -> None:
         csv_member(b"not a zip")
     with pytest.raises(ArchiveError):
         kline_rows(b"1704067200000,abc\n")
+
+
+def zipped(csv: bytes, method: int) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", method) as archive:
+        archive.writestr("BTCUSDT-1m-2024-01.csv", csv)
+    return out.getvalue()
+
+
+def test_deflated_and_stored_members_read_the_same_and_a_damaged_one_is_refused() -> None:
+    csv = MS * 500  # deflates well: the fast inflate path, not zipfile's
+    deflated = zipped(csv, zipfile.ZIP_DEFLATED)
+    assert len(deflated) < len(csv) // 4
+    assert csv_member(deflated) == csv_member(zipped(csv, zipfile.ZIP_STORED)) == csv
+    # A byte of the compressed stream changed: the inflate fails or its CRC-32 does not match.
+    start = deflated.index(b"BTCUSDT-1m-2024-01.csv") + len("BTCUSDT-1m-2024-01.csv")
+    damaged = bytearray(deflated)
+    damaged[start + 200] ^= 0xFF
+    with pytest.raises(ArchiveError):
+        csv_member(bytes(damaged))
+
+
+def test_open_times_alone_are_the_full_parses_whatever_the_variant() -> None:
+    full = [row[0] for row in kline_rows(MS)]
+    for variant in (MS, HEADER + MS, in_microseconds(MS), HEADER + in_microseconds(MS)):
+        assert kline_open_times(variant).to_list() == full
+    assert kline_open_times(b"").is_empty() and kline_open_times(HEADER).is_empty()
+    with pytest.raises(ArchiveError, match="expected 12 kline columns, found 2"):
+        kline_open_times(b"1704067200000,abc\n")
+    with pytest.raises(ArchiveError):
+        kline_open_times(MS + b"not-a-time" + MS[MS.index(b","):])
 
 
 @given(
