@@ -125,7 +125,7 @@ def test_open_times_alone_are_the_full_parses_whatever_the_variant() -> None:
     with pytest.raises(ArchiveError, match="expected 12 kline columns, found 2"):
         kline_open_times(b"1704067200000,abc\n")
     with pytest.raises(ArchiveError):
-        kline_open_times(MS + b"not-a-time" + MS[MS.index(b","):])
+        kline_open_times(MS + b"not-a-time" + MS[MS.index(b",") :])
 
 
 @given(
