@@ -165,16 +165,13 @@ async def main() -> None:
     expected = len(symbols) * ((end_ms - start_ms) // MINUTE + 1)
     home = Path(tempfile.mkdtemp(prefix="cryptoflow-bench-archive-"))
     nats_server = await asyncio.to_thread(start_nats, home / "nats")
-    # Extraction alone (archive and REST) goes to a server nothing consumes from.
-    extract_server = await asyncio.to_thread(start_nats, home / "nats-extract")
     postgres = await asyncio.to_thread(start_postgres, home / "pg", settings=PG_SETTINGS)
     procs: list[ServiceProc] = []
     sim: subprocess.Popen[bytes] | None = None
     try:
-        for server in (nats_server, extract_server):
-            nc = await nats.connect(server.url)
-            await ensure_streams(nc.jetstream())
-            await nc.close()
+        nc = await nats.connect(nats_server.url)
+        await ensure_streams(nc.jetstream())
+        await nc.close()
         sim, sim_url = start_simulator(home, symbols)
 
         log(f"{len(symbols)} symbols x {len(labels)} months of 1m candles ({expected:,} candles)")
@@ -194,8 +191,8 @@ async def main() -> None:
         }
         window = ["--timeframe", "1m", "--from", START.isoformat(),
                   "--to", datetime.fromtimestamp(end_ms / 1000, UTC).isoformat()]  # fmt: skip
-        alone = {**env, "NATS_URL": extract_server.url}
-        archive_wall, archive_s = run_backfill(alone, home, "archive", ["--source", "binance-archive", *window])
+        # Extraction alone (archive and REST): each run into a server nothing consumes from.
+        archive_wall, archive_s = await backfill_alone(env, home, "archive", ["--source", "binance-archive", *window])
         log(f"  archive backfill to JetStream: {archive_s:.2f}s ({expected / archive_s:,.0f} candles/s; "
             f"the command {archive_wall:.2f}s)")  # fmt: skip
         # The same REST backfill once before, into a server of its own: the simulator answers a
@@ -213,7 +210,6 @@ async def main() -> None:
         rest_wall, rest_s = await backfill_alone(limited, home, "rest", window)
         log(f"  REST backfill at Binance's weight limit: {rest_s:.2f}s ({expected / rest_s:,.0f} candles/s; "
             f"the command {rest_wall:.2f}s)")  # fmt: skip
-        extract_server.stop()
 
         for name in ("warehouse-loader", "transformer", "lake-writer"):
             procs.append(spawn_service(name, env, home))
@@ -231,7 +227,6 @@ async def main() -> None:
         if sim is not None:
             sim.terminate()
             sim.wait(30)
-        extract_server.stop()
         nats_server.stop()
         postgres.stop()
     archive_rate = expected / archive_s

@@ -126,8 +126,11 @@ def kline_open_times(csv: bytes) -> pl.Series:
     needs a page's bounds; the transformer parses every column from the page's part), after the
     first row's width is checked (ArchiveError when it is not kline CSV)."""
     skip = 1 if has_header(csv) else 0
-    lines = csv.split(b"\n", skip + 1)
-    first = lines[skip] if len(lines) > skip else b""
+    # The first data row, found without copying the rest of the file.
+    newline = csv.find(b"\n")
+    start = 0 if not skip else len(csv) if newline < 0 else newline + 1
+    end = csv.find(b"\n", start)
+    first = csv[start : end if end >= 0 else len(csv)]
     if not first.strip():
         return pl.Series("open_time", [], pl.Int64)
     if first.count(b",") + 1 != len(_COLUMNS):

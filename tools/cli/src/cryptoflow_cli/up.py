@@ -174,12 +174,11 @@ def coin_ids(provider: str, symbols: Iterable[str], *, simulated: bool) -> list[
     """The provider's ids of the symbols' base coins: the well-known coins' real ids, which the
     simulator uses too; another coin only on the simulator (its made-up id; a real provider's id
     for it is not guessable from a ticker, a jobs file names it)."""
-    column = AGGREGATORS.index(provider)
     ids: list[str] = []
     for symbol in symbols:
         base = symbol.strip().split("/")[0].upper()
         if base and (simulated or base in KNOWN_IDS):
-            ids.append(coin_names(base)[column])
+            ids.append(getattr(coin_names(base), provider))
     return list(dict.fromkeys(ids))
 
 

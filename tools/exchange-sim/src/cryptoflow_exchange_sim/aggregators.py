@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import web
 
@@ -76,10 +76,16 @@ KNOWN_IDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def coin_names(base: str) -> tuple[str, str, str]:
+class CoinNames(NamedTuple):
+    coingecko: str
+    coinpaprika: str
+    name: str
+
+
+def coin_names(base: str) -> CoinNames:
     """A base asset's CoinGecko id, CoinPaprika id and name, as the simulator lists it."""
     lower = base.lower()
-    return KNOWN_IDS.get(base, (lower, f"{lower}-{lower}", base))
+    return CoinNames(*KNOWN_IDS.get(base, (lower, f"{lower}-{lower}", base)))
 
 
 @dataclass(frozen=True)
